@@ -1,0 +1,54 @@
+"""The ``kaon`` command. Each verb group lives in its own module; this one wires them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from kaon.cli import data, evaluate, models, serve, train
+from kaon.cli.output import console_err
+from kaon.errors import KaonError
+
+app = typer.Typer(
+    name="kaon",
+    help="Kaon: train, register and serve deep-learning models.\n\n"
+    "Example: kaon train examples/mnist_mlp.yaml",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    """Console-script entry point: run the app and turn KaonErrors into clean exits."""
+    try:
+        app(standalone_mode=False)
+    except KaonError as exc:
+        console_err.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            console_err.print(f"[yellow]Hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console_err.print("[yellow]Interrupted.[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""A small Python client for a Kaon server.
+
+    >>> from kaon import Client
+    >>> client = Client("http://127.0.0.1:8000")
+    >>> client.wait_ready()
+    >>> client.predict("mnist-mlp", images)   # uint8 array (N, H, W) or (N, C, H, W)
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from kaon.errors import KaonError, NotFoundError, SignatureError
+
+_ERRORS: dict[int, type[KaonError]] = {404: NotFoundError, 422: SignatureError}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probabilities: list[float]
+
+
+class Client:
+    """Talks to ``kaon serve``; errors come back as :class:`KaonError` with the server's hint."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None,
+                 timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server has loaded its model (or raise after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise KaonError(f"Server {self._http.base_url} not ready after {timeout:.0f}s.",
+                                hint="Check the server's log; is the model name right?")
+            time.sleep(0.1)
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._json(self._http.get(f"/v1/models/{name}"))
+
+    def predict(self, name: str, images: Any) -> list[Prediction]:
+        """``images``: a uint8 array (N, H, W)/(N, C, H, W), or a list of PNG/JPEG bytes/paths."""
+        payload = {"inputs": _encode(images)}
+        body = self._json(self._http.post(f"/v1/models/{name}/predict", json=payload))
+        return [Prediction(**p) for p in body["predictions"]]
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 400:
+            try:
+                detail = response.json()
+            except ValueError:
+                detail = {"message": response.text}
+            message = detail.get("message") or str(detail.get("detail", detail))
+            cls = _ERRORS.get(response.status_code, KaonError)
+            raise cls(f"HTTP {response.status_code}: {message}", hint=detail.get("hint"))
+        return response.json()
+
+
+def _encode(images: Any) -> list[Any]:
+    if isinstance(images, np.ndarray) or hasattr(images, "numpy"):
+        array = np.asarray(images)
+        return [img.tolist() for img in array]
+    out: list[Any] = []
+    for item in images:
+        if isinstance(item, str | Path):
+            item = Path(item).read_bytes()
+        if isinstance(item, bytes):
+            out.append(base64.b64encode(item).decode("ascii"))
+        else:
+            out.append(np.asarray(item).tolist())
+    return out

@@ -1,0 +1,13 @@
+"""Datasets: the named catalog, file formats, imports of user data, and download-and-verify.
+
+>>> from kaon.data import load_dataset
+>>> mnist = load_dataset("mnist")          # doctest: +SKIP
+>>> mnist.splits["train"].images.shape     # doctest: +SKIP
+torch.Size([60000, 1, 28, 28])
+"""
+
+from kaon.data.dataset import Dataset, Split
+from kaon.data.resolve import list_datasets, load_dataset
+from kaon.data.store import import_dataset
+
+__all__ = ["Dataset", "Split", "import_dataset", "list_datasets", "load_dataset"]

@@ -1,0 +1,247 @@
+"""The model registry: named models, integer versions, movable aliases, lineage.
+
+Metadata lives in SQL; weights live as safetensors under ``KAON_HOME/models``.
+References look like ``name`` (latest version), ``name:3`` or ``name@production``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kaon.config import get_settings
+from kaon.db import session_scope
+from kaon.db.models import DEFAULT_WORKSPACE, Model, ModelAlias, ModelVersion, new_id
+from kaon.errors import ConfigError, NotFoundError
+from kaon.nn.spec import NAME_PATTERN
+from kaon.registry.artifacts import save_weights
+from kaon.registry.signature import Signature
+
+_REF = re.compile(r"^(?P<name>[^@:]+)(?::(?P<version>\d+)|@(?P<alias>[^@:]+))?$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registered model version, detached from the database session."""
+
+    id: str
+    name: str
+    version: int
+    aliases: tuple[str, ...]
+    run_id: str | None
+    spec: dict[str, Any]
+    dataset: str
+    dataset_hash: str
+    metrics: dict[str, Any]
+    signature: Signature
+    parent: str | None
+    artifact: Path
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "version": self.version,
+            "aliases": list(self.aliases), "run_id": self.run_id, "dataset": self.dataset,
+            "dataset_hash": self.dataset_hash, "metrics": self.metrics,
+            "signature": self.signature.model_dump(mode="json"), "parent": self.parent,
+            "artifact": str(self.artifact), "sha256": self.sha256,
+            "size_bytes": self.size_bytes, "created_at": self.created_at.isoformat(),
+            "spec": self.spec,
+        }
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """``name``, ``name:3`` or ``name@alias`` → (name, version, alias)."""
+    match = _REF.match(ref.strip())
+    if not match or not re.match(NAME_PATTERN, match["name"]):
+        raise ConfigError(f"{ref!r} is not a model reference.",
+                          hint="Use NAME, NAME:VERSION or NAME@ALIAS, e.g. mnist-mlp@production.")
+    version = int(match["version"]) if match["version"] else None
+    return match["name"], version, match["alias"]
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise ConfigError(f"{what} {name!r} is not allowed.",
+                          hint="Use lower-case letters, digits, '.', '_' and '-' (max 64), "
+                               "starting with a letter or digit.")
+    return name
+
+
+def register(
+    name: str,
+    state: dict[str, torch.Tensor],
+    *,
+    spec: dict[str, Any],
+    signature: Signature,
+    dataset: str,
+    dataset_hash: str,
+    metrics: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    parent: str | None = None,
+    alias: str | None = None,
+    workspace: str = DEFAULT_WORKSPACE,
+) -> ModelInfo:
+    """Store weights and metadata as the next version of ``name``; optionally move an alias."""
+    check_name(name)
+    if alias is not None:
+        check_name(alias, "alias")
+    with session_scope() as db:
+        parent_row = _resolve(db, parent, workspace) if parent else None
+        model = db.scalar(select(Model).where(Model.workspace_id == workspace,
+                                              Model.name == name))
+        if model is None:
+            model = Model(id=new_id("mdl"), workspace_id=workspace, name=name)
+            db.add(model)
+            db.flush()
+        latest = db.scalar(select(func.max(ModelVersion.version))
+                           .where(ModelVersion.model_id == model.id)) or 0
+        version = latest + 1
+        path = get_settings().models_dir / workspace / name / f"v{version}" / "model.safetensors"
+        sha, size = save_weights(state, path, metadata={"kaon.model": f"{name}:{version}"})
+        row = ModelVersion(
+            id=new_id("mv"), model_id=model.id, version=version, run_id=run_id, spec=spec,
+            dataset=dataset, dataset_hash=dataset_hash, metrics=metrics or {},
+            signature=signature.model_dump(mode="json"),
+            parent_id=parent_row.id if parent_row else None,
+            artifact=str(path), sha256=sha, size_bytes=size,
+        )
+        db.add(row)
+        db.flush()
+        if alias:
+            _set_alias(db, model, alias, row)
+        db.flush()
+        db.refresh(model)
+        return _info(db, row)
+
+
+def get(ref: str, workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:
+    with session_scope() as db:
+        return _info(db, _resolve(db, ref, workspace))
+
+
+def list_models(workspace: str = DEFAULT_WORKSPACE) -> list[ModelInfo]:
+    """Every version of every model, by name then version."""
+    with session_scope() as db:
+        rows = db.scalars(select(ModelVersion).join(Model)
+                          .where(Model.workspace_id == workspace)
+                          .order_by(Model.name, ModelVersion.version)).all()
+        return [_info(db, r) for r in rows]
+
+
+def set_alias(ref: str, alias: str, workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:
+    """Point ``alias`` at the version ``ref`` names (moving it if it pointed elsewhere)."""
+    check_name(alias, "alias")
+    with session_scope() as db:
+        row = _resolve(db, ref, workspace)
+        _set_alias(db, row.model, alias, row)
+        db.flush()
+        return _info(db, row)
+
+
+def remove_alias(name: str, alias: str, workspace: str = DEFAULT_WORKSPACE) -> None:
+    with session_scope() as db:
+        row = _resolve(db, f"{name}@{alias}", workspace)
+        for a in list(row.model.aliases):
+            if a.alias == alias:
+                db.delete(a)
+
+
+def update_metrics(ref: str, metrics: dict[str, Any],
+                   workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:
+    with session_scope() as db:
+        row = _resolve(db, ref, workspace)
+        row.metrics = {**row.metrics, **metrics}
+        db.flush()
+        return _info(db, row)
+
+
+def delete(ref: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
+    """Delete one version (``name:3``/``name@alias``) or, for a bare name, the whole model."""
+    name, version, alias = parse_ref(ref)
+    with session_scope() as db:
+        if version is None and alias is None:
+            model = _model(db, name, workspace)
+            refs = [f"{name}:{v.version}" for v in model.versions]
+            folder = Path(get_settings().models_dir / workspace / name)
+            db.delete(model)
+        else:
+            row = _resolve(db, ref, workspace)
+            refs = [f"{name}:{row.version}"]
+            folder = Path(row.artifact).parent
+            db.delete(row)
+    shutil.rmtree(folder, ignore_errors=True)
+    return refs
+
+
+# ---- internals ---------------------------------------------------------------------------------
+def _model(db: Session, name: str, workspace: str) -> Model:
+    model = db.scalar(select(Model).where(Model.workspace_id == workspace, Model.name == name))
+    if model is None:
+        known = db.scalars(select(Model.name).where(Model.workspace_id == workspace)
+                           .order_by(Model.name)).all()
+        raise NotFoundError(
+            f"No model named {name!r}. Known models: {', '.join(known) or '(none)'}.",
+            hint="List them with `kaon models list`; register one with `kaon train SPEC`.")
+    return model
+
+
+def _resolve(db: Session, ref: str, workspace: str) -> ModelVersion:
+    name, version, alias = parse_ref(ref)
+    model = _model(db, name, workspace)
+    if alias is not None:
+        for a in model.aliases:
+            if a.alias == alias:
+                return a.version
+        known = sorted(a.alias for a in model.aliases)
+        raise NotFoundError(f"Model {name!r} has no alias {alias!r}. "
+                            f"Known aliases: {', '.join(known) or '(none)'}.",
+                            hint=f"Set one with `kaon models alias {name}:VERSION {alias}`.")
+    if not model.versions:
+        raise NotFoundError(f"Model {name!r} has no versions.")
+    if version is None:
+        return model.versions[-1]
+    for v in model.versions:
+        if v.version == version:
+            return v
+    known_versions = ", ".join(str(v.version) for v in model.versions)
+    raise NotFoundError(f"Model {name!r} has no version {version}. Known versions: "
+                        f"{known_versions}.", hint=f"See `kaon models show {name}`.")
+
+
+def _set_alias(db: Session, model: Model, alias: str, row: ModelVersion) -> None:
+    for a in model.aliases:
+        if a.alias == alias:
+            a.version_id = row.id
+            return
+    db.add(ModelAlias(model_id=model.id, alias=alias, version_id=row.id))
+
+
+def _info(db: Session, row: ModelVersion) -> ModelInfo:
+    aliases = db.scalars(select(ModelAlias.alias).where(ModelAlias.version_id == row.id)
+                         .order_by(ModelAlias.alias)).all()
+    parent = None
+    if row.parent_id:
+        p = db.get(ModelVersion, row.parent_id)
+        parent = f"{p.model.name}:{p.version}" if p else None
+    return ModelInfo(
+        id=row.id, name=row.model.name, version=row.version, aliases=tuple(aliases),
+        run_id=row.run_id, spec=row.spec, dataset=row.dataset, dataset_hash=row.dataset_hash,
+        metrics=dict(row.metrics or {}), signature=Signature.model_validate(row.signature),
+        parent=parent, artifact=Path(row.artifact), sha256=row.sha256,
+        size_bytes=row.size_bytes, created_at=row.created_at,
+    )

@@ -1,0 +1,192 @@
+"""``train(spec)`` and ``resume(run_id)``: dataset → model → loop → test metrics → registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kaon.config import get_settings
+from kaon.data import Dataset, load_dataset
+from kaon.errors import ConfigError, DataError, KaonError
+from kaon.nn.build import build_model, count_parameters, output_units
+from kaon.nn.preprocess import Normalizer, channel_stats, prefers_channels_last
+from kaon.nn.spec import TrainSpec, load_spec, parse_spec
+from kaon.registry import Signature, register
+from kaon.train import runs
+from kaon.train.callbacks import Checkpoint, EarlyStop, RecordMetrics, TensorBoard
+from kaon.train.checkpoint import CHECKPOINT, load_checkpoint
+from kaon.train.loop import TensorData, Trainer
+
+
+class TrainingInterrupted(KaonError):
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    model: str | None  # "name:version" once registered
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        name, _, version = (self.model or "::").partition(":")
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir),
+                "model": name or None, "version": int(version) if version else None,
+                "metrics": self.metrics}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
+          progress: bool = False, device: torch.device | None = None) -> TrainResult:
+    """Train a spec (object or YAML path) from scratch, evaluate on test, register."""
+    if not isinstance(spec, TrainSpec):
+        spec = load_spec(spec, overrides)
+    dataset = load_dataset(spec.data.dataset)
+    setup = _Setup(spec, dataset, device or pick_device())
+    run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
+                          setup.dataset_hash, get_settings().runs_dir)
+    (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),
+                                                            sort_keys=False))
+    return _run(setup, run.id, run.directory, progress, state_path=None)
+
+
+def resume(run_id: str, *, progress: bool = False,
+           device: torch.device | None = None) -> TrainResult:
+    """Continue an interrupted run from its last checkpoint; ends as an uninterrupted run."""
+    run = runs.get_run(run_id)
+    if run.status == "succeeded":
+        raise ConfigError(f"Run {run_id} already finished; nothing to resume.",
+                          hint="Start a new run with `kaon train SPEC`.")
+    checkpoint = run.directory / CHECKPOINT
+    if not checkpoint.is_file():
+        raise ConfigError(f"Run {run_id} has no checkpoint yet (it stopped in epoch 1).",
+                          hint="Start it again with `kaon train SPEC`.")
+    spec = parse_spec(run.spec, source=f"run {run_id}")
+    setup = _Setup(spec, load_dataset(run.dataset), device or pick_device())
+    if setup.dataset_hash != run.dataset_hash:
+        raise DataError(f"Dataset {run.dataset!r} changed since run {run_id} started "
+                        f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",
+                        hint="Resume needs the same data; start a new run instead.")
+    runs.set_status(run_id, "running")
+    return _run(setup, run_id, run.directory, progress, state_path=checkpoint)
+
+
+class _Setup:
+    """Tensors, normaliser and a freshly initialised model for a spec."""
+
+    def __init__(self, spec: TrainSpec, dataset: Dataset, device: torch.device) -> None:
+        self.spec, self.dataset, self.device = spec, dataset, device
+        self.dataset_hash = dataset.content_hash()
+        if "train" not in dataset.splits:
+            raise DataError(f"Dataset {dataset.name!r} has no 'train' split "
+                            f"(it has: {', '.join(dataset.splits)}).")
+        if dataset.num_classes < 2:
+            raise DataError(f"Dataset {dataset.name!r} has {dataset.num_classes} class; "
+                            "classification needs at least 2.")
+        train = dataset.splits["train"]
+        if spec.data.limit:
+            train = train.subset(slice(0, spec.data.limit))
+        val = dataset.splits.get("val")
+        fraction = spec.data.val_fraction
+        if fraction is None:
+            fraction = 0.0 if val is not None else 0.1
+        if fraction > 0:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(spec.seed))
+            n_val = max(1, round(len(train) * fraction))
+            val, train = train.subset(order[-n_val:]), train.subset(order[:-n_val].sort().values)
+        norm = spec.data.normalize
+        mean, std = norm.mean, norm.std
+        if mean is None or std is None:
+            auto_mean, auto_std = channel_stats(train.images)
+            mean, std = mean or auto_mean, std or auto_std
+        c = dataset.shape[0]
+        if len(mean) != c or len(std) != c:
+            raise ConfigError(f"data.normalize needs {c} value(s) per channel, got mean={mean} "
+                              f"std={std}.")
+        self.mean, self.std = mean, std
+        on = device
+        self.data = TensorData(
+            train.images.to(on), train.labels.to(on),
+            val.images.to(on) if val is not None else None,
+            val.labels.to(on) if val is not None else None,
+        )
+        test = dataset.splits.get("test")
+        self.test = (test.images.to(on), test.labels.to(on)) if test is not None else None
+        torch.manual_seed(spec.seed)
+        self.model = build_model(spec, dataset.shape, dataset.num_classes).to(device)
+        self.out_units = output_units(spec, dataset.num_classes)
+
+    def signature(self) -> Signature:
+        return Signature(shape=self.dataset.shape, mean=self.mean, std=self.std,
+                         class_names=self.dataset.class_names,
+                         output="sigmoid" if self.out_units == 1 else "softmax")
+
+
+def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
+         state_path: Path | None) -> TrainResult:
+    spec = setup.spec
+    early = EarlyStop(spec.early_stopping, run_dir) if spec.early_stopping else None
+    board = TensorBoard(run_dir)
+    callbacks: list[Any] = [RecordMetrics(run_id)]
+    if early:
+        callbacks.append(early)
+    callbacks += [board, Checkpoint(run_dir)]
+    channels_last = prefers_channels_last(setup.model)
+    if channels_last:
+        setup.model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer(setup.mean, setup.std, setup.device, channels_last)
+    trainer = Trainer(spec, setup.model, setup.data, normalizer, setup.dataset.num_classes,
+                      setup.device, callbacks, progress)
+    if state_path is not None:
+        trainer.load_state(load_checkpoint(state_path))
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        runs.set_status(run_id, "interrupted")
+        raise TrainingInterrupted(
+            f"Training interrupted after {trainer.epoch} complete epoch(s); the checkpoint of "
+            f"epoch {trainer.epoch} is kept in {run_dir}.",
+            hint=f"Continue with `kaon train --resume {run_id}`.") from None
+    except BaseException as exc:
+        runs.set_status(run_id, "failed", error=str(exc))
+        raise
+    finally:
+        board.close()
+    if early:
+        early.restore_best(trainer)
+    metrics = _final_metrics(trainer, setup, history)
+    model_ref = None
+    if spec.register_ is not None:
+        info = register(
+            spec.register_.name or spec.name, trainer.model.state_dict(),
+            spec=spec.model_dump(mode="json"), signature=setup.signature(),
+            dataset=setup.dataset.name, dataset_hash=setup.dataset_hash, metrics=metrics,
+            run_id=run_id, parent=spec.parent, alias=spec.register_.alias,
+        )
+        model_ref = info.ref
+        metrics["model"] = info.ref
+    runs.set_status(run_id, "succeeded", metrics=metrics)
+    return TrainResult(run_id, run_dir, model_ref, metrics, history)
+
+
+def _final_metrics(trainer: Trainer, setup: _Setup,
+                   history: list[dict[str, float]]) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("val_") else k: v
+                               for k, v in last.items() if k not in ("lr", "seconds")}
+    metrics["epochs"] = trainer.epoch
+    metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 3)
+    metrics["parameters"] = count_parameters(trainer.model)
+    if setup.test is not None:
+        loss, acc = trainer.evaluate(*setup.test)
+        metrics.update(test_loss=loss, test_accuracy=acc)
+    return metrics

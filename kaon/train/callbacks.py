@@ -1,0 +1,81 @@
+"""What happens after each epoch: checkpoint, metrics to SQL and TensorBoard, early stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kaon.nn.spec import EarlyStopping
+from kaon.registry.artifacts import load_weights, save_weights
+from kaon.train import runs
+from kaon.train.checkpoint import CHECKPOINT, save_checkpoint
+
+if TYPE_CHECKING:
+    from kaon.train.loop import Trainer
+
+BEST = "best.safetensors"
+
+
+class Checkpoint:
+    """Save the full training state after every epoch (atomically)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / CHECKPOINT
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        save_checkpoint(self.path, trainer.state())
+
+
+class RecordMetrics:
+    """Per-epoch metrics into the runs database."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        runs.record_epoch(self.run_id, epoch, logs)
+
+
+class TensorBoard:
+    """Scalars as TensorBoard event files under ``RUN_DIR/tensorboard``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        for key, value in logs.items():
+            group = "val" if key.startswith("val_") else ("train" if key != "lr" else "opt")
+            self.writer.add_scalar(f"{group}/{key.removeprefix('val_')}", value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class EarlyStop:
+    """Stop when the monitored metric stops improving; keep the best weights on disk."""
+
+    def __init__(self, cfg: EarlyStopping, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.best_path = run_dir / BEST
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get(self.cfg.monitor)
+        if value is None:
+            return
+        sign = -1.0 if self.cfg.monitor == "val_loss" else 1.0
+        best = trainer.extra.get("best")
+        if best is None or sign * (value - best) > self.cfg.min_delta:
+            trainer.extra.update(best=value, best_epoch=epoch, wait=0)
+            save_weights(trainer.model.state_dict(), self.best_path)
+        else:
+            trainer.extra["wait"] = trainer.extra.get("wait", 0) + 1
+            if trainer.extra["wait"] >= self.cfg.patience:
+                trainer.should_stop = True
+                trainer.extra["stopped_epoch"] = epoch
+
+    def restore_best(self, trainer: Trainer) -> None:
+        if self.best_path.is_file():
+            trainer.model.load_state_dict(load_weights(self.best_path))

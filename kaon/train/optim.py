@@ -1,0 +1,56 @@
+"""Spec → optimizer, LR scheduler and loss ("compile", in Keras' words)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, StepLR
+
+from kaon.nn.spec import Optimizer, Schedule
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_optimizer(cfg: Optimizer, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: Schedule, opt: torch.optim.Optimizer, epochs: int,
+                   steps_per_epoch: int) -> tuple[LRScheduler | None, bool]:
+    """Return (scheduler, steps_each_batch)."""
+    total = epochs * steps_per_epoch
+    if cfg.name == "onecycle":
+        max_lr = cfg.max_lr or opt.param_groups[0]["lr"]
+        return OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=cfg.warmup), True
+    if cfg.name == "cosine":
+        return CosineAnnealingLR(opt, T_max=total), True
+    if cfg.name == "step":
+        return StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma), False
+    return None, False
+
+
+def make_loss(name: str, out_units: int, num_classes: int) -> LossFn:
+    """Losses take the model's logits; output activations are applied here."""
+    if name == "binary_cross_entropy":
+        if out_units == 1:
+            return lambda logits, y: F.binary_cross_entropy_with_logits(logits.view(-1),
+                                                                        y.float())
+        return lambda logits, y: F.binary_cross_entropy_with_logits(
+            logits, F.one_hot(y, num_classes).float())
+    if name == "mse":
+        return lambda logits, y: F.mse_loss(torch.softmax(logits.float(), 1),
+                                            F.one_hot(y, num_classes).float())
+    return F.cross_entropy
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return (logits.view(-1) > 0).long()
+    return logits.argmax(1)
