@@ -19,7 +19,7 @@ from kaon.registry import Signature, register
 from kaon.train import runs
 from kaon.train.callbacks import Checkpoint, EarlyStop, RecordMetrics, TensorBoard
 from kaon.train.checkpoint import CHECKPOINT, load_checkpoint
-from kaon.train.loop import TensorData, Trainer
+from kaon.train.loop import Callback, TensorData, Trainer
 
 
 class TrainingInterrupted(KaonError):
@@ -46,8 +46,13 @@ def pick_device() -> torch.device:
 
 
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
-          progress: bool = False, device: torch.device | None = None) -> TrainResult:
-    """Train a spec (object or YAML path) from scratch, evaluate on test, register."""
+          progress: bool = False, device: torch.device | None = None,
+          callbacks: list[Callback] | None = None) -> TrainResult:
+    """Train a spec (object or YAML path) from scratch, evaluate on test, register.
+
+    ``callbacks`` run after Kaon's own at the end of every epoch
+    (``on_epoch_end(trainer, epoch, logs)``).
+    """
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
     dataset = load_dataset(spec.data.dataset)
@@ -56,11 +61,11 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
                           setup.dataset_hash, get_settings().runs_dir)
     (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),
                                                             sort_keys=False))
-    return _run(setup, run.id, run.directory, progress, state_path=None)
+    return _run(setup, run.id, run.directory, progress, None, callbacks or [])
 
 
-def resume(run_id: str, *, progress: bool = False,
-           device: torch.device | None = None) -> TrainResult:
+def resume(run_id: str, *, progress: bool = False, device: torch.device | None = None,
+           callbacks: list[Callback] | None = None) -> TrainResult:
     """Continue an interrupted run from its last checkpoint; ends as an uninterrupted run."""
     run = runs.get_run(run_id)
     if run.status == "succeeded":
@@ -77,7 +82,7 @@ def resume(run_id: str, *, progress: bool = False,
                         f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",
                         hint="Resume needs the same data; start a new run instead.")
     runs.set_status(run_id, "running")
-    return _run(setup, run_id, run.directory, progress, state_path=checkpoint)
+    return _run(setup, run_id, run.directory, progress, checkpoint, callbacks or [])
 
 
 class _Setup:
@@ -132,14 +137,14 @@ class _Setup:
 
 
 def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
-         state_path: Path | None) -> TrainResult:
+         state_path: Path | None, user_callbacks: list[Callback]) -> TrainResult:
     spec = setup.spec
     early = EarlyStop(spec.early_stopping, run_dir) if spec.early_stopping else None
     board = TensorBoard(run_dir)
     callbacks: list[Any] = [RecordMetrics(run_id)]
     if early:
         callbacks.append(early)
-    callbacks += [board, Checkpoint(run_dir)]
+    callbacks += [board, Checkpoint(run_dir), *user_callbacks]
     channels_last = prefers_channels_last(setup.model)
     if channels_last:
         setup.model.to(memory_format=torch.channels_last)

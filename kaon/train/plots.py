@@ -41,6 +41,7 @@ def training_curves_png(history: list[dict[str, Any]], path: Path, title: str) -
     loss_ax.set_title("loss")
     acc_ax.set_title("accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
