@@ -1,15 +1,26 @@
-"""Settings, read from environment variables (``KAON_*``) or a ``kaon.toml``/.env file.
+"""Settings, from environment variables (``KAON_*``), a ``.env`` file or a TOML config file.
 
+Precedence, highest first: environment variables, ``.env`` in the working directory, the TOML
+file named by ``KAON_CONFIG`` (default ``./kaon.toml``), built-in defaults. The TOML file uses
+the same names without the prefix (``home = "/srv/kaon"``, ``data_path = "/data"``).
 Nothing else in Kaon reads ``os.environ``: every module asks :func:`get_settings`.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kaon.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -32,6 +43,24 @@ class Settings(BaseSettings):
     download: bool = Field(
         default=True, description="Allow downloading catalog datasets not found locally."
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("KAON_CONFIG", "kaon.toml"))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        unknown = sorted(set(toml()) - set(settings_cls.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"Config file {toml_file} has unknown key(s): {', '.join(unknown)}.",
+                hint=f"Allowed keys: {', '.join(sorted(settings_cls.model_fields))}.")
+        return init_settings, env_settings, dotenv_settings, toml
 
     @field_validator("home", mode="after")
     @classmethod
@@ -67,7 +96,12 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid Kaon settings: {problems}.",
+                          hint="Check the KAON_* environment variables and kaon.toml.") from None
 
 
 def reset_settings() -> None:

@@ -85,6 +85,15 @@ def resume(run_id: str, *, progress: bool = False, device: torch.device | None =
     return _run(setup, run_id, run.directory, progress, checkpoint, callbacks or [])
 
 
+def data_device(device: torch.device, tensors: list[torch.Tensor | None]) -> torch.device:
+    """Keep the data on the GPU when it takes under half its free memory, else on the host."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return device if size < free // 2 else torch.device("cpu")
+
+
 class _Setup:
     """Tensors, normaliser and a freshly initialised model for a spec."""
 
@@ -118,7 +127,7 @@ class _Setup:
             raise ConfigError(f"data.normalize needs {c} value(s) per channel, got mean={mean} "
                               f"std={std}.")
         self.mean, self.std = mean, std
-        on = device
+        on = data_device(device, [train.images, val.images if val is not None else None])
         self.data = TensorData(
             train.images.to(on), train.labels.to(on),
             val.images.to(on) if val is not None else None,

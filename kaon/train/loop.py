@@ -58,7 +58,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.spec.optimizer, self.model.parameters())
         self.scheduler, self.per_step = make_scheduler(
             self.spec.schedule, self.optimizer, self.spec.epochs, self.steps_per_epoch)
-        out_units = _out_units(self.model, self.data.x_train[:1], self.normalizer)
+        out_units = _out_units(self.model, self.data.x_train[:1].to(self.device),
+                               self.normalizer)
         self.loss_fn = make_loss(self.spec.loss, out_units, self.num_classes)
         self.generator = torch.Generator().manual_seed(self.spec.seed)
         self.autocast: Callable[[], Any] = (
@@ -114,12 +115,13 @@ class Trainer:
         n, bs = len(y_all), self.spec.batch_size
         perm = torch.randperm(n, generator=self.generator).to(x_all.device)
         aug = self.spec.data.augment
-        loss_sum = torch.zeros((), device=x_all.device)
-        correct = torch.zeros((), dtype=torch.long, device=x_all.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         report_every = max(1, self.steps_per_epoch // 50)
         for step in range(self.steps_per_epoch):
             idx = perm[step * bs:(step + 1) * bs]
-            xb, yb = x_all[idx], y_all[idx]
+            xb = x_all[idx].to(self.device, non_blocking=True)
+            yb = y_all[idx].to(self.device, non_blocking=True)
             if aug.random_shift:
                 xb = random_shift(xb, aug.random_shift, self.generator)
             if aug.hflip:
@@ -148,7 +150,8 @@ class Trainer:
         loss_sum, correct = 0.0, 0
         step = self.spec.eval_batch_size
         for start in range(0, len(y), step):
-            xb, yb = x[start:start + step], y[start:start + step]
+            xb = x[start:start + step].to(self.device, non_blocking=True)
+            yb = y[start:start + step].to(self.device, non_blocking=True)
             with self.autocast():
                 logits = self.model(self.normalizer(xb))
                 loss_sum += float(self.loss_fn(logits, yb)) * len(yb)
@@ -161,9 +164,9 @@ class Trainer:
         self.model.eval()
         outs = []
         for start in range(0, len(x), self.spec.eval_batch_size):
+            xb = x[start:start + self.spec.eval_batch_size].to(self.device, non_blocking=True)
             with self.autocast():
-                outs.append(self.model(self.normalizer(x[start:start +
-                                                         self.spec.eval_batch_size])).float())
+                outs.append(self.model(self.normalizer(xb)).float())
         return torch.cat(outs)
 
 
