@@ -89,6 +89,7 @@ class ModelVersion(Base):
     signature: Mapped[dict[str, Any]]
     parent_id: Mapped[str | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     artifact: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)

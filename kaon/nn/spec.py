@@ -122,6 +122,8 @@ class DataSpec(Strict):
     normalize: Normalize = Normalize()
     augment: Augment = Augment()
     limit: int | None = Field(default=None, gt=0, description="use the first N train images")
+    train_on_val: bool = Field(
+        default=False, description="fold the validation images into training (final refits)")
 
 
 class Optimizer(Strict):

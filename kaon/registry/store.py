@@ -43,6 +43,7 @@ class ModelInfo:
     metrics: dict[str, Any]
     signature: Signature
     parent: str | None
+    lineage: dict[str, Any]
     artifact: Path
     sha256: str
     size_bytes: int
@@ -58,6 +59,7 @@ class ModelInfo:
             "aliases": list(self.aliases), "run_id": self.run_id, "dataset": self.dataset,
             "dataset_hash": self.dataset_hash, "metrics": self.metrics,
             "signature": self.signature.model_dump(mode="json"), "parent": self.parent,
+            "lineage": self.lineage,
             "artifact": str(self.artifact), "sha256": self.sha256,
             "size_bytes": self.size_bytes, "created_at": self.created_at.isoformat(),
             "spec": self.spec,
@@ -94,9 +96,14 @@ def register(
     run_id: str | None = None,
     parent: str | None = None,
     alias: str | None = None,
+    lineage: dict[str, Any] | None = None,
     workspace: str = DEFAULT_WORKSPACE,
 ) -> ModelInfo:
-    """Store weights and metadata as the next version of ``name``; optionally move an alias."""
+    """Store weights and metadata as the next version of ``name``; optionally move an alias.
+
+    ``parent`` names the registered model this one was derived from; ``lineage`` records any
+    other origin (e.g. ``{"study": "tune-…", "trial": 12}`` for a model found by ``kaon tune``).
+    """
     check_name(name)
     if alias is not None:
         check_name(alias, "alias")
@@ -117,7 +124,7 @@ def register(
             id=new_id("mv"), model_id=model.id, version=version, run_id=run_id, spec=spec,
             dataset=dataset, dataset_hash=dataset_hash, metrics=metrics or {},
             signature=signature.model_dump(mode="json"),
-            parent_id=parent_row.id if parent_row else None,
+            parent_id=parent_row.id if parent_row else None, lineage=lineage or {},
             artifact=str(path), sha256=sha, size_bytes=size,
         )
         db.add(row)
@@ -242,6 +249,7 @@ def _info(db: Session, row: ModelVersion) -> ModelInfo:
         id=row.id, name=row.model.name, version=row.version, aliases=tuple(aliases),
         run_id=row.run_id, spec=row.spec, dataset=row.dataset, dataset_hash=row.dataset_hash,
         metrics=dict(row.metrics or {}), signature=Signature.model_validate(row.signature),
-        parent=parent, artifact=Path(row.artifact), sha256=row.sha256,
+        parent=parent, lineage=dict(row.lineage or {}), artifact=Path(row.artifact),
+        sha256=row.sha256,
         size_bytes=row.size_bytes, created_at=row.created_at,
     )

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from kaon.config import get_settings
-from kaon.data import Dataset, load_dataset
+from kaon.data import Dataset, Split, load_dataset
 from kaon.errors import ConfigError, DataError, KaonError
 from kaon.nn.build import build_model, count_parameters, output_units
 from kaon.nn.preprocess import Normalizer, channel_stats, prefers_channels_last
@@ -117,6 +117,10 @@ class _Setup:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(spec.seed))
             n_val = max(1, round(len(train) * fraction))
             val, train = train.subset(order[-n_val:]), train.subset(order[:-n_val].sort().values)
+        if spec.data.train_on_val and val is not None:
+            train = Split(torch.cat([train.images, val.images]),
+                          torch.cat([train.labels, val.labels]))
+            val = None
         norm = spec.data.normalize
         mean, std = norm.mean, norm.std
         if mean is None or std is None:
