@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from kaon.cli import data, evaluate, models, serve, train
+from kaon.cli import data, evaluate, models, serve, train, tune
 from kaon.cli.output import console_err
 from kaon.errors import KaonError
 
@@ -23,6 +23,7 @@ app.add_typer(models.app, name="models")
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("serve")(serve.serve)
+app.command("tune")(tune.tune)
 
 
 def main() -> None:

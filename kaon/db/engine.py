@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaon.config import get_settings
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "kaon_alembic_version"  # Optuna's storage owns the default alembic_version
 _lock = threading.Lock()
 
 
@@ -35,7 +36,8 @@ def upgrade(engine: Engine) -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        if context.get_current_revision() == head:
             return
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

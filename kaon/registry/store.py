@@ -177,6 +177,15 @@ def update_metrics(ref: str, metrics: dict[str, Any],
         return _info(db, row)
 
 
+def update_lineage(ref: str, lineage: dict[str, Any],
+                   workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:
+    with session_scope() as db:
+        row = _resolve(db, ref, workspace)
+        row.lineage = {**(row.lineage or {}), **lineage}
+        db.flush()
+        return _info(db, row)
+
+
 def delete(ref: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
     """Delete one version (``name:3``/``name@alias``) or, for a bare name, the whole model."""
     name, version, alias = parse_ref(ref)

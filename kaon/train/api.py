@@ -47,8 +47,10 @@ def pick_device() -> torch.device:
 
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
           progress: bool = False, device: torch.device | None = None,
-          callbacks: list[Callback] | None = None) -> TrainResult:
+          callbacks: list[Callback] | None = None, test: bool = True) -> TrainResult:
     """Train a spec (object or YAML path) from scratch, evaluate on test, register.
+
+    ``test=False`` leaves the test split untouched (tuning trials must not see it).
 
     ``callbacks`` run after Kaon's own at the end of every epoch
     (``on_epoch_end(trainer, epoch, logs)``).
@@ -57,6 +59,8 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
         spec = load_spec(spec, overrides)
     dataset = load_dataset(spec.data.dataset)
     setup = _Setup(spec, dataset, device or pick_device())
+    if not test:
+        setup.test = None
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
                           setup.dataset_hash, get_settings().runs_dir)
     (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from kaon.db.engine import alembic_config
+from kaon.db.engine import VERSION_TABLE, alembic_config
 from kaon.db.models import Base
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -48,7 +48,9 @@ def test_upgrade_to_head_matches_the_orm_models(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        diff = [d for d in compare_metadata(context, Base.metadata)
+                if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
     engine.dispose()
     assert diff == []
 
@@ -58,6 +60,6 @@ def test_downgrade_to_base_removes_every_table(database_url: str) -> None:
     command.upgrade(cfg, "head")
     command.downgrade(cfg, "base")
     engine = create_engine(database_url)
-    tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
+    tables = set(inspect(engine).get_table_names()) - {VERSION_TABLE}
     engine.dispose()
     assert tables == set()

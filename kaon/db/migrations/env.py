@@ -9,19 +9,23 @@ from kaon.db.models import Base
 
 target_metadata = Base.metadata
 config = context.config
+# Optuna's RDB storage shares the database and keeps its own Alembic history in the default
+# ``alembic_version`` table, so Kaon's lives in a table of its own.
+VERSION_TABLE = "kaon_alembic_version"
 
 
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True)
+                          render_as_batch=True, version_table=VERSION_TABLE)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.begin() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True,
+                          version_table=VERSION_TABLE)
         with context.begin_transaction():
             context.run_migrations()
 

@@ -1,0 +1,68 @@
+"""Budget arithmetic for ``kaon tune``: plain functions over plain numbers.
+
+The wall-clock budget covers the search *and* the final retrain on train + validation, so the
+search stops launching and cuts running trials early enough for the retrain to fit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kaon.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+STARTUP_SECONDS = 10.0  # a trial process: interpreter, torch (+dynamo) import, dataset load
+FINISH_SECONDS = 5.0  # test evaluation, plots, registration after the retrain
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``1.5h`` or plain seconds → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise ConfigError(f"--time {text!r} is not a duration.",
+                          hint="Use e.g. 90s, 10m or 1h.")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Times are on the ``time.monotonic()`` clock."""
+
+    start: float
+    total: float
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.total
+
+    def search_cutoff(self, retrain_estimate: float) -> float:
+        """When running trials must stop so that the retrain still fits."""
+        return self.deadline - retrain_estimate - FINISH_SECONDS
+
+    def may_launch(self, now: float, retrain_estimate: float, min_trial: float) -> bool:
+        return now + min_trial <= self.search_cutoff(retrain_estimate)
+
+
+def retrain_estimate(trial_seconds: float, n_train: int, n_val: int) -> float:
+    """The final fit sees train + validation: scale the best trial's time accordingly."""
+    return max(trial_seconds - STARTUP_SECONDS, 1.0) * (n_train + n_val) / max(n_train, 1) * 1.1
+
+
+def min_trial_seconds(seconds_per_image_epoch: float, n_train: int, min_epochs: int) -> float:
+    return STARTUP_SECONDS + seconds_per_image_epoch * n_train * min_epochs * 1.3
+
+
+def check_feasible(left: float, min_trial: float, n_train: int, n_val: int) -> None:
+    """Refuse, before any trial, a budget that cannot hold one trial plus its retrain.
+
+    ``left`` is what remains of the budget after the checks themselves; a margin of 1.5x keeps
+    the first trial from being cut off by its own cap.
+    """
+    needed = 1.5 * (min_trial + retrain_estimate(min_trial, n_train, n_val) + FINISH_SECONDS)
+    if left < needed:
+        raise ConfigError(
+            f"A budget with {left:.0f}s left after the checks is too small: the cheapest trial "
+            f"on this dataset needs about {min_trial:.0f}s, plus a final retrain and evaluation "
+            f"({needed:.0f}s with margin).",
+            hint=f"Give --time {max(needed * 1.5, 60) / 60:.0f}m or more.")

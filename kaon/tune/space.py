@@ -1,0 +1,146 @@
+"""Search spaces: what ``kaon tune`` may choose, and how a trial's choices become a spec.
+
+The defaults suit small-image classification; a YAML file can override any part
+(``kaon tune --space my_space.yaml``). ``suggest`` is a pure function of an Optuna trial.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kaon.errors import ConfigError
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high or (self.log and self.low <= 0):
+            raise ValueError(f"need 0 < low <= high for log ranges, low <= high otherwise "
+                             f"(got {self.low}, {self.high})")
+        return self
+
+
+class IntRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        return self
+
+
+class SearchSpace(BaseModel):
+    """Every dimension of the search. Lists are categorical choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    families: list[Literal["mlp", "cnn", "resnet-small"]] = ["mlp", "cnn", "resnet-small"]
+    mlp_depth: IntRange = IntRange(low=1, high=3)
+    mlp_width: list[int] = [128, 256, 512]
+    cnn_stages: IntRange = IntRange(low=2, high=3)
+    cnn_width: list[int] = [16, 24, 32]
+    resnet_width: list[int] = [8, 12, 16]
+    resnet_blocks: IntRange = IntRange(low=1, high=2)
+    dropout: Range = Range(low=0.0, high=0.4)
+    optimizers: list[Literal["adam", "adamw", "sgd"]] = ["adam", "adamw", "sgd"]
+    adam_lr: Range = Range(low=3e-4, high=1e-2, log=True)
+    sgd_lr: Range = Range(low=1e-2, high=0.3, log=True)
+    weight_decay: Range = Range(low=1e-6, high=1e-3, log=True)
+    schedules: list[Literal["onecycle", "cosine", "constant"]] = ["onecycle", "cosine"]
+    batch_sizes: list[int] = [64, 128, 256]
+    random_shift: list[int] = [0, 1, 2]
+    hflip: list[bool] = [False, True]
+    epochs: IntRange = IntRange(low=3, high=12)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.epochs.high
+
+
+def load_space(path: Path | None) -> SearchSpace:
+    """Defaults, with the keys of a YAML file (if given) replacing theirs."""
+    if path is None:
+        return SearchSpace()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return SearchSpace.model_validate(raw)
+    except FileNotFoundError:
+        raise ConfigError(f"Search-space file {path} does not exist.") from None
+    except ValidationError as exc:
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"Invalid search space {path}:\n{problems}",
+                          hint=f"Allowed keys: {', '.join(SearchSpace.model_fields)}.") from None
+
+
+def _float(trial: optuna.Trial, name: str, r: Range) -> float:
+    return trial.suggest_float(name, r.low, r.high, log=r.log) if r.low < r.high else r.low
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """The model, optimizer and training part of a spec, chosen by ``trial``."""
+    family = trial.suggest_categorical("family", space.families)
+    dropout = _float(trial, "dropout", space.dropout)
+    model: dict[str, Any] = {"family": family, "dropout": dropout}
+    if family == "mlp":
+        depth = trial.suggest_int("mlp_depth", space.mlp_depth.low, space.mlp_depth.high)
+        width = trial.suggest_categorical("mlp_width", space.mlp_width)
+        model["hidden"] = [width // (2**i) for i in range(depth)]
+    elif family == "cnn":
+        stages = trial.suggest_int("cnn_stages", space.cnn_stages.low, space.cnn_stages.high)
+        width = trial.suggest_categorical("cnn_width", space.cnn_width)
+        model["channels"] = [width * 2**i for i in range(stages)]
+    else:
+        model["width"] = trial.suggest_categorical("resnet_width", space.resnet_width)
+        blocks = trial.suggest_int("resnet_blocks", space.resnet_blocks.low,
+                                   space.resnet_blocks.high)
+        model["blocks"] = [blocks] * 3
+    optimizer = trial.suggest_categorical("optimizer", space.optimizers)
+    lr_range = space.sgd_lr if optimizer == "sgd" else space.adam_lr
+    opt: dict[str, Any] = {
+        "name": optimizer, "lr": _float(trial, f"{'sgd' if optimizer == 'sgd' else 'adam'}_lr",
+                                        lr_range),
+        "weight_decay": _float(trial, "weight_decay", space.weight_decay),
+    }
+    if optimizer == "sgd":
+        opt["nesterov"] = True
+    return {
+        "model": model,
+        "optimizer": opt,
+        "schedule": {"name": trial.suggest_categorical("schedule", space.schedules)},
+        "batch_size": trial.suggest_categorical("batch_size", space.batch_sizes),
+        "epochs": trial.suggest_int("epochs", space.epochs.low, space.epochs.high),
+        "augment": {"random_shift": trial.suggest_categorical("random_shift",
+                                                              space.random_shift),
+                    "hflip": trial.suggest_categorical("hflip", space.hflip)},
+    }
+
+
+def to_spec(name: str, dataset: str, choice: dict[str, Any], seed: int = 0,
+            loss: str = "cross_entropy") -> dict[str, Any]:
+    """A full training spec (as a dict) from a trial's choices."""
+    return {
+        "name": name,
+        "data": {"dataset": dataset, "augment": choice["augment"]},
+        "model": choice["model"],
+        "loss": loss,
+        "optimizer": choice["optimizer"],
+        "schedule": choice["schedule"],
+        "epochs": choice["epochs"],
+        "batch_size": choice["batch_size"],
+        "seed": seed,
+        "register": None,
+    }

@@ -1,0 +1,330 @@
+"""``kaon tune``: Optuna ask-and-tell over subprocess trials, under one wall-clock budget.
+
+Search (parallel trials, Hyperband pruning) → retrain the best configuration on train +
+validation → evaluate on test → register with lineage to the study → save the report.
+The study lives in Kaon's own database through Optuna's RDB storage.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.live import Live
+
+from kaon.config import get_settings
+from kaon.data import load_dataset
+from kaon.errors import ConfigError, DataError, KaonError
+from kaon.nn.spec import NAME_PATTERN, parse_spec
+from kaon.tune import budget as b
+from kaon.tune.report import trials_table, write_report
+from kaon.tune.runner import Outcome, kill_all, run_trial
+from kaon.tune.space import SearchSpace, suggest, to_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Some regimes for parameter", module="optuna")
+
+
+class TuneConfig(BaseModel):
+    """Everything a search needs; stored in the study so ``--resume`` needs only its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    time_seconds: float = Field(gt=0)
+    objective: Literal["accuracy", "auc"] = "accuracy"
+    multi_objective: Literal["latency", "params"] | None = None
+    workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 2)), ge=1)
+    trial_seconds: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    model_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruning: bool = True
+    space: SearchSpace = SearchSpace()
+
+    @property
+    def name(self) -> str:
+        return self.model_name or f"{self.dataset}-tuned"
+
+
+@dataclass
+class TuneResult:
+    study: str
+    model: str | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    test_metrics: dict[str, Any]
+    trials: dict[str, int]
+    seconds: float
+    report: dict[str, Path] = field(default_factory=dict)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"study": self.study, "model": self.model, "best_value": self.best_value,
+                "best_params": self.best_params, "test": self.test_metrics,
+                "trials": self.trials, "seconds": round(self.seconds, 1),
+                "report": {k: str(v) for k, v in self.report.items()}, "pareto": self.pareto}
+
+
+def storage() -> optuna.storages.RDBStorage:
+    url = get_settings().db_url
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    from kaon.db import get_engine
+
+    get_engine()  # make sure Kaon's own schema (and the SQLite folder) exist first
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _sampler(cfg: TuneConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=4, multivariate=True,
+                                      group=True, constant_liar=True)
+
+
+def _pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
+    if not cfg.pruning or cfg.multi_objective:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.space.max_epochs,
+                                          reduction_factor=3)
+
+
+def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
+    """Start a new search. Bad input is refused before any trial runs."""
+    started = time.monotonic()
+    sizes = _check_inputs(cfg)
+    b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
+                     int(sizes["n_train"]), int(sizes["n_val"]))
+    study_name = f"tune-{secrets.token_hex(4)}"
+    directions = ["maximize"] + (["minimize"] if cfg.multi_objective else [])
+    study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
+                                study_name=study_name, directions=directions)
+    study.set_user_attr("kaon", cfg.model_dump(mode="json"))
+    study.set_user_attr("spent", 0.0)
+    return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
+
+
+def resume(study_name: str, *, progress: bool = False) -> TuneResult:
+    """Continue a killed search with the budget it had left; finished trials are kept."""
+    started = time.monotonic()
+    try:
+        summary = optuna.study.load_study(study_name=study_name, storage=storage())
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage())]
+        raise KaonError(f"No tuning study {study_name!r}. Known: {', '.join(names) or '(none)'}.",
+                        hint="Study names are printed by `kaon tune` (and in --json).") from None
+    cfg = TuneConfig.model_validate(summary.user_attrs["kaon"])
+    if summary.user_attrs.get("model"):
+        raise ConfigError(f"Study {study_name} already finished and registered "
+                          f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
+    study = optuna.load_study(study_name=study_name, storage=storage(), sampler=_sampler(cfg),
+                              pruner=_pruner(cfg))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died with the old process
+    sizes = _check_inputs(cfg)
+    spent = float(study.user_attrs.get("spent", 0.0))
+    return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
+
+
+# ---- checks before any work -------------------------------------------------------------------
+def _check_inputs(cfg: TuneConfig) -> dict[str, float]:
+    dataset = load_dataset(cfg.dataset)
+    if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
+        raise DataError(f"Dataset {cfg.dataset!r} has no training images.")
+    present = int((torch.bincount(dataset.splits["train"].labels) > 0).sum())
+    if present < 2:
+        raise DataError(f"Dataset {cfg.dataset!r} has only {present} class with images; "
+                        "a classifier needs at least two.",
+                        hint="Add a sub-folder per class with images in each.")
+    if cfg.objective == "auc" and dataset.num_classes != 2:
+        raise ConfigError(f"--objective auc needs a binary dataset; {cfg.dataset!r} has "
+                          f"{dataset.num_classes} classes.", hint="Use --objective accuracy.")
+    n_total = len(dataset.splits["train"])
+    n_val = len(dataset.splits["val"]) if "val" in dataset.splits else round(0.1 * n_total)
+    n_train = n_total if "val" in dataset.splits else n_total - n_val
+    per_image = _calibrate(dataset.shape, dataset.num_classes)
+    min_trial = b.min_trial_seconds(per_image, n_train, cfg.space.epochs.low)
+    return {"n_train": n_train, "n_val": n_val, "min_trial": min_trial}
+
+
+def _calibrate(shape: tuple[int, int, int], classes: int) -> float:
+    """Seconds per image per epoch of the cheapest model (an MLP), measured on a few batches."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0] * shape[1] *
+                                                                    shape[2], 128),
+                                torch.nn.ReLU(), torch.nn.Linear(128, classes))
+    opt = torch.optim.Adam(model.parameters())
+    x, y = torch.randn(256, *shape), torch.randint(0, classes, (256,))
+    t0 = time.perf_counter()
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / (5 * 256)
+
+
+# ---- the search -------------------------------------------------------------------------------
+class _Search:
+    """Shared state of the worker threads."""
+
+    def __init__(self, study: optuna.Study, cfg: TuneConfig, sizes: dict[str, float],
+                 budget: b.Budget, spent_before: float) -> None:
+        self.study, self.cfg, self.sizes, self.budget = study, cfg, sizes, budget
+        self.spent_before = spent_before
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.trial_cap = cfg.trial_seconds or max(0.3 * cfg.time_seconds,
+                                                  2 * sizes["min_trial"])
+        self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        self.folder = get_settings().home / "studies" / study.study_name
+
+    def retrain_estimate(self) -> float:
+        done = [t.user_attrs.get("seconds", 0.0) for t in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        longest = max(done) if done else self.trial_cap
+        return b.retrain_estimate(longest, int(self.sizes["n_train"]), int(self.sizes["n_val"]))
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                now = time.monotonic()
+                estimate = self.retrain_estimate()
+                if not self.budget.may_launch(now, estimate, self.sizes["min_trial"]):
+                    return
+                trial = self.study.ask()
+                choice = suggest(trial, self.cfg.space)
+                kill_at = min(now + self.trial_cap, self.budget.search_cutoff(estimate))
+            spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
+            job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
+                   "latency": self.cfg.multi_objective == "latency"}
+            outcome = run_trial(trial, job, kill_at, self.folder / f"trial-{trial.number}.log",
+                                prune=isinstance(self.study.pruner,
+                                                 optuna.pruners.HyperbandPruner))
+            with self.lock:
+                self._tell(trial, outcome)
+                self.study.set_user_attr("spent", self.spent_before + self.budget_elapsed())
+
+    def budget_elapsed(self) -> float:
+        return time.monotonic() - self.budget.start
+
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        trial.set_user_attr("seconds", round(outcome.seconds, 2))
+        trial.set_user_attr("outcome", outcome.state)
+        for key in ("run_id", "params", "latency_ms"):
+            if key in outcome.info:
+                trial.set_user_attr(key, outcome.info[key])
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error[:500])
+        state = optuna.trial.TrialState
+        if outcome.state == "complete" and outcome.value is not None:
+            values: list[float] = [outcome.value]
+            if self.cfg.multi_objective == "latency":
+                values.append(float(outcome.info.get("latency_ms", float("inf"))))
+            elif self.cfg.multi_objective == "params":
+                values.append(float(outcome.info.get("params", 0)))
+            self.study.tell(trial, values if len(values) > 1 else values[0])
+        elif outcome.epochs > 0 and not self.cfg.multi_objective:
+            self.study.tell(trial, state=state.PRUNED)
+        else:
+            self.study.tell(trial, state=state.FAIL)
+
+
+def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, float], started: float,
+            spent_before: float, progress: bool) -> TuneResult:
+    budget = b.Budget(started, max(cfg.time_seconds - spent_before, 0.0))
+    search = _Search(study, cfg, sizes, budget, spent_before)
+    threads = [threading.Thread(target=search.loop, name=f"kaon-tune-{i}", daemon=True)
+               for i in range(cfg.workers)]
+    console = Console(stderr=True)
+    try:
+        for t in threads:
+            t.start()
+        with Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
+                  transient=False) if progress else _Null() as live:
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.5)
+                if progress:
+                    with search.lock:
+                        live.update(trials_table(study, cfg.objective))
+    except KeyboardInterrupt:
+        search.stop.set()
+        kill_all()
+        raise KaonError(f"Search interrupted; finished trials are kept in {study.study_name}.",
+                        hint=f"Continue with `kaon tune --resume {study.study_name}`.") from None
+    return _finish(study, cfg, search, sizes, budget, progress)
+
+
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, *_: object) -> None:
+        return None
+
+
+# ---- the final model --------------------------------------------------------------------------
+def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, float],
+            budget: b.Budget, progress: bool) -> TuneResult:
+    from kaon.train import train
+    from kaon.train.evaluate import evaluate
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    counts = {s: sum(1 for t in study.get_trials(deepcopy=False)
+                     if t.user_attrs.get("outcome") == s)
+              for s in ("complete", "pruned", "timeout", "failed")}
+    if not complete:
+        raise KaonError(f"No trial of {study.study_name} finished within the budget "
+                        f"({counts}).", hint="Give a larger --time or a smaller --space.")
+    pareto: list[dict[str, Any]] = []
+    if cfg.multi_objective:
+        front = sorted(study.best_trials, key=lambda t: -t.values[0])
+        pareto = [{"trial": t.number, cfg.objective: t.values[0],
+                   cfg.multi_objective: t.values[1], "params": t.params} for t in front]
+        best = front[0]
+    else:
+        best = study.best_trial
+    choice = suggest(optuna.trial.FixedTrial(best.params), cfg.space)
+    raw = to_spec(cfg.name, cfg.dataset, choice, cfg.seed)
+    raw["data"]["train_on_val"] = True
+    raw["register"] = {"name": cfg.name}
+    # the retrain must end inside the budget: cap its epochs by the time that is left
+    per_epoch = best.user_attrs.get("seconds", 0.0) / max(best.params.get("epochs", 1), 1)
+    scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
+    left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
+    if per_epoch > 0:
+        raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
+    spec = parse_spec(raw, source=f"best trial {best.number} of {study.study_name}")
+    result = train(spec, progress=progress)
+    assert result.model is not None
+    report_dir = Path(get_settings().models_dir / "default" / cfg.name /
+                      f"v{result.model.split(':')[1]}" / "tune-report")
+    evaluation = evaluate(result.model)
+    test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
+            if k in evaluation.report}
+    summary = {"study": study.study_name, "best_trial": best.number,
+               "best_value": best.values[0], "best_params": best.params,
+               "retrain_epochs": spec.epochs, "test": test, "pareto": pareto, "trials": counts}
+    files = write_report(study, report_dir, summary)
+    from kaon.registry.store import update_lineage
+
+    update_lineage(result.model, {"study": study.study_name, "trial": best.number,
+                                  "report": str(report_dir)})
+    study.set_user_attr("model", result.model)
+    study.set_user_attr("spent", search.spent_before + time.monotonic() - budget.start)
+    return TuneResult(study.study_name, result.model, best.values[0], best.params, test, counts,
+                      search.spent_before + time.monotonic() - budget.start, files, pareto)
