@@ -53,6 +53,13 @@ class SignatureError(KaonError):
     http_status = 422
 
 
+class UnavailableError(KaonError):
+    """The service cannot answer yet (a model still loading) or any more (it failed to load)."""
+
+    exit_code = 7
+    http_status = 503
+
+
 class ArtifactError(KaonError):
     """A stored artifact is missing or not a file Kaon is willing to load."""
 

@@ -53,14 +53,14 @@ def build_layers(layers: list[s.Layer], input_shape: tuple[int, ...]) -> nn.Sequ
             modules.append(conv)
             if layer.batchnorm:
                 modules.append(nn.BatchNorm2d(layer.filters))
-            shape = _probe(conv, shape)
+            shape = _probe(conv, shape, where)
             _append_activation(modules, layer.activation, last)
         elif isinstance(layer, s.MaxPool2d | s.AvgPool2d):
             _need_image(shape, where)
             cls = nn.MaxPool2d if isinstance(layer, s.MaxPool2d) else nn.AvgPool2d
             pool = cls(layer.pool)
             modules.append(pool)
-            shape = _probe(pool, shape)
+            shape = _probe(pool, shape, where)
         elif isinstance(layer, s.GlobalAvgPool):
             _need_image(shape, where)
             modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -94,9 +94,14 @@ def _need_image(shape: tuple[int, ...], where: str) -> None:
                           hint="Put convolution and pooling layers before 'flatten'/'dense'.")
 
 
-def _probe(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    with torch.no_grad():
-        return tuple(module(torch.zeros(1, *shape)).shape[1:])
+def _probe(module: nn.Module, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The output shape of ``module`` for one input of ``shape`` (C, H, W)."""
+    try:
+        with torch.no_grad():
+            return tuple(module(torch.zeros(1, *shape)).shape[1:])
+    except RuntimeError:
+        raise ConfigError(f"{where} shrinks its {shape[1]}x{shape[2]} input to nothing.",
+                          hint="Use fewer pooling/stride layers or 'same' padding.") from None
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -155,7 +155,7 @@ class Register(Strict):
     @field_validator("alias")
     @classmethod
     def _alias(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(NAME_PATTERN, v):
+        if v is not None and not re.fullmatch(NAME_PATTERN, v):
             raise ValueError(f"alias {v!r} must match {NAME_PATTERN}")
         return v
 

@@ -54,10 +54,17 @@ def check_safetensors(path: Path) -> None:
             raise ArtifactError(f"{path} is not a safetensors file (bad header length).",
                                 hint="Pickled (.pt/.pth/.bin) files are never loaded.")
         try:
-            json.loads(f.read(size))
+            header = json.loads(f.read(size))
         except (UnicodeDecodeError, ValueError):
             raise ArtifactError(f"{path} is not a safetensors file (header is not JSON).",
                                 hint="Pickled (.pt/.pth/.bin) files are never loaded.") from None
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    expected = 8 + size + max(ends, default=0)
+    if expected != path.stat().st_size:
+        raise ArtifactError(f"{path} is truncated or padded: its header describes {expected} "
+                            f"bytes but the file has {path.stat().st_size}.",
+                            hint="The file was damaged; re-register or retrain the model.")
 
 
 def sha256_file(path: Path) -> str:

@@ -68,8 +68,8 @@ class ModelInfo:
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
     """``name``, ``name:3`` or ``name@alias`` → (name, version, alias)."""
-    match = _REF.match(ref.strip())
-    if not match or not re.match(NAME_PATTERN, match["name"]):
+    match = _REF.fullmatch(ref.strip())
+    if not match or not re.fullmatch(NAME_PATTERN, match["name"]):
         raise ConfigError(f"{ref!r} is not a model reference.",
                           hint="Use NAME, NAME:VERSION or NAME@ALIAS, e.g. mnist-mlp@production.")
     version = int(match["version"]) if match["version"] else None
@@ -77,7 +77,7 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
 
 
 def check_name(name: str, what: str = "model name") -> str:
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(f"{what} {name!r} is not allowed.",
                           hint="Use lower-case letters, digits, '.', '_' and '-' (max 64), "
                                "starting with a letter or digit.")

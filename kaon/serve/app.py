@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kaon.errors import KaonError, NotFoundError
+from kaon.errors import KaonError, NotFoundError, UnavailableError
 from kaon.serve.decode import decode_inputs
 from kaon.serve.predictor import Predictor
 
@@ -60,20 +60,23 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._reject(send)
             return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(status_code=413, content={
@@ -83,8 +86,16 @@ class BodyLimit:
         await response({"type": "http"}, _noop_receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
+    """A receive() that hands out ``messages`` first, then defers to the real one."""
+    pending = list(messages)
+
+    async def replay() -> Any:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 async def _noop_receive() -> dict[str, Any]:
@@ -118,8 +129,12 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES) ->
 
     def predictor_for(name: str) -> Predictor:
         predictor = state["predictor"]
+        if state["error"] is not None:
+            raise UnavailableError(f"The model failed to load: {state['error']}",
+                                   hint="Check the server log; restart it once the cause is fixed.")
         if predictor is None:
-            raise KaonError("The model is still loading.", hint="Poll /readyz until it is 200.")
+            raise UnavailableError("The model is still loading.",
+                                   hint="Poll /readyz until it answers 200.")
         if name != predictor.name:
             raise NotFoundError(f"This server has no model {name!r}. Served: "
                                 f"{predictor.name!r}.", hint=f"POST /v1/models/"

@@ -40,7 +40,6 @@ def _decode_image(text: str, sig: Signature, index: int) -> np.ndarray:
         raise _mismatch(index, "the string is not valid base64", sig) from None
     try:
         with Image.open(io.BytesIO(raw)) as img:
-            img.load()
             mode, size = img.mode, img.size
             if img.format not in ("PNG", "JPEG"):
                 raise _mismatch(index, f"got a {img.format} image (send PNG or JPEG)", sig)
@@ -51,17 +50,21 @@ def _decode_image(text: str, sig: Signature, index: int) -> np.ndarray:
                                        f"channel(s)", sig)
             if size != (w, h):
                 raise _mismatch(index, f"got a {size[0]}x{size[1]} (width x height) image", sig)
+            img.load()  # decode only once the header says the size is right
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise _mismatch(index, "the bytes are not a PNG or JPEG image", sig) from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 def _decode_numbers(values: list[Any], sig: Signature, index: int) -> np.ndarray:
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.asarray(values)
     except (ValueError, TypeError):
         raise _mismatch(index, "the nested lists are ragged or hold non-numbers", sig) from None
+    if array.dtype.kind not in "iuf":  # strings, booleans, objects (ragged lists)
+        raise _mismatch(index, "the nested lists are ragged or hold non-numbers", sig)
+    array = array.astype(np.float64)
     c, h, w = sig.shape
     if array.shape == (h, w) and c == 1:
         array = array[None]

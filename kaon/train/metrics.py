@@ -48,9 +48,13 @@ def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
 
 def roc_curve(labels: torch.Tensor, scores: torch.Tensor) -> tuple[list[float], list[float]]:
     order = torch.argsort(scores.double(), descending=True)
+    s = scores.double()[order]
     y = labels.long()[order].double()
-    tps = torch.cumsum(y, 0)
-    fps = torch.cumsum(1 - y, 0)
+    # one point per distinct threshold: the last index of each run of tied scores
+    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).view(-1),
+                      torch.tensor([len(s) - 1])]) if len(s) else torch.empty(0, dtype=torch.long)
+    tps = torch.cumsum(y, 0)[last]
+    fps = torch.cumsum(1 - y, 0)[last]
     tpr = (tps / max(float(y.sum()), 1.0)).tolist()
     fpr = (fps / max(float((1 - y).sum()), 1.0)).tolist()
     return [0.0, *fpr], [0.0, *tpr]

@@ -34,8 +34,11 @@ class Outcome:
 
 
 def run_trial(trial: optuna.Trial, job: dict[str, Any], kill_at: float, log: Path,
-              prune: bool) -> Outcome:
-    """Run ``job`` (see kaon.tune.worker) until it finishes, is pruned, or ``kill_at``."""
+              prune: bool, report: bool = True) -> Outcome:
+    """Run ``job`` (see kaon.tune.worker) until it finishes, is pruned, or ``kill_at``.
+
+    ``report`` sends each epoch's value to Optuna (single-objective studies only).
+    """
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as err:
@@ -65,8 +68,9 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], kill_at: float, log: Pat
                     outcome = Outcome("complete", msg["value"], outcome.epochs, info=msg)
                     continue
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
-                trial.report(outcome.value, outcome.epochs)
-                if prune and trial.should_prune():
+                if report:
+                    trial.report(outcome.value, outcome.epochs)
+                if report and prune and trial.should_prune():
                     outcome.state = "pruned"
                     proc.kill()
                     break

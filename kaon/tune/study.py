@@ -211,7 +211,8 @@ class _Search:
                    "latency": self.cfg.multi_objective == "latency"}
             outcome = run_trial(trial, job, kill_at, self.folder / f"trial-{trial.number}.log",
                                 prune=isinstance(self.study.pruner,
-                                                 optuna.pruners.HyperbandPruner))
+                                                 optuna.pruners.HyperbandPruner),
+                                report=not self.cfg.multi_objective)
             with self.lock:
                 self._tell(trial, outcome)
                 self.study.set_user_attr("spent", self.spent_before + self.budget_elapsed())

@@ -98,8 +98,6 @@ def test_conv_after_dense_is_a_config_error_naming_the_layer() -> None:
                     MNIST, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: layers._probe lets torch's RuntimeError escape "
-                                       "before the 'shrinks the input' ConfigError check")
 def test_pooling_an_input_away_is_a_config_error_naming_the_layer() -> None:
     with pytest.raises(ConfigError, match=r"model\.layers\.\d \(maxpool2d\)"):
         build_model(layers(*[{"type": "maxpool2d", "pool": 4}] * 3,

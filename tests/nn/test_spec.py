@@ -128,8 +128,6 @@ def test_register_alias_must_be_a_valid_name() -> None:
     assert "register.alias" in config_error(spec_with(register={"alias": "Production!"}))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: alias validator uses re.match, whose '$' also "
-                                       "matches before a trailing newline")
 def test_register_alias_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ConfigError):
         parse_spec(spec_with(register={"alias": "prod\n"}))

@@ -33,7 +33,7 @@ def tiny_model(spec: TrainSpec, signature: Signature = MNIST_SIGNATURE,
 def register_tiny(name: str = "tiny", *, seed: int = 0, signature: Signature = MNIST_SIGNATURE,
                   spec: TrainSpec | None = None, **kwargs: Any) -> ModelInfo:
     """Register a freshly built tiny model as the next version of ``name``."""
-    spec = spec or tiny_spec(name)
+    spec = spec or tiny_spec()
     model = tiny_model(spec, signature, seed)
     return register(name, model.state_dict(), spec=spec.model_dump(mode="json"),
                     signature=signature, dataset="mnist", dataset_hash=DATASET_HASH, **kwargs)

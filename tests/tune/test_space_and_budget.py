@@ -1,0 +1,68 @@
+"""Search-space and budget logic: pure functions, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from kaon.errors import ConfigError
+from kaon.nn.spec import parse_spec
+from kaon.tune.budget import Budget, check_feasible, parse_duration, retrain_estimate
+from kaon.tune.space import SearchSpace, load_space, suggest, to_spec
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45)])
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_a_bad_duration_is_named() -> None:
+    with pytest.raises(ConfigError, match="ten minutes"):
+        parse_duration("ten minutes")
+
+
+def test_every_sampled_configuration_is_a_valid_training_spec() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(40):
+        trial = study.ask()
+        spec = parse_spec(to_spec("t", "mnist", suggest(trial, SearchSpace())))
+        assert spec.model.family in ("mlp", "cnn", "resnet-small")  # type: ignore[union-attr]
+        study.tell(trial, 0.0)
+
+
+def test_a_fixed_trial_reproduces_the_same_spec() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    trial = study.ask()
+    first = suggest(trial, SearchSpace())
+    again = suggest(optuna.trial.FixedTrial(trial.params), SearchSpace())
+    assert first == again
+
+
+def test_a_space_file_overrides_defaults_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    good = tmp_path / "space.yaml"
+    good.write_text("families: [mlp]\nepochs: {low: 2, high: 3}\n")
+    space = load_space(good)
+    assert space.families == ["mlp"] and space.max_epochs == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("familys: [mlp]\n")
+    with pytest.raises(ConfigError, match="familys"):
+        load_space(bad)
+
+
+def test_the_search_stops_early_enough_for_the_retrain() -> None:
+    budget = Budget(start=0.0, total=300.0)
+    assert budget.search_cutoff(retrain_estimate=60.0) == 300.0 - 60.0 - 5.0
+    assert budget.may_launch(now=200.0, retrain_estimate=60.0, min_trial=30.0)
+    assert not budget.may_launch(now=210.0, retrain_estimate=60.0, min_trial=30.0)
+
+
+def test_the_retrain_estimate_scales_with_the_validation_images() -> None:
+    assert retrain_estimate(110.0, n_train=900, n_val=100) == pytest.approx(100 * 1000 / 900 * 1.1)
+
+
+def test_a_budget_too_small_for_one_trial_is_refused() -> None:
+    with pytest.raises(ConfigError, match="too small"):
+        check_feasible(left=20.0, min_trial=15.0, n_train=1000, n_val=100)
+    check_feasible(left=100.0, min_trial=15.0, n_train=1000, n_val=100)

@@ -1,0 +1,116 @@
+"""`kaon tune` end to end on real BreastMNIST with a small space and short budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from kaon import registry
+from kaon.data import import_dataset
+from kaon.errors import ConfigError, DataError
+from kaon.tune import SearchSpace, TuneConfig, tune
+from kaon.tune.study import storage
+
+TINY = {"families": ["mlp", "cnn"], "mlp_width": [64, 128], "cnn_width": [8],
+        "cnn_stages": {"low": 2, "high": 2}, "epochs": {"low": 2, "high": 4},
+        "batch_sizes": [32, 64]}
+
+
+def tiny_config(**changes: object) -> TuneConfig:
+    fields: dict[str, object] = {"dataset": "breastmnist", "time_seconds": 75, "workers": 2,
+                                 "space": SearchSpace.model_validate(TINY)}
+    fields.update(changes)
+    return TuneConfig.model_validate(fields)
+
+
+def study_names() -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage())]
+
+
+def test_a_budget_too_small_is_refused_before_any_study_starts(shared_datasets: Path) -> None:
+    with pytest.raises(ConfigError, match="too small"):
+        tune(tiny_config(time_seconds=15))
+    assert study_names() == []
+
+
+def test_a_dataset_with_one_class_is_refused(tmp_path: Path) -> None:
+    npz = tmp_path / "one.npz"
+    images = np.zeros((20, 8, 8), dtype=np.uint8)
+    labels = np.zeros((20, 1), dtype=np.int64)
+    np.savez(npz, train_images=images, train_labels=labels, test_images=images[:4],
+             test_labels=labels[:4])
+    import_dataset(npz, "one-class")
+    with pytest.raises(DataError, match="only 1 class"):
+        tune(tiny_config(dataset="one-class"))
+
+
+def test_auc_objective_needs_a_binary_dataset(shared_datasets: Path) -> None:
+    with pytest.raises(ConfigError, match="binary"):
+        tune(tiny_config(dataset="mnist", objective="auc"))
+
+
+@pytest.mark.slow
+def test_search_registers_the_best_model_with_its_study_within_the_budget(
+        shared_datasets: Path) -> None:
+    result = tune(tiny_config())
+    assert result.model == "breastmnist-tuned:1"
+    assert result.seconds <= 75 * 1.05
+    assert result.trials["complete"] >= 1
+    info = registry.get(result.model)
+    assert info.lineage["study"] == result.study
+    assert 0.5 < result.test_metrics["accuracy"] <= 1.0
+    assert "roc_auc" in result.test_metrics
+    for key in ("trials_csv", "best", "optimization_history"):
+        assert result.report[key].is_file()
+
+
+@pytest.mark.slow
+def test_multi_objective_search_reports_a_pareto_front(shared_datasets: Path) -> None:
+    result = tune(tiny_config(multi_objective="params", time_seconds=60))
+    assert result.pareto
+    params = [p["params"] for p in result.pareto]
+    accuracy = [p["accuracy"] for p in result.pareto]
+    # along the front, more accuracy never comes with fewer parameters
+    order = sorted(range(len(params)), key=lambda i: params[i])
+    assert [accuracy[i] for i in order] == sorted(accuracy)
+    assert result.report["pareto_front"].is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_and_keeps_its_finished_trials(
+        shared_datasets: Path, kaon_home: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(TINY))
+    kaon = [sys.executable, "-m", "kaon.cli.main", "tune"]
+    env = {**os.environ, "KAON_HOME": str(kaon_home)}
+    proc = subprocess.Popen([*kaon, "--data", "breastmnist", "--time", "120s", "--space",
+                             str(space), "--json"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, finished, name = time.monotonic() + 100, 0, None
+    while time.monotonic() < deadline and finished == 0:
+        time.sleep(1)
+        names = study_names()
+        if names:
+            name = names[0]
+            study = optuna.load_study(study_name=name, storage=storage())
+            finished = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    os.killpg(proc.pid, signal.SIGKILL)  # the search and its trial processes
+    proc.wait()
+    assert name is not None and finished >= 1
+
+    out = subprocess.run([*kaon, "--resume", name, "--json"], env=env, capture_output=True,
+                         text=True, check=True)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["study"] == name and summary["model"] == "breastmnist-tuned:1"
+    study = optuna.load_study(study_name=name, storage=storage())
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
+    assert summary["seconds"] <= 120 * 1.05 + 5
