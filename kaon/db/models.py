@@ -87,6 +87,7 @@ class Model(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64), index=True, default=DEFAULT_WORKSPACE)
     name: Mapped[str] = mapped_column(String(64))
+    last_version: Mapped[int] = mapped_column(Integer, default=0)  # never reused after delete
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     versions: Mapped[list[ModelVersion]] = relationship(

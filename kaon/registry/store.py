@@ -117,7 +117,8 @@ def register(
             db.flush()
         latest = db.scalar(select(func.max(ModelVersion.version))
                            .where(ModelVersion.model_id == model.id)) or 0
-        version = latest + 1
+        version = max(latest, model.last_version or 0) + 1
+        model.last_version = version
         path = get_settings().models_dir / workspace / name / f"v{version}" / "model.safetensors"
         sha, size = save_weights(state, path, metadata={"kaon.model": f"{name}:{version}"})
         row = ModelVersion(

@@ -298,3 +298,10 @@ def test_deleting_a_bare_name_removes_every_version_and_the_folder(kaon_home: Pa
 def test_deleting_an_unknown_model_is_not_found() -> None:
     with pytest.raises(NotFoundError):
         delete("ghost")
+
+
+def test_a_deleted_version_number_is_never_reused() -> None:
+    register_tiny("digits")
+    register_tiny("digits")
+    delete("digits:2")
+    assert register_tiny("digits").version == 3
