@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.text import Text
 
 from kaon.cli import data, evaluate, models, serve, train, tune
 from kaon.cli.output import console_err
@@ -31,9 +32,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KaonError as exc:
-        console_err.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        console_err.print(Text.assemble(("Error: ", "bold red"), exc.message), soft_wrap=True)
         if exc.hint:
-            console_err.print(f"[yellow]Hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            console_err.print(Text.assemble(("Hint: ", "yellow"), exc.hint), soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console_err.print("[yellow]Interrupted.[/]")
@@ -42,10 +43,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # click's usage errors (typer vendors its own click, so match by behaviour)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
+                                                               int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

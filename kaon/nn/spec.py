@@ -18,6 +18,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from kaon.errors import ConfigError
@@ -101,6 +102,20 @@ class FamilyModel(Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batchnorm: bool = True
 
+    @model_validator(mode="after")
+    def _keys_belong_to_family(self) -> FamilyModel:
+        own = {"mlp": {"hidden"}, "cnn": {"channels", "batchnorm"},
+               "resnet-small": {"width", "blocks"}}
+        # keys set to a value other than their default (a stored spec carries all defaults)
+        changed = {k for k in self.model_fields_set
+                   if getattr(self, k) != type(self).model_fields[k].default}
+        foreign = (changed - {"family", "dropout"}) - own[self.family]
+        if foreign:
+            raise ValueError(f"{', '.join(sorted(foreign))} do(es) not apply to family "
+                             f"{self.family!r} (its keys: {', '.join(sorted(own[self.family]))}, "
+                             "dropout)")
+        return self
+
 
 # ---- data, optimisation, schedule ------------------------------------------------------------
 class Normalize(Strict):
@@ -149,7 +164,8 @@ class EarlyStopping(Strict):
 
 
 class Register(Strict):
-    name: str | None = Field(default=None, description="default: the spec's name")
+    name: str | None = Field(default=None, pattern=NAME_PATTERN,
+                             description="default: the spec's name")
     alias: str | None = None
 
     @field_validator("alias")
@@ -186,7 +202,8 @@ class TrainSpec(Strict):
     seed: int = 0
     register_: Register | None = Field(default=Register(), alias="register",
                                        description="register the result; null to skip")
-    parent: str | None = Field(default=None, description="model this one derives from (lineage)")
+    parent: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}([:@].+)?$",
+                               description="model this one derives from (lineage)")
 
 
 # ---- loading and overriding ------------------------------------------------------------------
@@ -201,7 +218,7 @@ def _format_error(exc: ValidationError, source: str) -> ConfigError:
         else:
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return ConfigError(
-        f"Invalid training spec {source}:\n" + "\n".join(lines),
+        f"Invalid training spec{' ' + source if source else ''}:\n" + "\n".join(lines),
         hint="Fix the field(s) above; see docs/spec.md for every key and its allowed values.",
     )
 

@@ -200,7 +200,12 @@ def delete(ref: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
             row = _resolve(db, ref, workspace)
             refs = [f"{name}:{row.version}"]
             folder = Path(row.artifact).parent
+            model = row.model
             db.delete(row)
+            db.flush()
+            db.refresh(model)
+            if not model.versions:  # the last version: the model goes too
+                db.delete(model)
     shutil.rmtree(folder, ignore_errors=True)
     return refs
 

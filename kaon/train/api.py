@@ -161,7 +161,8 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
     callbacks: list[Any] = [RecordMetrics(run_id)]
     if early:
         callbacks.append(early)
-    callbacks += [board, Checkpoint(run_dir), *user_callbacks]
+    checkpoint = Checkpoint(run_dir)
+    callbacks += [board, checkpoint, *user_callbacks]
     channels_last = prefers_channels_last(setup.model)
     if channels_last:
         setup.model.to(memory_format=torch.channels_last)
@@ -170,14 +171,21 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
                       setup.device, callbacks, progress)
     if state_path is not None:
         trainer.load_state(load_checkpoint(state_path))
+        checkpoint.saved_epoch = trainer.epoch
+    if spec.early_stopping and setup.data.x_val is None:
+        raise ConfigError("early_stopping needs validation data, but this run has none.",
+                          hint="Set data.val_fraction > 0 or remove early_stopping.")
     try:
         history = trainer.fit()
     except KeyboardInterrupt:
         runs.set_status(run_id, "interrupted")
+        if checkpoint.saved_epoch == 0:
+            raise TrainingInterrupted(
+                f"Training interrupted in epoch 1 of run {run_id}; no checkpoint was written yet.",
+                hint="Start it again with `kaon train SPEC`.") from None
         raise TrainingInterrupted(
-            f"Training interrupted after {trainer.epoch} complete epoch(s); the checkpoint of "
-            f"epoch {trainer.epoch} is kept in {run_dir}.",
-            hint=f"Continue with `kaon train --resume {run_id}`.") from None
+            f"Training interrupted; the checkpoint of epoch {checkpoint.saved_epoch} is kept in "
+            f"{run_dir}.", hint=f"Continue with `kaon train --resume {run_id}`.") from None
     except BaseException as exc:
         runs.set_status(run_id, "failed", error=str(exc))
         raise

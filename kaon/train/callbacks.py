@@ -19,11 +19,13 @@ BEST = "best.safetensors"
 class Checkpoint:
     """Save the full training state after every epoch (atomically)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, saved_epoch: int = 0) -> None:
         self.path = run_dir / CHECKPOINT
+        self.saved_epoch = saved_epoch  # the epoch the file on disk holds (0: none yet)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         save_checkpoint(self.path, trainer.state())
+        self.saved_epoch = epoch
 
 
 class RecordMetrics:

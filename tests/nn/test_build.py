@@ -125,18 +125,25 @@ def test_built_models_are_returned_in_training_mode() -> None:
 
 
 # ---- named families -----------------------------------------------------------------------------
+SMALL: dict[str, dict[str, object]] = {"mlp": {"hidden": [16]}, "cnn": {"channels": [4, 8]},
+                                       "resnet-small": {"width": 4}}
+
+
+def test_a_key_of_another_family_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="channels"):
+        spec({"family": "mlp", "channels": [4]})
+
 @pytest.mark.parametrize("family", ["mlp", "cnn", "resnet-small"])
 @pytest.mark.parametrize(("shape", "classes"), [((1, 28, 28), 10), ((3, 32, 32), 7)])
 def test_each_family_maps_images_to_one_logit_per_class(
         family: str, shape: tuple[int, int, int], classes: int) -> None:
-    model = build_model(spec({"family": family, "channels": [4, 8], "width": 4,
-                              "hidden": [16]}), shape, classes)
+    model = build_model(spec({"family": family, **SMALL[family]}), shape, classes)
     assert model.eval()(torch.zeros(2, *shape)).shape == (2, classes)
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "resnet-small"])
 def test_each_family_gives_one_logit_for_binary_cross_entropy(family: str) -> None:
-    model = build_model(spec({"family": family, "channels": [4], "width": 4},
+    model = build_model(spec({"family": family, **SMALL[family]},
                              loss="binary_cross_entropy"), MNIST, 2)
     assert model.eval()(torch.zeros(2, *MNIST)).shape == (2, 1)
 
