@@ -100,6 +100,21 @@ def test_unknown_model_is_a_404(served_model: Client) -> None:
         served_model.predict("cifar", np.zeros((1, 28, 28), dtype=np.uint8))
 
 
+def test_open_inference_protocol_round_trip_with_a_plain_http_client(
+        served_model: Client) -> None:
+    import httpx
+
+    test = load_dataset("mnist").splits["test"]
+    images, labels = test.images[:50].numpy(), test.labels[:50].tolist()
+    body = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": list(images.shape),
+                        "data": images.reshape(-1).tolist()}]}
+    base = str(served_model._http.base_url)
+    assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": True}
+    reply = httpx.post(f"{base}/v2/models/mnist-e2e/infer", json=body, timeout=30).json()
+    label = next(o for o in reply["outputs"] if o["name"] == "label")
+    assert np.mean([int(a) == b for a, b in zip(label["data"], labels, strict=True)]) > 0.8
+
+
 def test_model_endpoint_reports_version_and_signature(served_model: Client) -> None:
     info = served_model.model("mnist-e2e")
     assert info["version"] == 1

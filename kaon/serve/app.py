@@ -1,53 +1,33 @@
-"""The first-cut HTTP server: FastAPI over one :class:`Predictor`.
+"""The HTTP front: FastAPI over one :class:`~kaon.serve.runtime.Runtime`.
 
-Routes: ``POST /v1/models/{name}/predict``, ``GET /v1/models/{name}``, ``/healthz``,
-``/readyz`` (200 only once weights are loaded) and the OpenAPI docs at ``/docs``.
+Routes: Kaon's JSON predict (``/v1/models/{name}/predict``), the Open Inference Protocol
+(``/v2/...``), ``/healthz``, ``/readyz`` (200 only once weights are loaded), ``/metrics``
+(Prometheus) and the OpenAPI docs at ``/docs``. Requests are batched dynamically.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kaon.errors import KaonError, NotFoundError, UnavailableError
-from kaon.serve.decode import decode_inputs
+from kaon.errors import KaonError
+from kaon.serve.batching import BatchPolicy, Overloaded
+from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
+from kaon.serve.protocols import kaon_json, v2
+from kaon.serve.runtime import Runtime
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-MAX_BATCH = 1024
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[str | list[Any]] = Field(
-        min_length=1, max_length=MAX_BATCH,
-        description="Base64 PNG/JPEG strings, or nested pixel values shaped like the signature.",
-    )
-
-
-class Prediction(BaseModel):
-    label: str
-    index: int
-    probabilities: list[float]
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: int
-    predictions: list[Prediction]
 
 
 class BodyLimit:
-    """Answer 413 before reading a body larger than ``limit`` bytes."""
+    """Answer 413 for a body larger than ``limit`` bytes, declared or streamed."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -102,44 +82,41 @@ async def _noop_receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
 
 
-def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
+               policy: BatchPolicy | None = None) -> FastAPI:
     """Build the app; ``load`` runs once in the background and ``/readyz`` waits for it."""
-    state: dict[str, Any] = {"predictor": None, "error": None}
-    loaded = threading.Event()
-
-    def _load() -> None:
-        try:
-            state["predictor"] = load()
-        except Exception as exc:
-            state["error"] = exc
-        finally:
-            loaded.set()
+    metrics = ServerMetrics()
+    runtime = Runtime(load, policy or BatchPolicy(), metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_load, name="kaon-model-loader", daemon=True).start()
+        runtime.start()
         yield
+        await runtime.stop()  # drains queued and in-flight work
 
     app = FastAPI(title="Kaon model server", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=max_body)
 
+    @app.middleware("http")
+    async def _observe(request: Request,
+                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.latency.labels(path, str(response.status_code)).observe(
+            time.perf_counter() - started)
+        return response
+
     @app.exception_handler(KaonError)
     async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:
-        return JSONResponse(status_code=exc.http_status, content=exc.to_dict())
-
-    def predictor_for(name: str) -> Predictor:
-        predictor = state["predictor"]
-        if state["error"] is not None:
-            raise UnavailableError(f"The model failed to load: {state['error']}",
-                                   hint="Check the server log; restart it once the cause is fixed.")
-        if predictor is None:
-            raise UnavailableError("The model is still loading.",
-                                   hint="Poll /readyz until it answers 200.")
-        if name != predictor.name:
-            raise NotFoundError(f"This server has no model {name!r}. Served: "
-                                f"{predictor.name!r}.", hint=f"POST /v1/models/"
-                                f"{predictor.name}/predict")
-        return predictor
+        headers = None
+        if isinstance(exc, Overloaded):
+            metrics.rejected.inc()
+            headers = {"Retry-After": f"{exc.retry_after:.0f}"}
+        elif exc.http_status == 503:
+            headers = {"Retry-After": "1"}
+        return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -148,33 +125,18 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES) ->
     @app.get("/readyz", summary="Readiness: weights are loaded",
              responses={503: {"description": "still loading, or loading failed"}})
     async def readyz() -> JSONResponse:
-        if state["predictor"] is not None:
-            p = state["predictor"]
+        if runtime.ready:
+            p = runtime.predictor()
             return JSONResponse({"status": "ready", "model": p.name, "version": p.version})
-        detail = str(state["error"]) if state["error"] else "loading"
+        detail = str(runtime.error) if runtime.error else "loading"
         return JSONResponse(status_code=503, content={"status": "not ready", "detail": detail})
 
-    @app.get("/v1/models/{name}", summary="The model's version and input signature")
-    async def model_info(name: str) -> dict[str, Any]:
-        p = predictor_for(name)
-        return {"name": p.name, "version": p.version,
-                "signature": p.signature.model_dump(mode="json")}
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        metrics.queue_depth.set(runtime.batcher.depth)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/models/{name}/predict", response_model=PredictResponse,
-              summary="Classify a batch of images",
-              responses={404: {"description": "unknown model"},
-                         413: {"description": "body too large"},
-                         422: {"description": "input does not match the signature"}})
-    async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
-        p = predictor_for(name)
-        images = decode_inputs(body.inputs, p.signature)
-        predictions = await run_in_threadpool(p.predict, images)
-        return {"model": p.name, "version": p.version, "predictions": predictions}
-
-    app.state.loaded = loaded
-    app.state.kaon = state
+    app.include_router(kaon_json.router(runtime))
+    app.include_router(v2.router(runtime))
+    app.state.runtime = runtime
     return app
-
-
-async def wait_loaded(app: FastAPI, timeout: float = 60.0) -> None:
-    await asyncio.wait_for(asyncio.to_thread(app.state.loaded.wait), timeout)

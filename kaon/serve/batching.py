@@ -1,0 +1,191 @@
+"""Dynamic batching: single requests in, batches out, with bounded memory.
+
+The wait window opens when the *first* item of a batch arrives (no fixed poll) and the batch
+is flushed at ``max_batch_size`` items or ``max_wait_ms``, whichever comes first. The queue is
+bounded (a full queue is an immediate 503 with Retry-After), every item has a deadline (504),
+an item whose caller went away is dropped before it reaches the model, and an exception for
+one item fails that item only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from kaon.errors import KaonError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Overloaded(KaonError):
+    """The queue is full: try again shortly."""
+
+    http_status = 503
+
+    def __init__(self, depth: int, retry_after: float) -> None:
+        super().__init__(f"The server is at capacity ({depth} requests queued).",
+                         hint=f"Retry after {retry_after:.0f}s, or add replicas.")
+        self.retry_after = retry_after
+
+
+class RequestTimeout(KaonError):
+    http_status = 504
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_wait_ms < 0 or self.max_queue < 1:
+            raise ValueError(f"invalid batch policy {self}")
+
+
+@dataclass
+class _Item(Generic[T]):
+    value: T
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+BatchFn = Callable[[Sequence[T]], Sequence[Any]]
+
+
+def run_isolated(fn: BatchFn[T], items: Sequence[T]) -> list[Any]:
+    """Call ``fn`` on the batch; if it raises, retry item by item so only bad items fail.
+
+    ``fn`` may also return an ``Exception`` in place of a result to fail one item.
+    """
+    try:
+        results = list(fn(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for "
+                               f"{len(items)} items")
+        return results
+    except Exception:
+        if len(items) == 1:
+            raise
+    out: list[Any] = []
+    for item in items:
+        try:
+            (result,) = fn([item])
+            out.append(result)
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+class Batcher(Generic[T, R]):
+    """Feeds ``fn`` (blocking, batch in → results out) from an asyncio queue."""
+
+    def __init__(self, fn: BatchFn[T], policy: BatchPolicy, *,
+                 on_batch: Callable[[int, float], None] | None = None, threads: int = 1) -> None:
+        self.fn, self.policy, self.on_batch = fn, policy, on_batch
+        self.queue: asyncio.Queue[_Item[T]] = asyncio.Queue(maxsize=policy.max_queue)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kaon-batch")
+        self.in_flight = asyncio.Semaphore(threads)
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.dropped = 0
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop collecting; with ``drain``, finish what is queued and in flight first."""
+        if drain:
+            while not self.queue.empty():
+                await asyncio.sleep(0.005)
+            while self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(KaonError("The server is shutting down."))
+        self.executor.shutdown(wait=drain)
+
+    async def submit(self, value: T, timeout: float | None = None) -> R:
+        """Queue one item and wait for its result (cancel the wait to drop the item)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Item(value, future))
+        except asyncio.QueueFull:
+            raise Overloaded(self.queue.qsize(), retry_after=1.0) from None
+        try:
+            return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"No result within {timeout or self.policy.timeout_s:.1f}s.",
+                                 hint="The server is overloaded; retry later.") from None
+
+    async def _next_live(self, timeout: float | None) -> _Item[T] | None:
+        """The next queued item whose caller still waits (cancelled ones are dropped)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                return None
+            try:
+                item = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                return None
+            if item.future.done():  # cancelled: the client disconnected or timed out
+                self.dropped += 1
+                continue
+            return item
+
+    async def _collect(self) -> None:
+        wait = self.policy.max_wait_ms / 1000
+        while True:
+            first = await self._next_live(None)
+            assert first is not None
+            batch = [first]
+            window_ends = time.perf_counter() + wait  # the window opens with the first item
+            while len(batch) < self.policy.max_batch_size:
+                item = await self._next_live(window_ends - time.perf_counter())
+                if item is None:
+                    break
+                batch.append(item)
+            await self.in_flight.acquire()
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Item[T]]) -> None:
+        try:
+            live = [i for i in batch if not i.future.done()]
+            self.dropped += len(batch) - len(live)
+            if not live:
+                return
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                results = await loop.run_in_executor(
+                    self.executor, run_isolated, self.fn, [i.value for i in live])
+            except Exception as exc:
+                results = [exc] * len(live)
+            if self.on_batch:
+                self.on_batch(len(live), time.perf_counter() - started)
+            for item, result in zip(live, results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+        finally:
+            self.in_flight.release()

@@ -1,0 +1,1 @@
+"""Wire protocols over the one :class:`kaon.serve.runtime.Runtime`."""

@@ -1,0 +1,195 @@
+"""The Open Inference Protocol (KServe V2) over REST, so KServe/Triton HTTP clients work.
+
+Health, model metadata and ``POST /v2/models/{name}/infer`` with typed tensors as JSON
+``data`` (flat or nested, row-major) or through the binary-tensor extension
+(``Inference-Header-Content-Length``). The model takes one input ``input`` of shape
+``[-1, C, H, W]`` (``[-1, H, W]`` for one channel) in any numeric datatype with values 0–255,
+and returns ``probabilities`` (FP32 ``[-1, K]``) and ``label`` (BYTES ``[-1]``).
+Errors use the protocol's own format: ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from kaon.errors import KaonError, SignatureError
+from kaon.registry.signature import Signature
+from kaon.serve.runtime import Runtime
+
+DTYPES: dict[str, str] = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
+    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "FP16": "float16", "FP32": "float32", "FP64": "float64",
+}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class V2Error(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _metadata(runtime: Runtime, name: str) -> dict[str, Any]:
+    p = runtime.predictor(name)
+    c, h, w = p.signature.shape
+    return {
+        "name": p.name, "versions": [str(p.version)], "platform": "pytorch",
+        "inputs": [{"name": "input", "datatype": "UINT8", "shape": [-1, c, h, w]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32",
+                     "shape": [-1, len(p.signature.class_names)]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+    }
+
+
+def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:
+    """Split a (possibly binary-extension) body into the JSON header and the tensor bytes."""
+    if header_length is None:
+        header_length = len(body)
+    if header_length < 0 or header_length > len(body):
+        raise V2Error(400, f"Inference-Header-Content-Length {header_length} is outside the "
+                           f"{len(body)}-byte body")
+    try:
+        header = json.loads(body[:header_length])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise V2Error(400, f"the request header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or \
+            not header["inputs"]:
+        raise V2Error(400, "the request needs a non-empty 'inputs' list")
+    return header, body[header_length:]
+
+
+def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
+                  sig: Signature) -> tuple[np.ndarray, int]:
+    """One V2 input tensor → uint8 (N, C, H, W), checked against the signature."""
+    name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
+    if datatype not in DTYPES:
+        raise V2Error(400, f"input {name!r}: datatype {datatype!r} is not one of "
+                           f"{', '.join(DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise V2Error(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
+    count = int(np.prod(shape)) if shape else 1
+    dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
+    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if size != count * dtype.itemsize or offset + size > len(binary):
+            raise V2Error(400, f"input {name!r}: binary_data_size {size} does not match shape "
+                               f"{shape} of {datatype} or the bytes sent")
+        array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
+        offset += size
+    else:
+        try:
+            array = np.asarray(spec.get("data"), dtype=dtype).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise V2Error(400, f"input {name!r}: 'data' is not {datatype}: {exc}") from None
+        if array.size != count:
+            raise V2Error(400, f"input {name!r}: {array.size} values for shape {shape}")
+    c, h, w = sig.shape
+    expected = f"[N, {c}, {h}, {w}]" + (f" or [N, {h}, {w}]" if c == 1
+                                                             else "")
+    dims = tuple(shape)
+    if len(dims) == 3 and c == 1:
+        dims = (dims[0], 1, *dims[1:])
+    if len(dims) != 4 or dims[1:] != (c, h, w):
+        raise V2Error(400, f"input {name!r}: shape {shape} does not match the signature "
+                           f"{expected} ({sig.describe()})")
+    values = array.reshape(dims)
+    if values.size and (not np.isfinite(values.astype(np.float64)).all() or values.min() < 0
+                        or values.max() > 255):
+        raise V2Error(400, f"input {name!r}: values must be pixel values in 0..255")
+    return np.ascontiguousarray(np.rint(values).astype(np.uint8)), offset
+
+
+def encode_response(p: Any, results: list[dict[str, Any]], request_id: Any,
+                    binary_outputs: bool) -> Response:
+    proba = np.asarray([r["probabilities"] for r in results], dtype=np.float32)
+    labels = [r["label"] for r in results]
+    outputs: list[dict[str, Any]] = [
+        {"name": "probabilities", "datatype": "FP32", "shape": list(proba.shape)},
+        {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels},
+    ]
+    body: dict[str, Any] = {"model_name": p.name, "model_version": str(p.version),
+                            "outputs": outputs}
+    if request_id is not None:
+        body["id"] = request_id
+    if not binary_outputs:
+        outputs[0]["data"] = proba.reshape(-1).tolist()
+        return JSONResponse(body)
+    raw = proba.astype("<f4").tobytes()
+    outputs[0]["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps(body).encode()
+    return Response(header + raw, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    @api.get("/health/live", summary="V2 liveness")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/health/ready", summary="V2 readiness")
+    async def ready() -> JSONResponse:
+        return JSONResponse(status_code=200 if runtime.ready else 503,
+                            content={"ready": runtime.ready})
+
+    @api.get("/models/{name}", summary="V2 model metadata")
+    async def metadata(name: str) -> JSONResponse:
+        try:
+            return JSONResponse(_metadata(runtime, name))
+        except KaonError as exc:
+            return error_response(exc.http_status, exc.message)
+
+    @api.get("/models/{name}/ready", summary="V2 model readiness")
+    async def model_ready(name: str) -> JSONResponse:
+        try:
+            runtime.predictor(name)
+            return JSONResponse({"name": name, "ready": True})
+        except KaonError as exc:
+            return JSONResponse(status_code=exc.http_status,
+                                content={"name": name, "ready": False, "error": exc.message})
+
+    @api.post("/models/{name}/infer", summary="V2 inference (JSON or binary tensors)")
+    async def infer(name: str, request: Request) -> Response:
+        try:
+            p = runtime.predictor(name)
+            raw_length = request.headers.get(HEADER_LENGTH)
+            if raw_length is not None and not raw_length.isdigit():
+                raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
+                                   "number")
+            header, binary = parse_request(await request.body(),
+                                           int(raw_length) if raw_length else None)
+            offset, arrays = 0, []
+            for spec in header["inputs"]:
+                if not isinstance(spec, dict):
+                    raise V2Error(400, "each input must be an object")
+                array, offset = decode_tensor(spec, binary, offset, p.signature)
+                arrays.append(array)
+            if len(arrays) != 1:
+                raise V2Error(400, f"the model takes one input tensor 'input', got {len(arrays)}")
+            results = await runtime.predict(arrays[0])
+            wanted = header.get("outputs") or []
+            binary_out = any(isinstance(o, dict) and (o.get("parameters") or {}).get(
+                "binary_data") for o in wanted) or bool(
+                (header.get("parameters") or {}).get("binary_data_output"))
+            return encode_response(p, results, header.get("id"), binary_out)
+        except V2Error as exc:
+            return error_response(exc.status, exc.message)
+        except SignatureError as exc:
+            return error_response(400, exc.message)
+        except KaonError as exc:
+            headers = {"Retry-After": "1"} if exc.http_status == 503 else None
+            return JSONResponse(status_code=exc.http_status, content={"error": exc.message},
+                                headers=headers)
+
+    return api

@@ -1,0 +1,80 @@
+"""The serving runtime behind every protocol: model loading, readiness and the batcher.
+
+Protocols (Kaon JSON, Open Inference Protocol V2) decode their own wire formats into uint8
+image arrays and call :meth:`Runtime.predict`; nothing else touches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from kaon.errors import NotFoundError, UnavailableError
+from kaon.serve.batching import Batcher, BatchPolicy
+from kaon.serve.metrics import ServerMetrics
+from kaon.serve.predictor import Predictor
+
+
+class Runtime:
+    def __init__(self, load: Callable[[], Predictor], policy: BatchPolicy,
+                 metrics: ServerMetrics) -> None:
+        self._load = load
+        self.policy = policy
+        self.metrics = metrics
+        self.predictor_or_none: Predictor | None = None
+        self.error: Exception | None = None
+        self.loaded = threading.Event()
+        self.batcher: Batcher[np.ndarray, dict[str, Any]] = Batcher(
+            self._predict_batch, policy, on_batch=metrics.observe_batch)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model in the background (``/readyz`` waits) and start batching."""
+        threading.Thread(target=self._load_once, name="kaon-model-loader", daemon=True).start()
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop(drain=True)
+
+    def _load_once(self) -> None:
+        try:
+            self.predictor_or_none = self._load()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.predictor_or_none is not None
+
+    def predictor(self, name: str | None = None) -> Predictor:
+        if self.error is not None:
+            raise UnavailableError(f"The model failed to load: {self.error}",
+                                   hint="Check the server log; restart it once fixed.")
+        p = self.predictor_or_none
+        if p is None:
+            raise UnavailableError("The model is still loading.",
+                                   hint="Poll /readyz until it answers 200.")
+        if name is not None and name != p.name:
+            raise NotFoundError(f"This server has no model {name!r}. Served: {p.name!r}.",
+                                hint=f"Use /v1/models/{p.name}/predict or "
+                                     f"/v2/models/{p.name}/infer.")
+        return p
+
+    # ---- prediction ---------------------------------------------------------------------------
+    async def predict(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """uint8 (N, C, H, W) → one result per image; each image joins a dynamic batch."""
+        self.metrics.queue_depth.set(self.batcher.depth)
+        results = await asyncio.gather(*(self.batcher.submit(img) for img in images))
+        self.metrics.dropped.set(self.batcher.dropped)
+        return list(results)
+
+    def _predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        predictor = self.predictor()
+        return predictor.predict(torch.from_numpy(np.stack(images)))

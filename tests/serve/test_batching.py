@@ -1,0 +1,165 @@
+"""The dynamic batcher as plain asyncio: batch formation, bounds, isolation, drops, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout, run_isolated
+
+
+class Recorder:
+    """A batch function that doubles numbers, records batch sizes and can be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.gate.wait(10)
+        if any(i < 0 for i in items):
+            raise ValueError(f"negative item in {list(items)}")
+        self.batches.append(list(items))
+        return [2 * i for i in items]
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+async def started(fn: Recorder, **policy: float) -> Batcher[int, int]:
+    batcher: Batcher[int, int] = Batcher(fn, BatchPolicy(**policy))  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_form_batches_up_to_the_maximum() -> None:
+    async def main() -> list[list[int]]:
+        fn = Recorder()
+        batcher = await started(fn, max_batch_size=8, max_wait_ms=50)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
+        await batcher.stop()
+        assert results == [2 * i for i in range(20)]
+        return fn.batches
+
+    batches = run(main())
+    assert max(len(b) for b in batches) == 8
+    assert sum(len(b) for b in batches) == 20
+
+
+def test_a_full_batch_is_flushed_without_waiting_for_the_window() -> None:
+    async def main() -> float:
+        batcher = await started(Recorder(), max_batch_size=4, max_wait_ms=60_000)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+        await batcher.stop()
+        return loop.time() - t0
+
+    assert run(main()) < 30  # far below the 60 s window: flushed by size
+
+
+def test_the_window_opens_with_the_first_item() -> None:
+    async def main() -> list[list[int]]:
+        fn = Recorder()
+        batcher = await started(fn, max_batch_size=100, max_wait_ms=400)
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)  # well inside the first item's window
+        second = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.gather(first, second)
+        await asyncio.sleep(0.05)
+        third = await batcher.submit(3)  # a new window, a new batch
+        await batcher.stop()
+        assert third == 6
+        return fn.batches
+
+    assert run(main()) == [[1, 2], [3]]
+
+
+def test_one_bad_item_fails_only_itself() -> None:
+    async def main() -> list[object]:
+        batcher = await started(Recorder(), max_batch_size=8, max_wait_ms=50)
+        results = await asyncio.gather(*(batcher.submit(i) for i in (1, -1, 3)),
+                                       return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    good1, bad, good3 = run(main())
+    assert good1 == 2 and good3 == 6
+    assert isinstance(bad, ValueError)
+
+
+def test_a_full_queue_answers_overloaded_instead_of_growing() -> None:
+    async def main() -> int:
+        fn = Recorder()
+        fn.gate.clear()  # the model is stuck: nothing leaves the queue
+        batcher = await started(fn, max_batch_size=2, max_wait_ms=1, max_queue=3)
+        pending, accepted = [], 0
+        with pytest.raises(Overloaded) as info:
+            for i in range(50):
+                task = asyncio.ensure_future(batcher.submit(i))
+                pending.append(task)
+                await asyncio.sleep(0.01)
+                if task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+                accepted += 1
+        assert info.value.http_status == 503 and info.value.retry_after > 0
+        fn.gate.set()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await batcher.stop()
+        return accepted
+
+    # queue (3) + the batch being collected (2) + the batch in the model (2)
+    assert run(main()) <= 3 + 2 + 2
+
+
+def test_a_cancelled_request_is_dropped_before_the_model_sees_it() -> None:
+    async def main() -> tuple[list[list[int]], int]:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=1, max_wait_ms=1)
+        busy = asyncio.ensure_future(batcher.submit(1))  # occupies the model
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit(2))  # waits in the queue...
+        await asyncio.sleep(0.05)
+        gone.cancel()  # ...and its client disconnects
+        fn.gate.set()
+        await busy
+        await asyncio.sleep(0.1)
+        await batcher.stop()
+        return fn.batches, batcher.dropped
+
+    batches, dropped = run(main())
+    assert batches == [[1]] and dropped == 1
+
+
+def test_a_request_past_its_deadline_times_out() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=1, max_wait_ms=1, timeout_s=0.1)
+        with pytest.raises(RequestTimeout):
+            await batcher.submit(1)
+        fn.gate.set()
+        await batcher.stop()
+
+    run(main())
+
+
+def test_stop_drains_queued_work() -> None:
+    async def main() -> list[int]:
+        batcher = await started(Recorder(), max_batch_size=2, max_wait_ms=20)
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(6)]
+        await asyncio.sleep(0)
+        await batcher.stop(drain=True)
+        return [t.result() for t in tasks]
+
+    assert run(main()) == [0, 2, 4, 6, 8, 10]
+
+
+def test_a_wrong_result_count_falls_back_to_one_call_per_item() -> None:
+    assert run_isolated(lambda items: [len(items)], [7, 8]) == [1, 1]
