@@ -20,7 +20,7 @@ from kaon.errors import KaonError
 from kaon.serve.batching import BatchPolicy, Overloaded
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
-from kaon.serve.protocols import kaon_json, v2
+from kaon.serve.protocols import kaon_json, stream, v2
 from kaon.serve.runtime import Runtime
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -138,5 +138,6 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
 
     app.include_router(kaon_json.router(runtime))
     app.include_router(v2.router(runtime))
+    app.include_router(stream.router(runtime))
     app.state.runtime = runtime
     return app

@@ -25,6 +25,11 @@ class ServerMetrics:
         self.dropped = Gauge("kaon_dropped_items", "Queued items dropped (caller went away)",
                              registry=self.registry)
 
+        self.streams = Gauge("kaon_streams", "Open WebSocket streams", registry=self.registry)
+        self.stream_dropped = Counter("kaon_stream_dropped_frames_total",
+                                      "Frames dropped by drop_oldest streams",
+                                      registry=self.registry)
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)

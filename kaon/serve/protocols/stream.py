@@ -1,0 +1,177 @@
+"""Real-time frame streams over WebSocket: ``/v1/models/{name}/stream``.
+
+A client opens a stream (``?policy=drop_oldest|block&max_pending=8``), sends frames as binary
+messages — PNG/JPEG bytes, or a raw tensor: ``b"KTNS"`` + a 4-byte little-endian header length
++ a JSON header ``{"shape": [H, W] | [C, H, W], "dtype": "uint8"}`` + the pixel bytes — and
+receives one JSON result per frame, in order, with its server-side latency. When frames come
+faster than the model keeps up, at most ``max_pending`` wait: ``drop_oldest`` discards the
+oldest waiting frame (and says which, in the next result), ``block`` stops reading the socket
+so the sender is held back by TCP. Garbage gets an error message and closes that stream only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from PIL import Image, UnidentifiedImageError
+
+from kaon.errors import KaonError
+from kaon.registry.signature import Signature
+from kaon.serve.runtime import Runtime
+
+MAGIC = b"KTNS"
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_PENDING = 64
+
+
+class BadFrame(Exception):
+    pass
+
+
+def decode_frame(data: bytes, sig: Signature) -> np.ndarray:
+    """One binary message → uint8 (C, H, W) matching the signature."""
+    c, h, w = sig.shape
+    if data.startswith(MAGIC):
+        if len(data) < 8:
+            raise BadFrame("tensor frame shorter than its 8-byte prefix")
+        (length,) = struct.unpack("<I", data[4:8])
+        try:
+            header = json.loads(data[8:8 + length])
+            shape = [int(d) for d in header["shape"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadFrame(f"tensor header is not valid JSON with a 'shape': {exc}") from None
+        if header.get("dtype", "uint8") != "uint8":
+            raise BadFrame("tensor frames must be uint8")
+        pixels = data[8 + length:]
+        if len(shape) == 2 and c == 1:
+            shape = [1, *shape]
+        if shape != [c, h, w] or len(pixels) != c * h * w:
+            raise BadFrame(f"tensor frame of shape {header['shape']} and {len(pixels)} bytes; "
+                           f"expected {sig.describe()}")
+        return np.frombuffer(pixels, dtype=np.uint8).reshape(c, h, w)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ("PNG", "JPEG") or img.size != (w, h):
+                raise BadFrame(f"got a {img.format} image of {img.size[0]}x{img.size[1]}; "
+                               f"expected {sig.describe()}")
+            img = img.convert("L" if c == 1 else "RGB")
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise BadFrame("the frame is neither a PNG/JPEG image nor a KTNS tensor") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
+
+
+@dataclass
+class _Pending:
+    seq: int
+    data: bytes
+    received: float = field(default_factory=time.perf_counter)
+
+
+class Stream:
+    """One client's stream: a bounded queue between the socket reader and the model."""
+
+    def __init__(self, ws: WebSocket, runtime: Runtime, sig: Signature,
+                 policy: Literal["drop_oldest", "block"], max_pending: int) -> None:
+        self.ws, self.runtime, self.sig = ws, runtime, sig
+        self.policy, self.max_pending = policy, max_pending
+        self.pending: deque[_Pending] = deque()
+        self.changed = asyncio.Condition()
+        self.dropped: list[int] = []
+        self.dropped_total = 0
+        self.closed = False
+
+    async def read(self) -> None:
+        seq = 0
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    if (message.get("text") or "").strip() == '{"type": "close"}':
+                        break
+                    raise BadFrame("send frames as binary messages")
+                if len(data) > MAX_FRAME_BYTES:
+                    raise BadFrame(f"frame of {len(data)} bytes is over {MAX_FRAME_BYTES}")
+                async with self.changed:
+                    if self.policy == "block":
+                        await self.changed.wait_for(
+                            lambda: len(self.pending) < self.max_pending or self.closed)
+                    elif len(self.pending) >= self.max_pending:
+                        gone = self.pending.popleft()
+                        self.dropped.append(gone.seq)
+                        self.dropped_total += 1
+                        self.runtime.metrics.stream_dropped.inc()
+                    self.pending.append(_Pending(seq, data))
+                    self.changed.notify_all()
+                seq += 1
+        finally:
+            async with self.changed:
+                self.closed = True
+                self.changed.notify_all()
+
+    async def process(self) -> None:
+        while True:
+            async with self.changed:
+                await self.changed.wait_for(lambda: bool(self.pending) or self.closed)
+                if not self.pending:
+                    return
+                frame = self.pending.popleft()
+                dropped, self.dropped = self.dropped, []
+                self.changed.notify_all()
+            image = decode_frame(frame.data, self.sig)
+            model_started = time.perf_counter()
+            (result,) = await self.runtime.predict(image[None])
+            done = time.perf_counter()
+            await self.ws.send_json({
+                "seq": frame.seq, **result,
+                "latency_ms": round((done - frame.received) * 1000, 3),
+                "model_ms": round((done - model_started) * 1000, 3),
+                "dropped": dropped, "dropped_total": self.dropped_total})
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter(tags=["streams"])
+
+    @api.websocket("/v1/models/{name}/stream")
+    async def stream(ws: WebSocket, name: str, policy: str = "drop_oldest",
+                     max_pending: int = 8) -> None:
+        await ws.accept()
+        try:
+            if policy not in ("drop_oldest", "block"):
+                raise BadFrame(f"policy {policy!r} is not drop_oldest or block")
+            if not 1 <= max_pending <= MAX_PENDING:
+                raise BadFrame(f"max_pending must be 1..{MAX_PENDING}")
+            p = runtime.predictor(name)
+        except (BadFrame, KaonError) as exc:
+            await ws.send_json({"error": str(getattr(exc, "message", exc))})
+            await ws.close(code=1008)
+            return
+        s = Stream(ws, runtime, p.signature, policy, max_pending)  # type: ignore[arg-type]
+        runtime.metrics.streams.inc()
+        reader = asyncio.create_task(s.read())
+        try:
+            await s.process()
+            await reader
+            await ws.close(code=1000)
+        except (BadFrame, KaonError) as exc:
+            reader.cancel()
+            await ws.send_json({"error": str(getattr(exc, "message", exc))})
+            await ws.close(code=1003 if isinstance(exc, BadFrame) else 1011)
+        except WebSocketDisconnect:
+            reader.cancel()
+        finally:
+            runtime.metrics.streams.dec()
+
+    return api

@@ -1,0 +1,128 @@
+"""WebSocket frame streams: order, latency, both overload policies, garbage, isolation."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from kaon.serve import RegistryPredictor, create_app
+from kaon.serve.batching import BatchPolicy
+from tests.registry.fixtures import register_tiny
+from tests.serve.test_app import wait_ready
+
+STREAM = "/v1/models/digits/stream"
+
+
+class SlowPredictor:
+    """The registry model, made slower than the frame rate."""
+
+    def __init__(self, delay: float) -> None:
+        self.inner = RegistryPredictor.from_ref("digits:1")
+        self.name, self.version = self.inner.name, self.inner.version
+        self.signature = self.inner.signature
+        self.delay = delay
+
+    def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        time.sleep(self.delay)
+        return self.inner.predict(images)
+
+
+def serve(delay: float = 0.0) -> TestClient:
+    register_tiny("digits")
+    load = (lambda: SlowPredictor(delay)) if delay else (
+        lambda: RegistryPredictor.from_ref("digits:1"))
+    return TestClient(create_app(load, policy=BatchPolicy(max_batch_size=1, max_wait_ms=0)))
+
+
+@pytest.fixture
+def fast() -> Iterator[TestClient]:
+    with serve() as client:
+        wait_ready(client)
+        yield client
+
+
+def tensor_frame(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    header = json.dumps({"shape": [28, 28], "dtype": "uint8"}).encode()
+    return b"KTNS" + struct.pack("<I", len(header)) + header + pixels.tobytes()
+
+
+def png_frame(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_one_result_per_frame_in_order_with_latency(fast: TestClient) -> None:
+    with fast.websocket_connect(STREAM) as ws:
+        for i in range(10):
+            ws.send_bytes(tensor_frame(i) if i % 2 else png_frame(i))
+        results = [ws.receive_json() for _ in range(10)]
+    assert [r["seq"] for r in results] == list(range(10))
+    assert all(r["latency_ms"] >= r["model_ms"] >= 0 for r in results)
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in results)
+
+
+def test_drop_oldest_drops_and_reports_frames_when_the_model_lags() -> None:
+    with serve(delay=0.05) as client:
+        wait_ready(client)
+        with client.websocket_connect(f"{STREAM}?policy=drop_oldest&max_pending=2") as ws:
+            for i in range(30):
+                ws.send_bytes(tensor_frame(i))
+            ws.send_text('{"type": "close"}')
+            results = []
+            while True:
+                try:
+                    results.append(ws.receive_json())
+                except Exception:
+                    break
+    seqs = [r["seq"] for r in results]
+    reported = sorted(s for r in results for s in r["dropped"])
+    assert seqs == sorted(seqs) and len(seqs) < 30
+    assert sorted(seqs + reported) == list(range(30))  # every frame: answered or reported
+    assert results[-1]["dropped_total"] == len(reported)
+
+
+def test_block_policy_answers_every_frame() -> None:
+    with serve(delay=0.02) as client:
+        wait_ready(client)
+        with client.websocket_connect(f"{STREAM}?policy=block&max_pending=2") as ws:
+            for i in range(15):
+                ws.send_bytes(tensor_frame(i))
+            results = [ws.receive_json() for _ in range(15)]
+    assert [r["seq"] for r in results] == list(range(15))
+    assert all(r["dropped"] == [] for r in results)
+
+
+def test_garbage_closes_only_that_stream(fast: TestClient) -> None:
+    with fast.websocket_connect(STREAM) as good, fast.websocket_connect(STREAM) as bad:
+        bad.send_bytes(b"\x00garbage")
+        error = bad.receive_json()
+        assert "neither a PNG/JPEG image nor a KTNS tensor" in error["error"]
+        good.send_bytes(tensor_frame(1))
+        assert good.receive_json()["seq"] == 0
+    assert fast.post("/v1/models/digits/predict",
+                     json={"inputs": [np.zeros((28, 28)).tolist()]}).status_code == 200
+
+
+def test_a_wrong_frame_size_names_the_signature(fast: TestClient) -> None:
+    with fast.websocket_connect(STREAM) as ws:
+        header = json.dumps({"shape": [32, 32]}).encode()
+        ws.send_bytes(b"KTNS" + struct.pack("<I", len(header)) + header + bytes(32 * 32))
+        assert "1x28x28" in ws.receive_json()["error"]
+
+
+def test_an_unknown_policy_is_refused(fast: TestClient) -> None:
+    with fast.websocket_connect(f"{STREAM}?policy=lifo") as ws:
+        assert "policy" in ws.receive_json()["error"]
