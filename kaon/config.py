@@ -54,8 +54,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("KAON_CONFIG", "kaon.toml"))
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
-        unknown = sorted(set(toml()) - set(settings_cls.model_fields))
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+            values = toml()
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"Config file {toml_file} cannot be read: {exc}",
+                              hint="Fix the TOML syntax, or point KAON_CONFIG at a file.") from None
+        unknown = sorted(set(values) - set(settings_cls.model_fields))
         if unknown:
             raise ConfigError(
                 f"Config file {toml_file} has unknown key(s): {', '.join(unknown)}.",

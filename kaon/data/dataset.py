@@ -64,6 +64,17 @@ class Dataset:
             digest.update(split.labels.contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    def with_test_holdout(self, fraction: float, seed: int = 12345) -> Dataset:
+        """A copy whose ``test`` split is a fixed random share of ``train`` (for datasets that
+        ship without one); the same fraction and seed always hold out the same images."""
+        train = self.splits["train"]
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, round(len(train) * fraction))
+        splits = {**self.splits, "train": train.subset(order[:-n_test].sort().values),
+                  "test": train.subset(order[-n_test:].sort().values)}
+        return Dataset(self.name, splits, self.class_names, self.source,
+                       {**self.meta, "test_holdout": str(fraction)})
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class name, per split."""
         out: dict[str, dict[str, int]] = {}

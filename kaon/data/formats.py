@@ -41,6 +41,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+MAX_NPZ_BYTES = 8 * 1024**3  # decompressed; a zip bomb is refused before reading
+
+
 class Labelled(NamedTuple):
     """Splits plus the class names the reader found (image folders and CSV name their classes)."""
 
@@ -162,6 +165,15 @@ def read_npz(path: Path) -> dict[str, Split]:
                         hint="check that the path exists and is readable") from exc
     if magic not in _ZIP_MAGICS:
         raise DataError(f"{path}: not an .npz archive (no zip header)", hint=layout_hint)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: the .npz archive is corrupt or truncated ({exc})",
+                        hint=layout_hint) from None
+    if unpacked > MAX_NPZ_BYTES:
+        raise DataError(f"{path}: unpacks to {unpacked:,} bytes, over the {MAX_NPZ_BYTES:,}-byte "
+                        "limit", hint="split the data into several datasets")
     splits: dict[str, Split] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:

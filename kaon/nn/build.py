@@ -21,6 +21,11 @@ def build_model(spec: TrainSpec, input_shape: tuple[int, int, int], num_classes:
     out = output_units(spec, num_classes)
     model_cfg = spec.model
     if isinstance(model_cfg, FamilyModel):
+        if model_cfg.family == "cnn" and min(input_shape[1:]) >> len(model_cfg.channels) == 0:
+            raise ConfigError(
+                f"A cnn with {len(model_cfg.channels)} stages halves a {input_shape[1]}x"
+                f"{input_shape[2]} image to nothing.",
+                hint="Use fewer entries in model.channels.")
         model = FAMILIES[model_cfg.family](model_cfg, input_shape, out)
     else:
         assert isinstance(model_cfg, LayersModel)

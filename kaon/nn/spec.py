@@ -24,6 +24,7 @@ from pydantic import (
 from kaon.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+PositiveInt = Annotated[int, Field(gt=0)]
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "softmax", "silu", "leaky_relu", "none"]
 
 
@@ -95,10 +96,12 @@ class LayersModel(Strict):
 
 class FamilyModel(Strict):
     family: Literal["mlp", "cnn", "resnet-small"]
-    hidden: list[int] = Field(default=[128], description="mlp: hidden layer widths")
-    channels: list[int] = Field(default=[32, 64], description="cnn: conv widths, one per stage")
+    hidden: list[PositiveInt] = Field(default=[128], description="mlp: hidden layer widths")
+    channels: list[PositiveInt] = Field(default=[32, 64], min_length=1,
+                                        description="cnn: conv widths, one per stage")
     width: int = Field(default=16, gt=0, description="resnet-small: stem width")
-    blocks: list[int] = Field(default=[1, 1, 1], description="resnet-small: blocks per stage")
+    blocks: list[PositiveInt] = Field(default=[1, 1, 1], min_length=1,
+                                      description="resnet-small: blocks per stage")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batchnorm: bool = True
 
@@ -137,6 +140,9 @@ class DataSpec(Strict):
     normalize: Normalize = Normalize()
     augment: Augment = Augment()
     limit: int | None = Field(default=None, gt=0, description="use the first N train images")
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="hold out this share of train as the test split (datasets without one)")
     train_on_val: bool = Field(
         default=False, description="fold the validation images into training (final refits)")
 

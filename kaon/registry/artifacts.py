@@ -58,6 +58,8 @@ def check_safetensors(path: Path) -> None:
         except (UnicodeDecodeError, ValueError):
             raise ArtifactError(f"{path} is not a safetensors file (header is not JSON).",
                                 hint="Pickled (.pt/.pth/.bin) files are never loaded.") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path} is not a safetensors file (header is not an object).")
     ends = [v["data_offsets"][1] for k, v in header.items()
             if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
     expected = 8 + size + max(ends, default=0)

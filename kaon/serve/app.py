@@ -118,6 +118,12 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
             headers = {"Retry-After": "1"}
         return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={
+            "error": "SignatureError", "message": "The request nests arrays too deeply.",
+            "hint": "Send each image as [H, W] or [C, H, W] numbers, or as base64 PNG/JPEG."})
+
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

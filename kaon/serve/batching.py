@@ -128,7 +128,7 @@ class Batcher(Generic[T, R]):
             raise Overloaded(self.queue.qsize(), retry_after=1.0) from None
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # (not the builtin before 3.11)
             raise RequestTimeout(f"No result within {timeout or self.policy.timeout_s:.1f}s.",
                                  hint="The server is overloaded; retry later.") from None
 
@@ -141,7 +141,7 @@ class Batcher(Generic[T, R]):
                 return None
             try:
                 item = await asyncio.wait_for(self.queue.get(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # (not the builtin before 3.11)
                 return None
             if item.future.done():  # cancelled: the client disconnected or timed out
                 self.dropped += 1

@@ -71,8 +71,15 @@ class Runtime:
     async def predict(self, images: np.ndarray) -> list[dict[str, Any]]:
         """uint8 (N, C, H, W) → one result per image; each image joins a dynamic batch."""
         self.metrics.queue_depth.set(self.batcher.depth)
-        results = await asyncio.gather(*(self.batcher.submit(img) for img in images))
-        self.metrics.dropped.set(self.batcher.dropped)
+        tasks = [asyncio.ensure_future(self.batcher.submit(img)) for img in images]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one image refused (queue full, timeout): drop the others
+                task.cancel()
+            raise
+        finally:
+            self.metrics.dropped.set(self.batcher.dropped)
         return list(results)
 
     def _predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:

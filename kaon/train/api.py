@@ -18,7 +18,7 @@ from kaon.nn.spec import TrainSpec, load_spec, parse_spec
 from kaon.registry import Signature, register
 from kaon.train import runs
 from kaon.train.callbacks import Checkpoint, EarlyStop, RecordMetrics, TensorBoard
-from kaon.train.checkpoint import CHECKPOINT, load_checkpoint
+from kaon.train.checkpoint import CHECKPOINT, TrainState, load_checkpoint
 from kaon.train.loop import Callback, TensorData, Trainer
 
 
@@ -47,10 +47,12 @@ def pick_device() -> torch.device:
 
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
           progress: bool = False, device: torch.device | None = None,
-          callbacks: list[Callback] | None = None, test: bool = True) -> TrainResult:
+          callbacks: list[Callback] | None = None, test: bool = True,
+          lineage: dict[str, Any] | None = None) -> TrainResult:
     """Train a spec (object or YAML path) from scratch, evaluate on test, register.
 
     ``test=False`` leaves the test split untouched (tuning trials must not see it).
+    ``lineage`` is recorded with the registered version (e.g. the tuning study it came from).
 
     ``callbacks`` run after Kaon's own at the end of every epoch
     (``on_epoch_end(trainer, epoch, logs)``).
@@ -58,14 +60,13 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
     dataset = load_dataset(spec.data.dataset)
-    setup = _Setup(spec, dataset, device or pick_device())
-    if not test:
-        setup.test = None
+    setup = _Setup(spec, dataset, device or pick_device(), keep_test=test)
+    _check_before_run(setup)
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
                           setup.dataset_hash, get_settings().runs_dir)
     (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),
                                                             sort_keys=False))
-    return _run(setup, run.id, run.directory, progress, None, callbacks or [])
+    return _run(setup, run.id, run.directory, progress, None, callbacks or [], lineage)
 
 
 def resume(run_id: str, *, progress: bool = False, device: torch.device | None = None,
@@ -85,8 +86,22 @@ def resume(run_id: str, *, progress: bool = False, device: torch.device | None =
         raise DataError(f"Dataset {run.dataset!r} changed since run {run_id} started "
                         f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",
                         hint="Resume needs the same data; start a new run instead.")
+    _check_before_run(setup)
+    state = load_checkpoint(checkpoint)
     runs.set_status(run_id, "running")
-    return _run(setup, run_id, run.directory, progress, checkpoint, callbacks or [])
+    return _run(setup, run_id, run.directory, progress, state, callbacks or [], None)
+
+
+def _check_before_run(setup: _Setup) -> None:
+    """Mistakes that would otherwise surface only after the whole run."""
+    spec = setup.spec
+    if spec.early_stopping and setup.data.x_val is None:
+        raise ConfigError("early_stopping needs validation data, but this run has none.",
+                          hint="Set data.val_fraction > 0 or remove early_stopping.")
+    if spec.parent:
+        from kaon.registry import get
+
+        get(spec.parent)  # NotFoundError, listing the known models, before any training
 
 
 def data_device(device: torch.device, tensors: list[torch.Tensor | None]) -> torch.device:
@@ -101,7 +116,8 @@ def data_device(device: torch.device, tensors: list[torch.Tensor | None]) -> tor
 class _Setup:
     """Tensors, normaliser and a freshly initialised model for a spec."""
 
-    def __init__(self, spec: TrainSpec, dataset: Dataset, device: torch.device) -> None:
+    def __init__(self, spec: TrainSpec, dataset: Dataset, device: torch.device,
+                 keep_test: bool = True) -> None:
         self.spec, self.dataset, self.device = spec, dataset, device
         self.dataset_hash = dataset.content_hash()
         if "train" not in dataset.splits:
@@ -110,7 +126,11 @@ class _Setup:
         if dataset.num_classes < 2:
             raise DataError(f"Dataset {dataset.name!r} has {dataset.num_classes} class; "
                             "classification needs at least 2.")
+        if spec.data.test_fraction and "test" not in dataset.splits:
+            dataset = dataset.with_test_holdout(spec.data.test_fraction)
+            self.dataset = dataset
         train = dataset.splits["train"]
+        test = dataset.splits.get("test") if keep_test else None  # trials never see test
         if spec.data.limit:
             train = train.subset(slice(0, spec.data.limit))
         val = dataset.splits.get("val")
@@ -135,13 +155,13 @@ class _Setup:
             raise ConfigError(f"data.normalize needs {c} value(s) per channel, got mean={mean} "
                               f"std={std}.")
         self.mean, self.std = mean, std
-        on = data_device(device, [train.images, val.images if val is not None else None])
+        on = data_device(device, [train.images, val.images if val is not None else None,
+                                  test.images if test is not None else None])
         self.data = TensorData(
             train.images.to(on), train.labels.to(on),
             val.images.to(on) if val is not None else None,
             val.labels.to(on) if val is not None else None,
         )
-        test = dataset.splits.get("test")
         self.test = (test.images.to(on), test.labels.to(on)) if test is not None else None
         torch.manual_seed(spec.seed)
         self.model = build_model(spec, dataset.shape, dataset.num_classes).to(device)
@@ -154,7 +174,8 @@ class _Setup:
 
 
 def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
-         state_path: Path | None, user_callbacks: list[Callback]) -> TrainResult:
+         state: TrainState | None, user_callbacks: list[Callback],
+         lineage: dict[str, Any] | None) -> TrainResult:
     spec = setup.spec
     early = EarlyStop(spec.early_stopping, run_dir) if spec.early_stopping else None
     board = TensorBoard(run_dir)
@@ -169,14 +190,24 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
     normalizer = Normalizer(setup.mean, setup.std, setup.device, channels_last)
     trainer = Trainer(spec, setup.model, setup.data, normalizer, setup.dataset.num_classes,
                       setup.device, callbacks, progress)
-    if state_path is not None:
-        trainer.load_state(load_checkpoint(state_path))
+    if state is not None:
+        trainer.load_state(state)
         checkpoint.saved_epoch = trainer.epoch
-    if spec.early_stopping and setup.data.x_val is None:
-        raise ConfigError("early_stopping needs validation data, but this run has none.",
-                          hint="Set data.val_fraction > 0 or remove early_stopping.")
     try:
         history = trainer.fit()
+        if early:
+            early.restore_best(trainer)
+        metrics = _final_metrics(trainer, setup, history)
+        model_ref = None
+        if spec.register_ is not None:
+            info = register(
+                spec.register_.name or spec.name, trainer.model.state_dict(),
+                spec=spec.model_dump(mode="json"), signature=setup.signature(),
+                dataset=setup.dataset.name, dataset_hash=setup.dataset_hash, metrics=metrics,
+                run_id=run_id, parent=spec.parent, alias=spec.register_.alias, lineage=lineage,
+            )
+            model_ref = info.ref
+            metrics["model"] = info.ref
     except KeyboardInterrupt:
         runs.set_status(run_id, "interrupted")
         if checkpoint.saved_epoch == 0:
@@ -191,19 +222,6 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
         raise
     finally:
         board.close()
-    if early:
-        early.restore_best(trainer)
-    metrics = _final_metrics(trainer, setup, history)
-    model_ref = None
-    if spec.register_ is not None:
-        info = register(
-            spec.register_.name or spec.name, trainer.model.state_dict(),
-            spec=spec.model_dump(mode="json"), signature=setup.signature(),
-            dataset=setup.dataset.name, dataset_hash=setup.dataset_hash, metrics=metrics,
-            run_id=run_id, parent=spec.parent, alias=spec.register_.alias,
-        )
-        model_ref = info.ref
-        metrics["model"] = info.ref
     runs.set_status(run_id, "succeeded", metrics=metrics)
     return TrainResult(run_id, run_dir, model_ref, metrics, history)
 

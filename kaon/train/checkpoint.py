@@ -69,8 +69,16 @@ def load_checkpoint(path: Path) -> TrainState:
         if raw is None:
             raise ArtifactError(f"{path} holds no Kaon training state.",
                                 hint="Resume only from a run's own checkpoint.safetensors.")
-        meta = json.loads(raw)
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    try:
+        return _state(json.loads(raw), tensors)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(
+            f"{path} holds a damaged training state ({type(exc).__name__}: {exc}).",
+            hint="Start the run again with `kaon train SPEC`.") from None
+
+
+def _state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TrainState:
     model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     opt_state: dict[int, dict[str, Any]] = {}
     for pid, entries in meta["optimizer"]["state"].items():

@@ -33,6 +33,10 @@ def evaluate(ref: str, data: str | None = None, split: str = "test") -> Evaluati
     loaded = load_model(ref)
     info = loaded.info
     dataset = load_dataset(data or info.dataset)
+    holdout = (info.spec.get("data") or {}).get("test_fraction")
+    if split == "test" and "test" not in dataset.splits and holdout and data in (None,
+                                                                                info.dataset):
+        dataset = dataset.with_test_holdout(holdout)  # the images held out at training time
     if split not in dataset.splits:
         raise NotFoundError(f"Dataset {dataset.name!r} has no split {split!r} "
                             f"(it has: {', '.join(dataset.splits)}).")

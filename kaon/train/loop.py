@@ -86,6 +86,7 @@ class Trainer:
         self.epoch = state.epoch
         self.history = list(state.extra.get("history", []))
         self.extra = {k: v for k, v in state.extra.items() if k != "history"}
+        self.should_stop = "stopped_epoch" in self.extra
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> list[dict[str, float]]:

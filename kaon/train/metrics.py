@@ -36,7 +36,6 @@ def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     order = torch.argsort(scores.double())
     sorted_scores = scores.double()[order]
     ranks = torch.empty(len(scores), dtype=torch.float64)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
     # average ranks over tied groups
     _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
                                                   return_counts=True)

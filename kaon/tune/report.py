@@ -75,10 +75,14 @@ def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any]) -> 
     logging.getLogger("optuna").setLevel(logging.ERROR)
     vm = optuna.visualization.matplotlib
     multi = len(study.directions) > 1
-    plots: list[tuple[str, Any]] = (
-        [("pareto_front", lambda: vm.plot_pareto_front(study))] if multi else
-        [("optimization_history", lambda: vm.plot_optimization_history(study)),
-         ("param_importances", lambda: vm.plot_param_importances(study))])
+    first: dict[str, Any] = ({"target": lambda t: t.values[0], "target_name": "objective"}
+                             if multi else {})
+    plots: list[tuple[str, Any]] = [
+        ("optimization_history", lambda: vm.plot_optimization_history(study, **first)),
+        ("param_importances", lambda: vm.plot_param_importances(study, **first)),
+    ]
+    if multi:
+        plots.append(("pareto_front", lambda: vm.plot_pareto_front(study)))
     for name, draw in plots:
         try:
             ax = draw()

@@ -7,13 +7,15 @@ The defaults suit small-image classification; a YAML file can override any part
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kaon.errors import ConfigError
+
+Item = TypeVar("Item")
 
 
 class Range(BaseModel):
@@ -42,27 +44,31 @@ class IntRange(BaseModel):
         return self
 
 
+Positive = Annotated[int, Field(gt=0)]
+Choices = Annotated[list[Item], Field(min_length=1)]
+
+
 class SearchSpace(BaseModel):
     """Every dimension of the search. Lists are categorical choices."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    families: list[Literal["mlp", "cnn", "resnet-small"]] = ["mlp", "cnn", "resnet-small"]
+    families: Choices[Literal["mlp", "cnn", "resnet-small"]] = ["mlp", "cnn", "resnet-small"]
     mlp_depth: IntRange = IntRange(low=1, high=3)
-    mlp_width: list[int] = [128, 256, 512]
+    mlp_width: Choices[Positive] = [128, 256, 512]
     cnn_stages: IntRange = IntRange(low=2, high=3)
-    cnn_width: list[int] = [16, 24, 32]
-    resnet_width: list[int] = [8, 12, 16]
+    cnn_width: Choices[Positive] = [16, 24, 32]
+    resnet_width: Choices[Positive] = [8, 12, 16]
     resnet_blocks: IntRange = IntRange(low=1, high=2)
     dropout: Range = Range(low=0.0, high=0.4)
-    optimizers: list[Literal["adam", "adamw", "sgd"]] = ["adam", "adamw", "sgd"]
+    optimizers: Choices[Literal["adam", "adamw", "sgd"]] = ["adam", "adamw", "sgd"]
     adam_lr: Range = Range(low=3e-4, high=1e-2, log=True)
     sgd_lr: Range = Range(low=1e-2, high=0.3, log=True)
     weight_decay: Range = Range(low=1e-6, high=1e-3, log=True)
-    schedules: list[Literal["onecycle", "cosine", "constant"]] = ["onecycle", "cosine"]
-    batch_sizes: list[int] = [64, 128, 256]
-    random_shift: list[int] = [0, 1, 2]
-    hflip: list[bool] = [False, True]
+    schedules: Choices[Literal["onecycle", "cosine", "constant"]] = ["onecycle", "cosine"]
+    batch_sizes: Choices[Positive] = [64, 128, 256]
+    random_shift: Choices[Annotated[int, Field(ge=0, le=8)]] = [0, 1, 2]
+    hflip: Choices[bool] = [False, True]
     epochs: IntRange = IntRange(low=3, high=12)
 
     @property

@@ -7,7 +7,9 @@ The study lives in Kaon's own database through Optuna's RDB storage.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import threading
 import time
@@ -18,14 +20,16 @@ from typing import Any, Literal
 
 import optuna
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.live import Live
 
+from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError
 from kaon.nn.spec import NAME_PATTERN, parse_spec
+from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
 from kaon.tune.runner import Outcome, kill_all, run_trial
@@ -45,7 +49,7 @@ class TuneConfig(BaseModel):
     time_seconds: float = Field(gt=0)
     objective: Literal["accuracy", "auc"] = "accuracy"
     multi_objective: Literal["latency", "params"] | None = None
-    workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 2)), ge=1)
+    workers: int = Field(default_factory=lambda: default_workers(), ge=1, le=64)
     trial_seconds: float | None = Field(default=None, gt=0)
     seed: int = 0
     model_name: str | None = Field(default=None, pattern=NAME_PATTERN)
@@ -57,6 +61,21 @@ class TuneConfig(BaseModel):
     def name(self) -> str:
         return self.model_name or f"{self.dataset}-tuned"
 
+    @model_validator(mode="after")
+    def _names_fit(self) -> TuneConfig:
+        if not re.fullmatch(NAME_PATTERN, f"{self.name}-trial"):
+            raise ValueError(f"model name {self.name!r} is too long or not allowed "
+                             "(trials are named NAME-trial, at most 64 characters)")
+        if self.workers > (os.cpu_count() or 1) * 2:
+            raise ValueError(f"--workers {self.workers} is more than twice the "
+                             f"{os.cpu_count()} cores")
+        return self
+
+
+def default_workers() -> int:
+    """One trial per GPU where there are GPUs, else one per core."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, gpus or (os.cpu_count() or 1))
 
 @dataclass
 class TuneResult:
@@ -86,11 +105,12 @@ def storage() -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def _sampler(cfg: TuneConfig) -> optuna.samplers.BaseSampler:
+def _sampler(cfg: TuneConfig, done: int = 0) -> optuna.samplers.BaseSampler:
+    """``done``: trials already in the study (a resumed search must not replay them)."""
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
-    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=4, multivariate=True,
-                                      group=True, constant_liar=True)
+        return optuna.samplers.RandomSampler(seed=cfg.seed + done)
+    return optuna.samplers.TPESampler(seed=cfg.seed + done, n_startup_trials=4,
+                                      multivariate=True, group=True, constant_liar=True)
 
 
 def _pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
@@ -106,6 +126,10 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     sizes = _check_inputs(cfg)
     b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
                      int(sizes["n_train"]), int(sizes["n_val"]))
+    if cfg.trial_seconds is not None and cfg.trial_seconds < sizes["min_trial"]:
+        raise ConfigError(f"--trial-time {cfg.trial_seconds:.0f}s is shorter than the cheapest "
+                          f"trial on this dataset (about {sizes['min_trial']:.0f}s).",
+                          hint=f"Give --trial-time {sizes['min_trial'] * 2:.0f}s or more.")
     study_name = f"tune-{secrets.token_hex(4)}"
     directions = ["maximize"] + (["minimize"] if cfg.multi_objective else [])
     study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
@@ -128,8 +152,8 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     if summary.user_attrs.get("model"):
         raise ConfigError(f"Study {study_name} already finished and registered "
                           f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
-    study = optuna.load_study(study_name=study_name, storage=storage(), sampler=_sampler(cfg),
-                              pruner=_pruner(cfg))
+    study = optuna.load_study(study_name=study_name, storage=storage(),
+                              sampler=_sampler(cfg, len(summary.trials)), pruner=_pruner(cfg))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died with the old process
     sizes = _check_inputs(cfg)
@@ -138,7 +162,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
 
 
 # ---- checks before any work -------------------------------------------------------------------
-def _check_inputs(cfg: TuneConfig) -> dict[str, float]:
+def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
     dataset = load_dataset(cfg.dataset)
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"Dataset {cfg.dataset!r} has no training images.")
@@ -150,16 +174,31 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, float]:
     if cfg.objective == "auc" and dataset.num_classes != 2:
         raise ConfigError(f"--objective auc needs a binary dataset; {cfg.dataset!r} has "
                           f"{dataset.num_classes} classes.", hint="Use --objective accuracy.")
-    n_total = len(dataset.splits["train"])
+    # no test split (a plain image folder, a CSV): hold out 10% of train, the same in every
+    # trial and in the final retrain, so the reported test metrics are on unseen images
+    test_fraction = None if "test" in dataset.splits else 0.1
+    n_total = len(dataset.splits["train"]) - round((test_fraction or 0) *
+                                                   len(dataset.splits["train"]))
     n_val = len(dataset.splits["val"]) if "val" in dataset.splits else round(0.1 * n_total)
     n_train = n_total if "val" in dataset.splits else n_total - n_val
-    per_image = _calibrate(dataset.shape, dataset.num_classes)
+    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    per_image = _calibrate(dataset.shape, dataset.num_classes, threads)
     min_trial = b.min_trial_seconds(per_image, n_train, cfg.space.epochs.low)
-    return {"n_train": n_train, "n_val": n_val, "min_trial": min_trial}
+    return {"n_train": n_train, "n_val": n_val, "min_trial": min_trial,
+            "test_fraction": test_fraction}
 
 
-def _calibrate(shape: tuple[int, int, int], classes: int) -> float:
-    """Seconds per image per epoch of the cheapest model (an MLP), measured on a few batches."""
+def _calibrate(shape: tuple[int, int, int], classes: int, threads: int) -> float:
+    """Seconds per image per epoch of the cheapest model (an MLP), on a trial's threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _time_mlp(shape, classes)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_mlp(shape: tuple[int, int, int], classes: int) -> float:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0] * shape[1] *
                                                                     shape[2], 128),
@@ -176,10 +215,14 @@ def _calibrate(shape: tuple[int, int, int], classes: int) -> float:
 
 
 # ---- the search -------------------------------------------------------------------------------
+class TuneInterrupted(KaonError):
+    exit_code = 130
+
+
 class _Search:
     """Shared state of the worker threads."""
 
-    def __init__(self, study: optuna.Study, cfg: TuneConfig, sizes: dict[str, float],
+    def __init__(self, study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any],
                  budget: b.Budget, spent_before: float) -> None:
         self.study, self.cfg, self.sizes, self.budget = study, cfg, sizes, budget
         self.spent_before = spent_before
@@ -189,36 +232,52 @@ class _Search:
                                                   2 * sizes["min_trial"])
         self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         self.folder = get_settings().home / "studies" / study.study_name
+        self._estimate = self._retrain_estimate()
 
-    def retrain_estimate(self) -> float:
+    def _retrain_estimate(self) -> float:
         done = [t.user_attrs.get("seconds", 0.0) for t in self.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
         longest = max(done) if done else self.trial_cap
         return b.retrain_estimate(longest, int(self.sizes["n_train"]), int(self.sizes["n_val"]))
 
+    def cutoff(self) -> float:
+        """When running trials must stop; moves earlier as longer trials complete."""
+        return self.budget.search_cutoff(self._estimate)
+
+    def spent(self) -> float:
+        return self.spent_before + time.monotonic() - self.budget.start
+
     def loop(self) -> None:
         while not self.stop.is_set():
             with self.lock:
                 now = time.monotonic()
-                estimate = self.retrain_estimate()
-                if not self.budget.may_launch(now, estimate, self.sizes["min_trial"]):
+                if not self.budget.may_launch(now, self._estimate, self.sizes["min_trial"]):
                     return
                 trial = self.study.ask()
-                choice = suggest(trial, self.cfg.space)
-                kill_at = min(now + self.trial_cap, self.budget.search_cutoff(estimate))
-            spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
-            job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
-                   "latency": self.cfg.multi_objective == "latency"}
-            outcome = run_trial(trial, job, kill_at, self.folder / f"trial-{trial.number}.log",
-                                prune=isinstance(self.study.pruner,
-                                                 optuna.pruners.HyperbandPruner),
-                                report=not self.cfg.multi_objective)
-            with self.lock:
-                self._tell(trial, outcome)
-                self.study.set_user_attr("spent", self.spent_before + self.budget_elapsed())
+            try:
+                self._run(trial, now)
+            except Exception as exc:  # a broken trial must not take the search down
+                with self.lock:
+                    trial.set_user_attr("outcome", "failed")
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    def budget_elapsed(self) -> float:
-        return time.monotonic() - self.budget.start
+    def _run(self, trial: optuna.Trial, launched: float) -> None:
+        choice = suggest(trial, self.cfg.space)
+        spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
+        spec["data"]["test_fraction"] = self.sizes.get("test_fraction")
+        job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
+               "latency": self.cfg.multi_objective == "latency"}
+        cap = launched + self.trial_cap
+        outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
+                            self.folder / f"trial-{trial.number}.log",
+                            prune=isinstance(self.study.pruner, optuna.pruners.HyperbandPruner),
+                            report=not self.cfg.multi_objective,
+                            max_epochs=self.cfg.space.max_epochs)
+        with self.lock:
+            self._tell(trial, outcome)
+            self._estimate = self._retrain_estimate()
+            self.study.set_user_attr("spent", self.spent())
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         trial.set_user_attr("seconds", round(outcome.seconds, 2))
@@ -236,52 +295,51 @@ class _Search:
             elif self.cfg.multi_objective == "params":
                 values.append(float(outcome.info.get("params", 0)))
             self.study.tell(trial, values if len(values) > 1 else values[0])
-        elif outcome.epochs > 0 and not self.cfg.multi_objective:
-            self.study.tell(trial, state=state.PRUNED)
+        elif outcome.state in ("pruned", "timeout") and outcome.epochs > 0 and \
+                not self.cfg.multi_objective:
+            self.study.tell(trial, state=state.PRUNED)  # its last reported value stands
         else:
             self.study.tell(trial, state=state.FAIL)
 
 
-def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, float], started: float,
+def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started: float,
             spent_before: float, progress: bool) -> TuneResult:
     budget = b.Budget(started, max(cfg.time_seconds - spent_before, 0.0))
     search = _Search(study, cfg, sizes, budget, spent_before)
     threads = [threading.Thread(target=search.loop, name=f"kaon-tune-{i}", daemon=True)
                for i in range(cfg.workers)]
     console = Console(stderr=True)
+    live = Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
+                transient=False) if progress else contextlib.nullcontext()
     try:
         for t in threads:
             t.start()
-        with Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
-                  transient=False) if progress else _Null() as live:
+        with live:
             while any(t.is_alive() for t in threads):
                 time.sleep(0.5)
-                if progress:
-                    with search.lock:
+                with search.lock:
+                    study.set_user_attr("spent", search.spent())
+                    if isinstance(live, Live):
                         live.update(trials_table(study, cfg.objective))
     except KeyboardInterrupt:
         search.stop.set()
         kill_all()
-        raise KaonError(f"Search interrupted; finished trials are kept in {study.study_name}.",
-                        hint=f"Continue with `kaon tune --resume {study.study_name}`.") from None
-    return _finish(study, cfg, search, sizes, budget, progress)
-
-
-class _Null:
-    def __enter__(self) -> _Null:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-    def update(self, *_: object) -> None:
-        return None
+        with search.lock:
+            study.set_user_attr("spent", search.spent())
+        raise TuneInterrupted(
+            f"Search interrupted; finished trials are kept in {study.study_name}.",
+            hint=f"Continue with `kaon tune --resume {study.study_name}`.") from None
+    try:
+        return _finish(study, cfg, search, sizes, budget, progress)
+    except TrainingInterrupted:
+        raise TuneInterrupted(
+            f"Interrupted during the final retrain of {study.study_name}.",
+            hint=f"Run it again with `kaon tune --resume {study.study_name}`.") from None
 
 
 # ---- the final model --------------------------------------------------------------------------
-def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, float],
+def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, Any],
             budget: b.Budget, progress: bool) -> TuneResult:
-    from kaon.train import train
     from kaon.train.evaluate import evaluate
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -301,31 +359,28 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         best = study.best_trial
     choice = suggest(optuna.trial.FixedTrial(best.params), cfg.space)
     raw = to_spec(cfg.name, cfg.dataset, choice, cfg.seed)
-    raw["data"]["train_on_val"] = True
+    raw["data"].update(train_on_val=True, test_fraction=sizes.get("test_fraction"))
     raw["register"] = {"name": cfg.name}
     # the retrain must end inside the budget: cap its epochs by the time that is left
-    per_epoch = best.user_attrs.get("seconds", 0.0) / max(best.params.get("epochs", 1), 1)
+    per_epoch = max(best.user_attrs.get("seconds", 0.0) - b.STARTUP_SECONDS, 0.1) / max(
+        best.params.get("epochs", 1), 1)
     scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
     left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
-    if per_epoch > 0:
-        raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
+    raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
     spec = parse_spec(raw, source=f"best trial {best.number} of {study.study_name}")
-    result = train(spec, progress=progress)
+    result = train(spec, progress=progress, test=False,
+                   lineage={"study": study.study_name, "trial": best.number})
     assert result.model is not None
-    report_dir = Path(get_settings().models_dir / "default" / cfg.name /
-                      f"v{result.model.split(':')[1]}" / "tune-report")
     evaluation = evaluate(result.model)
     test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
             if k in evaluation.report}
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
                "retrain_epochs": spec.epochs, "test": test, "pareto": pareto, "trials": counts}
+    report_dir = registry.get(result.model).artifact.parent / "tune-report"
     files = write_report(study, report_dir, summary)
-    from kaon.registry.store import update_lineage
-
-    update_lineage(result.model, {"study": study.study_name, "trial": best.number,
-                                  "report": str(report_dir)})
+    registry.update_lineage(result.model, {"report": str(report_dir)})
     study.set_user_attr("model", result.model)
-    study.set_user_attr("spent", search.spent_before + time.monotonic() - budget.start)
+    study.set_user_attr("spent", search.spent())
     return TuneResult(study.study_name, result.model, best.values[0], best.params, test, counts,
-                      search.spent_before + time.monotonic() - budget.start, files, pareto)
+                      search.spent(), files, pareto)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from kaon.db.engine import VERSION_TABLE  # Kaon's history, apart from Optuna's
 from kaon.db.models import Base
 
 target_metadata = Base.metadata
 config = context.config
-# Optuna's RDB storage shares the database and keeps its own Alembic history in the default
-# ``alembic_version`` table, so Kaon's lives in a table of its own.
-VERSION_TABLE = "kaon_alembic_version"
 
 
 def run() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from kaon.serve.decode import decode_inputs
@@ -52,8 +53,9 @@ def router(runtime: Runtime) -> APIRouter:
                          504: {"description": "no result in time"}})
     async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
         p = runtime.predictor(name)
-        images = decode_inputs(body.inputs, p.signature).numpy()
-        predictions = await runtime.predict(np.ascontiguousarray(images))
+        # decoding up to MAX_BATCH images is CPU work: keep it off the event loop
+        images = await run_in_threadpool(decode_inputs, body.inputs, p.signature)
+        predictions = await runtime.predict(np.ascontiguousarray(images.numpy()))
         return {"model": p.name, "version": p.version, "predictions": predictions}
 
     return api
