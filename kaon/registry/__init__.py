@@ -11,8 +11,10 @@ from kaon.registry.store import (
     register,
     remove_alias,
     set_alias,
+    update_lineage,
     update_metrics,
 )
 
 __all__ = ["LoadedModel", "ModelInfo", "Signature", "delete", "get", "list_models",
-           "load_model", "parse_ref", "register", "remove_alias", "set_alias", "update_metrics"]
+           "load_model", "parse_ref", "register", "remove_alias", "set_alias", "update_lineage",
+           "update_metrics"]
