@@ -23,6 +23,7 @@ def kaon_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KAON_DATA_PATH", str(SHARED_DATASETS))
     monkeypatch.setenv("KAON_DOWNLOAD", "false")
     monkeypatch.delenv("KAON_DATABASE_URL", raising=False)
+    monkeypatch.setenv("KAON_CONFIG", str(tmp_path / "no-such-kaon.toml"))  # no developer's file
     reset_settings()
     yield home
     reset_settings()

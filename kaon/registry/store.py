@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from kaon.config import get_settings
@@ -107,6 +109,27 @@ def register(
     check_name(name)
     if alias is not None:
         check_name(alias, "alias")
+    fields = {"spec": spec, "signature": signature.model_dump(mode="json"), "dataset": dataset,
+              "dataset_hash": dataset_hash, "metrics": metrics or {}, "run_id": run_id,
+              "lineage": lineage or {}}
+    for attempt in range(5):
+        try:
+            return _register_once(name, state, fields, parent, alias, workspace)
+        except (IntegrityError, OperationalError):
+            # another process registered the same name at the same moment: take the next number
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def version_dir(workspace: str, name: str, version: int) -> Path:
+    """Where one version's files live: ``KAON_HOME/models/WORKSPACE/NAME/vN``."""
+    return get_settings().models_dir / workspace / name / f"v{version}"
+
+
+def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, Any],
+                   parent: str | None, alias: str | None, workspace: str) -> ModelInfo:
     with session_scope() as db:
         parent_row = _resolve(db, parent, workspace) if parent else None
         model = db.scalar(select(Model).where(Model.workspace_id == workspace,
@@ -119,17 +142,14 @@ def register(
                            .where(ModelVersion.model_id == model.id)) or 0
         version = max(latest, model.last_version or 0) + 1
         model.last_version = version
-        path = get_settings().models_dir / workspace / name / f"v{version}" / "model.safetensors"
-        sha, size = save_weights(state, path, metadata={"kaon.model": f"{name}:{version}"})
-        row = ModelVersion(
-            id=new_id("mv"), model_id=model.id, version=version, run_id=run_id, spec=spec,
-            dataset=dataset, dataset_hash=dataset_hash, metrics=metrics or {},
-            signature=signature.model_dump(mode="json"),
-            parent_id=parent_row.id if parent_row else None, lineage=lineage or {},
-            artifact=str(path), sha256=sha, size_bytes=size,
-        )
+        path = version_dir(workspace, name, version) / "model.safetensors"
+        row = ModelVersion(id=new_id("mv"), model_id=model.id, version=version,
+                           parent_id=parent_row.id if parent_row else None,
+                           artifact=str(path), sha256="", size_bytes=0, **fields)
         db.add(row)
-        db.flush()
+        db.flush()  # the version number is ours (unique per model) before any file is written
+        row.sha256, row.size_bytes = save_weights(state, path,
+                                                  metadata={"kaon.model": f"{name}:{version}"})
         if alias:
             _set_alias(db, model, alias, row)
         db.flush()
@@ -194,7 +214,7 @@ def delete(ref: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
         if version is None and alias is None:
             model = _model(db, name, workspace)
             refs = [f"{name}:{v.version}" for v in model.versions]
-            folder = Path(get_settings().models_dir / workspace / name)
+            folder = version_dir(workspace, name, 1).parent
             db.delete(model)
         else:
             row = _resolve(db, ref, workspace)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaon.config import get_settings
 from kaon.data import load_dataset
+from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import NotFoundError, SignatureError
 from kaon.registry import load_model, update_metrics
+from kaon.registry.store import version_dir
 from kaon.train import plots, runs
 from kaon.train.metrics import classification_report, roc_curve
 
@@ -78,4 +79,4 @@ def _output_dir(run_id: str | None, name: str, version: int) -> Path:
             return runs.get_run(run_id).directory / "eval"
         except NotFoundError:
             pass
-    return get_settings().models_dir / "default" / name / f"v{version}" / "eval"
+    return version_dir(DEFAULT_WORKSPACE, name, version) / "eval"

@@ -305,3 +305,15 @@ def test_a_deleted_version_number_is_never_reused() -> None:
     register_tiny("digits")
     delete("digits:2")
     assert register_tiny("digits").version == 3
+
+
+def test_concurrent_registrations_get_distinct_versions_with_intact_weights() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kaon.registry.artifacts import load_weights
+
+    with ThreadPoolExecutor(6) as pool:
+        infos = list(pool.map(lambda seed: register_tiny("race", seed=seed), range(6)))
+    assert sorted(i.version for i in infos) == [1, 2, 3, 4, 5, 6]
+    for info in infos:
+        load_weights(info.artifact, info.sha256)  # refuses a file another writer replaced

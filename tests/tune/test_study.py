@@ -61,9 +61,10 @@ def test_auc_objective_needs_a_binary_dataset(shared_datasets: Path) -> None:
 @pytest.mark.slow
 def test_search_registers_the_best_model_with_its_study_within_the_budget(
         shared_datasets: Path) -> None:
+    started = time.monotonic()
     result = tune(tiny_config())
+    assert time.monotonic() - started <= 75 * 1.05  # the budget holds, retrain included
     assert result.model == "breastmnist-tuned:1"
-    assert result.seconds <= 75 * 1.05
     assert result.trials["complete"] >= 1
     info = registry.get(result.model)
     assert info.lineage["study"] == result.study
@@ -107,10 +108,13 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     proc.wait()
     assert name is not None and finished >= 1
 
+    resumed_at = time.monotonic()
     out = subprocess.run([*kaon, "--resume", name, "--json"], env=env, capture_output=True,
                          text=True, check=True)
+    resumed_for = time.monotonic() - resumed_at
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["study"] == name and summary["model"] == "breastmnist-tuned:1"
     study = optuna.load_study(study_name=name, storage=storage())
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
     assert summary["seconds"] <= 120 * 1.05 + 5
+    assert resumed_for < 120  # only the budget that was left, plus process start-up
