@@ -16,7 +16,8 @@ def tune(
     objective: str = typer.Option("accuracy", "--objective", help="accuracy or auc."),
     multi_objective: str | None = typer.Option(
         None, "--multi-objective", help="Also minimise latency or params (Pareto front)."),
-    workers: int | None = typer.Option(None, "--workers", help="Parallel trials (default: GPUs, else cores)."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Parallel trials (default: GPUs, else cores)."),
     trial_time: str | None = typer.Option(None, "--trial-time", help="Cap per trial, e.g. 2m."),
     space: Path | None = typer.Option(None, "--space", help="YAML overriding the search space."),
     name: str | None = typer.Option(None, "--name", help="Model name (default DATA-tuned)."),
