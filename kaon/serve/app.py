@@ -7,6 +7,7 @@ Routes: Kaon's JSON predict (``/v1/models/{name}/predict``), the Open Inference 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.errors import KaonError
-from kaon.serve.batching import BatchPolicy, Overloaded
+from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 from kaon.serve.protocols import kaon_json, stream, v2
 from kaon.serve.runtime import Runtime
+from kaon.serve.service import Service
+from kaon.serve.service import router as service_router
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -84,7 +87,7 @@ async def _noop_receive() -> dict[str, Any]:
 
 def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
                policy: BatchPolicy | None = None) -> FastAPI:
-    """Build the app; ``load`` runs once in the background and ``/readyz`` waits for it."""
+    """A registered model's server; ``load`` runs once in the background, ``/readyz`` waits."""
     metrics = ServerMetrics()
     runtime = Runtime(load, policy or BatchPolicy(), metrics)
 
@@ -94,7 +97,72 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
         yield
         await runtime.stop()  # drains queued and in-flight work
 
-    app = FastAPI(title="Kaon model server", version="0.1.0", lifespan=lifespan)
+    def readiness() -> tuple[bool, dict[str, Any]]:
+        if runtime.ready:
+            p = runtime.predictor()
+            return True, {"model": p.name, "version": p.version}
+        return False, {"detail": str(runtime.error) if runtime.error else "loading"}
+
+    app = _base_app("Kaon model server", lifespan, metrics, max_body, readiness,
+                    lambda: runtime.batcher.depth)
+    app.include_router(kaon_json.router(runtime))
+    app.include_router(v2.router(runtime))
+    app.include_router(stream.router(runtime))
+    app.state.runtime = runtime
+    return app
+
+
+def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES) -> FastAPI:
+    """A :class:`kaon.Service`'s server: ``setup()`` runs once in the background first."""
+    metrics = ServerMetrics()
+    batchers: list[Batcher[Any, Any]] = []
+    routes = service_router(service, batchers)  # validates the handlers before serving
+    state: dict[str, Any] = {"ready": False, "error": None}
+
+    def setup() -> None:
+        try:
+            service.setup()
+            state["ready"] = True
+        except Exception as exc:
+            state["error"] = exc
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=setup, name="kaon-service-setup", daemon=True).start()
+        for b in batchers:
+            b.on_batch = metrics.observe_batch
+            b.start()
+        yield
+        for b in batchers:
+            await b.stop(drain=True)
+
+    def readiness() -> tuple[bool, dict[str, Any]]:
+        if state["ready"]:
+            return True, {"service": type(service).__name__}
+        return False, {"detail": str(state["error"]) if state["error"] else "setting up"}
+
+    app = _base_app(f"Kaon service {type(service).__name__}", lifespan, metrics, max_body,
+                    readiness, lambda: sum(b.depth for b in batchers))
+
+    @app.middleware("http")
+    async def _until_ready(request: Request,
+                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method == "POST" and not state["ready"]:
+            detail = f"setup() failed: {state['error']}" if state["error"] else "setup() runs"
+            return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
+                "error": "UnavailableError", "message": f"The service is not ready: {detail}.",
+                "hint": "Poll /readyz until it answers 200."})
+        return await call_next(request)
+
+    app.include_router(routes)
+    return app
+
+
+def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
+              readiness: Callable[[], tuple[bool, dict[str, Any]]],
+              depth: Callable[[], int]) -> FastAPI:
+    """What every Kaon server has: body limit, metrics, error mapping, health and readiness."""
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=max_body)
 
     @app.middleware("http")
@@ -128,22 +196,17 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: weights are loaded",
+    @app.get("/readyz", summary="Readiness: weights loaded / setup() done",
              responses={503: {"description": "still loading, or loading failed"}})
     async def readyz() -> JSONResponse:
-        if runtime.ready:
-            p = runtime.predictor()
-            return JSONResponse({"status": "ready", "model": p.name, "version": p.version})
-        detail = str(runtime.error) if runtime.error else "loading"
-        return JSONResponse(status_code=503, content={"status": "not ready", "detail": detail})
+        ready, info = readiness()
+        if ready:
+            return JSONResponse({"status": "ready", **info})
+        return JSONResponse(status_code=503, content={"status": "not ready", **info})
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus() -> Response:
-        metrics.queue_depth.set(runtime.batcher.depth)
+        metrics.queue_depth.set(depth())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.include_router(kaon_json.router(runtime))
-    app.include_router(v2.router(runtime))
-    app.include_router(stream.router(runtime))
-    app.state.runtime = runtime
     return app

@@ -1,0 +1,115 @@
+"""Services written as classes: setup once, typed endpoints, batching, streaming, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import kaon
+from kaon.errors import ConfigError
+from kaon.serve import create_service_app
+from kaon.serve.service import load_service
+
+ECHO = Path(__file__).resolve().parents[2] / "examples" / "services" / "echo.py"
+
+
+def ready(client: TestClient) -> TestClient:
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return client
+
+
+@pytest.fixture
+def echo() -> Iterator[TestClient]:
+    with TestClient(create_service_app(load_service(f"{ECHO}:Echo"))) as client:
+        yield ready(client)
+
+
+def test_a_handler_is_a_typed_endpoint_in_openapi(echo: TestClient) -> None:
+    assert echo.post("/say", json={"text": "hi", "times": 2}).json() == {
+        "lines": ["echo: hi", "echo: hi"]}
+    schema = echo.get("/openapi.json").json()
+    assert "/say" in schema["paths"] and "/shout" in schema["paths"]
+    request = schema["components"]["schemas"]["Echo_say_Request"]
+    assert request["properties"]["times"]["default"] == 1
+
+
+def test_a_bad_request_is_a_422_naming_the_field(echo: TestClient) -> None:
+    response = echo.post("/say", json={"text": "hi", "times": "many"})
+    assert response.status_code == 422 and "times" in response.text
+    assert echo.post("/say", json={"text": "hi", "extra": 1}).status_code == 422
+
+
+def test_a_batched_handler_receives_concurrent_requests_as_one_list() -> None:
+    sizes: list[int] = []
+
+    class Upper(kaon.Service):
+        @kaon.handler(batch=kaon.Batch(max_size=8, max_wait_ms=100))
+        def shout(self, texts: list[str]) -> list[str]:
+            sizes.append(len(texts))
+            return [t.upper() for t in texts]
+
+    with TestClient(create_service_app(Upper())) as client:
+        ready(client)
+        with ThreadPoolExecutor(8) as pool:
+            out = list(pool.map(lambda i: client.post("/shout", json={"texts": f"t{i}"}).json(),
+                                range(8)))
+    assert out == [f"T{i}" for i in range(8)]
+    assert max(sizes) > 1 and sum(sizes) == 8
+
+
+def test_a_generator_handler_streams_server_sent_events(echo: TestClient) -> None:
+    with echo.stream("POST", "/count", json={"n": 3}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert [json.loads(e[5:]) for e in events[:3]] == [0, 1, 2]
+
+
+def test_setup_runs_once_before_requests_are_served() -> None:
+    gate, calls = threading.Event(), []
+
+    class Slow(kaon.Service):
+        def setup(self) -> None:
+            calls.append(1)
+            gate.wait(5)
+
+        @kaon.handler
+        def ping(self) -> str:
+            return "pong"
+
+    with TestClient(create_service_app(Slow())) as client:
+        assert client.get("/readyz").status_code == 503
+        assert client.post("/ping", json={}).status_code == 503
+        gate.set()
+        ready(client)
+        assert client.post("/ping", json={}).json() == "pong"
+        assert client.post("/ping", json={}).json() == "pong"
+    assert calls == [1]
+
+
+def test_handlers_need_type_hints_and_a_service_needs_handlers() -> None:
+    class Untyped(kaon.Service):
+        @kaon.handler
+        def f(self, x):  # type: ignore[no-untyped-def]
+            return x
+
+    with pytest.raises(ConfigError, match="no type hint"):
+        create_service_app(Untyped())
+    with pytest.raises(ConfigError, match=r"no @kaon\.handler"):
+        create_service_app(kaon.Service())
+
+
+def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"FILE\.py:ClassName"):
+        load_service("nowhere.py:Echo")
+    with pytest.raises(ConfigError, match=r"no kaon\.Service subclass"):
+        load_service(f"{ECHO}:Nope")
