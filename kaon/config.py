@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     download: bool = Field(
         default=True, description="Allow downloading catalog datasets not found locally."
     )
+    serve_config: str | None = Field(
+        default=None, description="Set by `kaon serve --replicas`: JSON for each worker process."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,8 @@ def serve(
         5.0, "--max-wait-ms", help="How long the first image of a batch waits for company."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Queued images before 503s."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a request gets 504."),
+    replicas: int = typer.Option(
+        1, "--replicas", help="Worker processes on the one port; a dead one is restarted."),
 ) -> None:
     """Serve a registered model over HTTP with dynamic batching: Kaon JSON predict, the Open
     Inference Protocol (V2), health, readiness, Prometheus metrics, OpenAPI docs.
@@ -28,31 +30,47 @@ def serve(
 
         kaon serve examples/services/echo.py:Echo --port 8000
 
+        kaon serve mnist-mlp@production --replicas 2
+
         curl -s localhost:8000/readyz
     """
+    import json
+    import os
+
     import uvicorn
 
+    from kaon.config import reset_settings
     from kaon.errors import ConfigError
     from kaon.registry import get
-    from kaon.serve import RegistryPredictor, create_app, create_service_app
     from kaon.serve.batching import BatchPolicy
+    from kaon.serve.factory import build
     from kaon.serve.service import load_service
 
+    if replicas < 1:
+        raise ConfigError(f"--replicas {replicas} must be at least 1.")
+    max_body = int(max_body_mb * 1024 * 1024)
     if model.rpartition(":")[0].endswith(".py"):
-        service = load_service(model)
-        app = create_service_app(service, max_body=int(max_body_mb * 1024 * 1024))
-        console_err.print(f"Serving {type(service).__name__} on http://{host}:{port}  "
-                          "(docs at /docs)", soft_wrap=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        name = type(load_service(model)).__name__  # fail fast on a bad FILE.py:Class
+        config: dict[str, object] = {"kind": "service", "target": model, "max_body": max_body}
+        routes = "docs at /docs"
+    else:
+        info = get(model)  # fail fast, before binding the port, on an unknown model
+        try:
+            policy = BatchPolicy(max_batch_size, max_wait_ms, max_queue, timeout)
+        except ValueError as exc:
+            raise ConfigError(str(exc),
+                              hint="Batch size and queue must be ≥ 1, waits ≥ 0.") from None
+        name = info.ref
+        config = {"kind": "model", "target": info.ref, "max_body": max_body,
+                  "policy": policy.__dict__}
+        routes = (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
+                  f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")
+    console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
+                      f"replica(s)  ({routes})", soft_wrap=True)
+    if replicas == 1:
+        uvicorn.run(build(config), host=host, port=port, log_level="warning")
         return
-    info = get(model)  # fail fast, before binding the port, on an unknown model
-    try:
-        policy = BatchPolicy(max_batch_size, max_wait_ms, max_queue, timeout)
-    except ValueError as exc:
-        raise ConfigError(str(exc), hint="Batch size and queue must be ≥ 1, waits ≥ 0.") from None
-    app = create_app(lambda: RegistryPredictor.from_ref(info.ref),
-                     max_body=int(max_body_mb * 1024 * 1024), policy=policy)
-    console_err.print(f"Serving {info.ref} on http://{host}:{port}  "
-                      f"(POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer; "
-                      "/metrics; docs at /docs)", soft_wrap=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    os.environ["KAON_SERVE_CONFIG"] = json.dumps(config)  # read by each replica's settings
+    reset_settings()
+    uvicorn.run("kaon.serve.factory:app_from_env", factory=True, workers=replicas, host=host,
+                port=port, log_level="warning")

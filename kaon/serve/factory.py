@@ -1,0 +1,38 @@
+"""Build the server app from a JSON description, in this process or in each replica.
+
+``kaon serve --replicas N`` runs N uvicorn worker processes on one port (the kernel spreads
+connections over them); uvicorn's supervisor restarts a replica that dies. Each replica loads
+the model once and batches its own requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+
+from kaon.config import get_settings
+from kaon.errors import ConfigError
+from kaon.serve.batching import BatchPolicy
+
+
+def build(config: dict[str, Any]) -> FastAPI:
+    from kaon.serve import RegistryPredictor, create_app, create_service_app
+    from kaon.serve.service import load_service
+
+    max_body = int(config["max_body"])
+    if config["kind"] == "service":
+        return create_service_app(load_service(config["target"]), max_body=max_body)
+    ref = config["target"]
+    return create_app(lambda: RegistryPredictor.from_ref(ref), max_body=max_body,
+                      policy=BatchPolicy(**config["policy"]))
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory for replica processes (``KAON_SERVE_CONFIG`` holds the JSON)."""
+    raw = get_settings().serve_config
+    if not raw:
+        raise ConfigError("KAON_SERVE_CONFIG is not set.",
+                          hint="Start replicas with `kaon serve MODEL --replicas N`.")
+    return build(json.loads(raw))
