@@ -42,10 +42,12 @@ def serve(
     from kaon.config import reset_settings
     from kaon.errors import ConfigError
     from kaon.registry import get
+    from kaon.serve import logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build
     from kaon.serve.service import load_service
 
+    logs.configure()  # one JSON line per request on stderr
     if replicas < 1:
         raise ConfigError(f"--replicas {replicas} must be at least 1.")
     max_body = int(max_body_mb * 1024 * 1024)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.errors import KaonError
+from kaon.serve import logs
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
@@ -169,11 +170,16 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
     async def _observe(request: Request,
                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
+        rid = logs.request_id(request.headers.get("x-request-id"))
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(path, str(response.status_code)).observe(
-            time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.latency.labels(path, str(response.status_code)).observe(seconds)
+        response.headers["X-Request-ID"] = rid
+        logs.access({"request_id": rid, "method": request.method, "path": request.url.path,
+                     "route": path, "status": response.status_code,
+                     "ms": round(seconds * 1000, 3)})
         return response
 
     @app.exception_handler(KaonError)

@@ -31,6 +31,9 @@ def build(config: dict[str, Any]) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """uvicorn's factory for replica processes (``KAON_SERVE_CONFIG`` holds the JSON)."""
+    from kaon.serve import logs
+
+    logs.configure()
     raw = get_settings().serve_config
     if not raw:
         raise ConfigError("KAON_SERVE_CONFIG is not set.",

@@ -229,3 +229,19 @@ def test_a_failed_load_keeps_readyz_at_503_with_the_reason() -> None:
     assert response.status_code == 503
     assert response.json()["status"] == "not ready"
     assert "model.safetensors is missing" in response.json()["detail"]
+
+
+def test_each_response_carries_a_request_id_and_is_logged_as_json(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    from kaon.serve.logs import JsonFormatter
+
+    with caplog.at_level(logging.INFO, logger="kaon.access"):
+        mine = client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+        theirs = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert mine.headers["X-Request-ID"] == "trace-42"
+    assert theirs.headers["X-Request-ID"] != "bad id with spaces"
+    line = json.loads(JsonFormatter().format(caplog.records[0]))
+    assert line["request_id"] == "trace-42" and line["status"] == 200 and line["ms"] >= 0
