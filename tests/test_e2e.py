@@ -120,3 +120,17 @@ def test_model_endpoint_reports_version_and_signature(served_model: Client) -> N
     info = served_model.model("mnist-e2e")
     assert info["version"] == 1
     assert info["signature"]["shape"] == [1, 28, 28]
+
+
+def test_the_load_generator_measures_the_served_model(served_model: Client) -> None:
+    import asyncio
+
+    from kaon.serve.loadgen import measure
+
+    url = f"{served_model._http.base_url}/v1/models/mnist-e2e/predict"
+    body = {"inputs": [np.zeros((28, 28), dtype=int).tolist()]}
+    levels = asyncio.run(measure(url, body, [1, 4], window_s=0.3, warmup_s=0.2,
+                                 max_windows=4))
+    assert [lv.concurrency for lv in levels] == [1, 4]
+    assert all(lv.requests_per_s > 0 and lv.errors == 0 and lv.windows <= 4 for lv in levels)
+    assert all(lv.p99_ms >= lv.p50_ms > 0 for lv in levels)

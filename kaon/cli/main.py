@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.text import Text
 
-from kaon.cli import data, evaluate, models, serve, train, tune
+from kaon.cli import bench, data, evaluate, models, serve, train, tune
 from kaon.cli.output import console_err
 from kaon.errors import KaonError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(bench.app, name="bench")
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("serve")(serve.serve)

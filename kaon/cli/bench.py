@@ -1,0 +1,83 @@
+"""``kaon bench``: measure a served model's throughput and latency."""
+
+from __future__ import annotations
+
+import typer
+
+from kaon.cli.output import console, print_json
+
+app = typer.Typer(help="Benchmarks.\n\nExample: kaon bench serve mnist-mlp@production",
+                  no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    model: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
+    concurrency: str = typer.Option("1,16,64", "--concurrency", help="Comma-separated levels."),
+    window: float = typer.Option(5.0, "--window", help="Seconds per measurement window."),
+    images: int = typer.Option(1, "--images", help="Images per request."),
+    max_batch_size: int = typer.Option(32, "--max-batch-size"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
+    replicas: int = typer.Option(1, "--replicas"),
+    json_: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Start `kaon serve` on a free port, load it at each concurrency, print a table.
+
+    Windows repeat until three agree on throughput within 10% (as perf_analyzer does).
+
+    Examples:
+
+        kaon bench serve mnist-mlp@production
+
+        kaon bench serve mnist-cnn:1 --concurrency 1,8,32 --max-batch-size 64 --json
+    """
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from kaon import Client
+    from kaon.errors import ConfigError
+    from kaon.registry import get
+    from kaon.serve.loadgen import measure
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    if not levels or min(levels) < 1:
+        raise ConfigError(f"--concurrency {concurrency!r} needs positive integers.")
+    info = get(model)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kaon.cli.main", "serve", info.ref, "--port", str(port),
+         "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms),
+         "--replicas", str(replicas)], env=dict(os.environ), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with Client(url) as client:
+            client.wait_ready(timeout=120)
+        image = np.zeros(info.signature.shape, dtype=np.uint8).tolist()
+        body = {"inputs": [image] * images}
+        rows = asyncio.run(measure(f"{url}/v1/models/{info.name}/predict", body, levels,
+                                   window_s=window))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    if json_:
+        print_json([r.__dict__ for r in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{info.ref}: {images} image(s)/request, batch ≤ {max_batch_size}, "
+                        f"wait {max_wait_ms} ms, {replicas} replica(s)")
+    for col in ("concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "windows"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.concurrency), f"{r.requests_per_s:.1f}", f"{r.p50_ms:.2f}",
+                      f"{r.p99_ms:.2f}", str(r.errors),
+                      f"{r.windows}{'' if r.stable else ' (unstable)'}")
+    console.print(table)
