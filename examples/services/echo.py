@@ -27,7 +27,7 @@ class Echo(kaon.Service):
         """Repeat a text."""
         return Said(lines=[self.prefix + text] * times)
 
-    @kaon.handler(batch=kaon.Batch(max_size=16, max_wait_ms=5))
+    @kaon.handler(batch=kaon.Batch(max_batch_size=16, max_wait_ms=5))
     def shout(self, texts: list[str]) -> list[str]:
         """Upper-case texts; concurrent requests arrive here as one list."""
         return [t.upper() for t in texts]

@@ -10,7 +10,7 @@
         def say(self, text: str, times: int = 1) -> list[str]:
             return [self.prefix + text] * times
 
-        @kaon.handler(batch=kaon.Batch(max_size=16, max_wait_ms=5))
+        @kaon.handler(batch=kaon.Batch(max_batch_size=16, max_wait_ms=5))
         def shout(self, texts: list[str]) -> list[str]:     # a batch in, a batch out
             return [t.upper() for t in texts]
 
@@ -42,18 +42,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from kaon.errors import ConfigError
 from kaon.serve.batching import Batcher, BatchPolicy
 
-
-@dataclass(frozen=True)
-class Batch:
-    """Dynamic batching for a handler: flush at ``max_size`` items or ``max_wait_ms``."""
-
-    max_size: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 1024
-    timeout_s: float = 30.0
-
-    def policy(self) -> BatchPolicy:
-        return BatchPolicy(self.max_size, self.max_wait_ms, self.max_queue, self.timeout_s)
+Batch = BatchPolicy  # kaon.Batch(max_batch_size=16, max_wait_ms=5): the same policy as serve's
 
 
 _MARK = "__kaon_handler__"
@@ -141,8 +130,7 @@ def _route(ep: _Endpoint, batchers: list[Batcher[Any, Any]]) -> Callable[..., An
     route: Callable[..., Any]
     if ep.batch is not None:
         (param,) = ep.request.model_fields
-        batcher: Batcher[Any, Any] = Batcher(lambda items: ep.method(list(items)),
-                                             ep.batch.policy())
+        batcher: Batcher[Any, Any] = Batcher(lambda items: ep.method(list(items)), ep.batch)
         batchers.append(batcher)
 
         async def batched(body: BaseModel) -> Any:

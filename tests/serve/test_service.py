@@ -53,7 +53,7 @@ def test_a_batched_handler_receives_concurrent_requests_as_one_list() -> None:
     sizes: list[int] = []
 
     class Upper(kaon.Service):
-        @kaon.handler(batch=kaon.Batch(max_size=8, max_wait_ms=100))
+        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
         def shout(self, texts: list[str]) -> list[str]:
             sizes.append(len(texts))
             return [t.upper() for t in texts]
