@@ -48,7 +48,7 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         [sys.executable, "-m", "kaon.cli.main", "serve", "mnist-e2e@production",
          "--port", str(port)],
         env={**os.environ, "KAON_HOME": str(kaon_home)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # (a full pipe would block it)
     client = Client(f"http://127.0.0.1:{port}", timeout=30)
     try:
         client.wait_ready(timeout=60)
