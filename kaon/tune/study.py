@@ -353,7 +353,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     if cfg.multi_objective:
         front = sorted(study.best_trials, key=lambda t: -t.values[0])
         pareto = [{"trial": t.number, cfg.objective: t.values[0],
-                   cfg.multi_objective: t.values[1], "params": t.params} for t in front]
+                   cfg.multi_objective: t.values[1], "config": t.params} for t in front]
         best = front[0]
     else:
         best = study.best_trial
