@@ -59,8 +59,11 @@ def main() -> int:
 
     port = free_port()
     console.rule(f"[bold]kaon serve mnist-mlp@production --port {port}")
+    log = Path(env["KAON_HOME"]) / "serve.log"  # the server's JSON access log
+    console.print(f"(server log: {log})", highlight=False)
     server = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "serve",
-                               "mnist-mlp@production", "--port", str(port)], env=env)
+                               "mnist-mlp@production", "--port", str(port)], env=env,
+                              stderr=log.open("w"))
     try:
         with Client(f"http://127.0.0.1:{port}") as client:
             client.wait_ready(timeout=60)
