@@ -22,8 +22,8 @@ from kaon.config import get_settings
 from kaon.data import formats
 from kaon.data.dataset import Dataset, Split
 from kaon.errors import ConfigError, DataError, NotFoundError
+from kaon.names import is_valid_name
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 FORMATS = ("auto", "folder", "npz", "idx", "csv")
 DATA_FILE, META_FILE = "data.npz", "meta.json"
 _IDX_IMAGES = re.compile(r"(?P<prefix>.+)-images-idx3-ubyte(?:\.gz)?")
@@ -33,7 +33,7 @@ _SPLIT_WORDS = {"t10k": "test", "test": "test", "val": "val", "valid": "val",
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a safe dataset name, else raise :class:`ConfigError`."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    if not is_valid_name(name):
         raise ConfigError(f"invalid dataset name {name!r}: use 1-64 characters from a-z, 0-9, "
                           "'.', '_' and '-', starting with a letter or digit",
                           hint="for example --name chest-xrays")

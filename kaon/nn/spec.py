@@ -5,7 +5,6 @@ Every model here uses ``extra="forbid"``: a misspelt key is an error naming the 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,8 +21,8 @@ from pydantic import (
 )
 
 from kaon.errors import ConfigError
+from kaon.names import NAME_PATTERN, is_valid_name
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 PositiveInt = Annotated[int, Field(gt=0)]
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "softmax", "silu", "leaky_relu", "none"]
 
@@ -177,7 +176,7 @@ class Register(Strict):
     @field_validator("alias")
     @classmethod
     def _alias(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(NAME_PATTERN, v):
+        if v is not None and not is_valid_name(v):
             raise ValueError(f"alias {v!r} must match {NAME_PATTERN}")
         return v
 

@@ -23,7 +23,7 @@ from kaon.config import get_settings
 from kaon.db import session_scope
 from kaon.db.models import DEFAULT_WORKSPACE, Model, ModelAlias, ModelVersion, new_id
 from kaon.errors import ConfigError, NotFoundError
-from kaon.nn.spec import NAME_PATTERN
+from kaon.names import is_valid_name
 from kaon.registry.artifacts import save_weights
 from kaon.registry.signature import Signature
 
@@ -71,7 +71,7 @@ class ModelInfo:
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
     """``name``, ``name:3`` or ``name@alias`` → (name, version, alias)."""
     match = _REF.fullmatch(ref.strip())
-    if not match or not re.fullmatch(NAME_PATTERN, match["name"]):
+    if not match or not is_valid_name(match["name"]):
         raise ConfigError(f"{ref!r} is not a model reference.",
                           hint="Use NAME, NAME:VERSION or NAME@ALIAS, e.g. mnist-mlp@production.")
     version = int(match["version"]) if match["version"] else None
@@ -79,7 +79,7 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
 
 
 def check_name(name: str, what: str = "model name") -> str:
-    if not re.fullmatch(NAME_PATTERN, name):
+    if not is_valid_name(name):
         raise ConfigError(f"{what} {name!r} is not allowed.",
                           hint="Use lower-case letters, digits, '.', '_' and '-' (max 64), "
                                "starting with a letter or digit.")

@@ -8,6 +8,7 @@ The study lives in Kaon's own database through Optuna's RDB storage.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -28,7 +29,8 @@ from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError
-from kaon.nn.spec import NAME_PATTERN, parse_spec
+from kaon.names import NAME_PATTERN
+from kaon.nn.spec import parse_spec
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
@@ -97,7 +99,12 @@ class TuneResult:
 
 
 def storage() -> optuna.storages.RDBStorage:
-    url = get_settings().db_url
+    """Optuna's RDB storage on Kaon's database URL (one per URL and process)."""
+    return _storage_for(get_settings().db_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _storage_for(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     from kaon.db import get_engine
 
