@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from kaon.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
 
@@ -27,12 +28,6 @@ console = Console()
 def kaon(*args: str, env: dict[str, str]) -> None:
     console.rule(f"[bold]kaon {' '.join(args)}")
     subprocess.run([sys.executable, "-m", "kaon.cli.main", *args], env=env, check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,15 +17,10 @@ from kaon import Client
 from kaon.config import reset_settings
 from kaon.data import load_dataset
 from kaon.errors import NotFoundError, SignatureError
+from kaon.net import free_port
 from kaon.nn.spec import parse_spec
 from kaon.train import TrainResult, train
 from tests.conftest import SHARED_DATASETS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         result = _train()
     reset_settings()
     assert result.model == "mnist-e2e:1"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kaon.cli.main", "serve", "mnist-e2e@production",
          "--port", str(port)],

@@ -33,7 +33,6 @@ def serve(
     """
     import asyncio
     import os
-    import socket
     import subprocess
     import sys
 
@@ -41,6 +40,7 @@ def serve(
 
     from kaon import Client
     from kaon.errors import ConfigError
+    from kaon.net import free_port
     from kaon.registry import get
     from kaon.serve.loadgen import measure
 
@@ -48,9 +48,7 @@ def serve(
     if not levels or min(levels) < 1:
         raise ConfigError(f"--concurrency {concurrency!r} needs positive integers.")
     info = get(model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kaon.cli.main", "serve", info.ref, "--port", str(port),
          "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms),

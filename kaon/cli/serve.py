@@ -19,7 +19,8 @@ def serve(
     max_queue: int = typer.Option(1024, "--max-queue", help="Queued images before 503s."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a request gets 504."),
     replicas: int = typer.Option(
-        1, "--replicas", help="Worker processes on the one port; a dead one is restarted."),
+        1, "--replicas",
+        help="Replica processes behind one front on the port; a dead one is restarted."),
 ) -> None:
     """Serve a registered model over HTTP with dynamic batching: Kaon JSON predict, the Open
     Inference Protocol (V2), health, readiness, Prometheus metrics, OpenAPI docs.
@@ -34,15 +35,11 @@ def serve(
 
         curl -s localhost:8000/readyz
     """
-    import json
-    import os
-
     import uvicorn
 
-    from kaon.config import reset_settings
     from kaon.errors import ConfigError
     from kaon.registry import get
-    from kaon.serve import logs
+    from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build
     from kaon.serve.service import load_service
@@ -72,7 +69,4 @@ def serve(
     if replicas == 1:
         uvicorn.run(build(config), host=host, port=port, log_level="warning")
         return
-    os.environ["KAON_SERVE_CONFIG"] = json.dumps(config)  # read by each replica's settings
-    reset_settings()
-    uvicorn.run("kaon.serve.factory:app_from_env", factory=True, workers=replicas, host=host,
-                port=port, log_level="warning")
+    front.run(config, replicas, host, port, max_body, timeout)

@@ -1,8 +1,8 @@
 """Build the server app from a JSON description, in this process or in each replica.
 
-``kaon serve --replicas N`` runs N uvicorn worker processes on one port (the kernel spreads
-connections over them); uvicorn's supervisor restarts a replica that dies. Each replica loads
-the model once and batches its own requests.
+``kaon serve --replicas N`` runs N replica processes, each a uvicorn server on a Unix socket,
+behind one front (:mod:`kaon.serve.front`) that restarts a replica that dies. Each replica
+loads the model once and batches its own requests.
 """
 
 from __future__ import annotations

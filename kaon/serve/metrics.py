@@ -36,3 +36,33 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+
+def merge(texts: dict[str, str], label: str = "replica") -> bytes:
+    """Several servers' Prometheus expositions as one, each sample labelled with its source.
+
+    ``texts`` maps a source (a replica's index) to its ``/metrics`` text; families keep their
+    HELP and TYPE once, so histograms stay histograms for Prometheus.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.utils import floatToGoString
+
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for source, text in texts.items():
+        for family in text_string_to_metric_families(text):
+            _, _, lines = families.setdefault(family.name,
+                                              (family.documentation, family.type, []))
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{_escape(v)}"'
+                                  for k, v in {**sample.labels, label: source}.items())
+                lines.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}")
+    out = []
+    for name, (doc, kind, lines) in families.items():
+        name = f"{name}_total" if kind == "counter" else name  # as prometheus_client writes it
+        out += [f"# HELP {name} {_escape(doc)}", f"# TYPE {name} {kind}", *lines]
+    return ("\n".join(out) + "\n").encode() if out else b""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

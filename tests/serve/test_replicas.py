@@ -1,82 +1,149 @@
-"""`kaon serve --replicas N`: worker processes on one port; a killed replica comes back."""
+"""`kaon serve --replicas N`: a front before N replicas; a killed replica costs 503s, not hangs."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from kaon.net import free_port
 from tests.registry.fixtures import register_tiny
+from tests.serve.test_stream import tensor_frame
+
+SLOW_SERVICE = '''
+import time
+import kaon
+
+class Slow(kaon.Service):
+    @kaon.handler
+    def wait(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+'''
 
 
-def _children(pid: int) -> list[int]:
+def _replicas(pid: int) -> list[int]:
+    """The front's replica processes (uvicorn on a Unix socket each)."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    children = [int(p) for p in path.read_text().split()] if path.exists() else []
+    return [c for c in children
+            if b"--uds" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-def _workers(pid: int) -> list[int]:
-    """uvicorn's worker processes (spawned children; not multiprocessing's resource tracker)."""
-    workers = []
-    for child in _children(pid):
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
-        if "spawn_main" in cmdline:
-            workers.append(child)
-    return workers
+def _ready(url: str, replicas: int) -> bool:
+    try:
+        r = httpx.get(f"{url}/readyz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.json()["replicas_ready"] == replicas
+
+
+def _start(args: list[str], kaon_home: Path, replicas: int = 2) -> tuple[subprocess.Popen[bytes],
+                                                                          str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kaon.cli.main", "serve", *args, "--replicas", str(replicas),
+         "--port", str(port)], env={**os.environ, "KAON_HOME": str(kaon_home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not _ready(url, replicas):
+        assert server.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "replicas never became ready"
+        time.sleep(0.2)
+    return server, url
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.fixture
+def model_front(kaon_home: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    register_tiny("digits")
+    server, url = _start(["digits:1"], kaon_home)
+    yield server, url
+    _stop(server)
 
 
 @pytest.mark.slow
-def test_a_killed_replica_is_restarted_and_no_request_hangs(kaon_home: Path) -> None:
-    register_tiny("digits")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "serve", "digits:1",
-                               "--replicas", "2", "--port", str(port)],
-                              env={**os.environ, "KAON_HOME": str(kaon_home)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+def test_a_killed_replica_is_restarted_and_no_request_hangs(model_front) -> None:
+    server, url = model_front
     body = {"inputs": [np.zeros((28, 28), dtype=int).tolist()]}
+    before = _replicas(server.pid)
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+    outcomes = []
+    until = time.monotonic() + 5
+    while time.monotonic() < until:
+        started = time.monotonic()
+        response = httpx.post(f"{url}/v1/models/digits/predict", json=body, timeout=10)
+        outcomes.append(response.status_code)
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 6  # failed fast or succeeded: never hung
+    assert outcomes.count(200) > 0
+    assert set(outcomes) <= {200, 503}  # never a reset connection: the front answers
+    deadline = time.monotonic() + 60
+    while not _ready(url, 2):
+        assert time.monotonic() < deadline, "the killed replica was not restarted"
+        time.sleep(0.2)
+    assert before[0] not in _replicas(server.pid)
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "kaon_replica_restarts_total 1.0" in metrics
+    assert 'kaon_request_seconds_count{route="/v1/models/{name}/predict",status="200",' \
+        'replica="' in metrics
+
+
+@pytest.mark.slow
+def test_requests_in_flight_on_a_killed_replica_get_503_at_once(kaon_home: Path,
+                                                                 tmp_path: Path) -> None:
+    service = tmp_path / "slow.py"
+    service.write_text(SLOW_SERVICE)
+    server, url = _start([f"{service}:Slow"], kaon_home)
     try:
-        deadline = time.monotonic() + 90
-        while len(_workers(server.pid)) < 2 or not _ready(url):
-            assert time.monotonic() < deadline, "replicas never became ready"
-            time.sleep(0.2)
-        before = _workers(server.pid)
-        os.kill(before[0], signal.SIGKILL)
-        outcomes = []
-        until = time.monotonic() + 8
-        while time.monotonic() < until:
-            started = time.monotonic()
-            try:
-                outcomes.append(httpx.post(f"{url}/v1/models/digits/predict", json=body,
-                                           timeout=5).status_code)
-            except httpx.TransportError:
-                outcomes.append("connection error")
-            assert time.monotonic() - started < 6  # failed fast or succeeded: never hung
-        assert outcomes.count(200) > 0
-        deadline = time.monotonic() + 60
-        while len(_workers(server.pid)) < 2:
-            assert time.monotonic() < deadline, "the killed replica was not restarted"
-            time.sleep(0.2)
-        assert before[0] not in _workers(server.pid)
+        async def scenario() -> list[tuple[int, float]]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                async def call() -> tuple[int, float]:
+                    started = time.monotonic()
+                    r = await client.post("/wait", json={"seconds": 4})
+                    return r.status_code, time.monotonic() - started
+
+                calls = [asyncio.ensure_future(call()) for _ in range(4)]
+                await asyncio.sleep(1.0)  # all four are in flight, two on each replica
+                os.kill(_replicas(server.pid)[0], signal.SIGKILL)
+                return await asyncio.gather(*calls)
+
+        results = asyncio.run(scenario())
+        codes = sorted(code for code, _ in results)
+        assert codes == [200, 200, 503, 503]
+        assert all(seconds < 2.0 for code, seconds in results if code == 503)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+@pytest.mark.slow
+def test_a_stream_through_the_front_keeps_order(model_front) -> None:
+    from websockets.sync.client import connect
+
+    _, url = model_front
+    with connect(url.replace("http", "ws") + "/v1/models/digits/stream") as ws:
+        for i in range(5):
+            ws.send(tensor_frame(i))
+        results = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
+    assert [r["seq"] for r in results] == list(range(5))
+    assert all("latency_ms" in r for r in results)

@@ -1,0 +1,78 @@
+"""The front of ``kaon serve --replicas N``: one HTTP port before N replica processes.
+
+The front owns the port, the body limit and the access log; it forwards each request (and
+each WebSocket stream) to a replica through :class:`~kaon.serve.pool.ReplicaPool`. Because
+the front outlives its replicas, a replica killed mid-request costs that request a 503 with
+Retry-After instead of a reset connection, and the replica comes back on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+
+from kaon.serve import logs
+from kaon.serve.app import BodyLimit
+from kaon.serve.pool import ReplicaPool
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def create_front(pool: ReplicaPool, max_body: int) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await pool.start()
+        yield
+        await pool.stop()  # each replica drains its in-flight work before it exits
+
+    app = FastAPI(title="Kaon front", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # /docs and /openapi.json come from a replica
+    app.add_middleware(BodyLimit, limit=max_body)
+    app.state.pool = pool
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, total = pool.ready, len(pool.replicas)
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready",
+                                "replicas_ready": ready, "replicas": total}
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(await pool.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    @app.api_route("/{path:path}", methods=_METHODS)
+    async def proxy(request: Request, path: str) -> Response:
+        started = time.perf_counter()
+        rid = logs.request_id(request.headers.get("x-request-id"))
+        response = await pool.forward(request, extra_headers={"x-request-id": rid})
+        response.headers["X-Request-ID"] = rid
+        logs.access({"request_id": rid, "method": request.method, "path": request.url.path,
+                     "status": response.status_code,
+                     "ms": round((time.perf_counter() - started) * 1000, 3)})
+        return response
+
+    @app.websocket("/{path:path}")
+    async def stream(websocket: WebSocket, path: str) -> None:
+        await pool.forward_ws(websocket)
+
+    return app
+
+
+def run(config: dict[str, Any], replicas: int, host: str, port: int, max_body: int,
+        timeout: float) -> None:
+    """Serve until Ctrl-C: the front on ``host:port``, ``replicas`` processes behind it."""
+    import uvicorn
+
+    pool = ReplicaPool(config, replicas, timeout=timeout + 5.0)
+    uvicorn.run(create_front(pool, max_body), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=int(timeout) + 10)

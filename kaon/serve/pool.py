@@ -1,0 +1,305 @@
+"""A pool of replica processes behind one front, and the forwarding of requests to them.
+
+Each replica is a uvicorn process serving :func:`kaon.serve.factory.app_from_env` on a Unix
+socket of its own. The pool starts them, waits for ``/readyz``, restarts one that dies (with
+a back-off when it keeps dying) and sends each request to the ready replica with the fewest
+requests in flight. A request whose replica dies under it answers 503 at once, never hangs.
+The front (``kaon serve --replicas N``) and the platform gateway both forward through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+               "proxy-authorization", "proxy-authenticate", "host", "content-length"}
+
+
+@dataclass
+class Replica:
+    index: int
+    socket: Path
+    process: subprocess.Popen[bytes] | None = None
+    client: httpx.AsyncClient | None = None
+    ready: bool = False
+    in_flight: int = 0
+    started_at: float = 0.0
+    failures: int = 0  # deaths in a row soon after start; drives the back-off
+    retry_at: float = 0.0
+
+
+@dataclass
+class PoolMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.restarts = Counter("kaon_replica_restarts_total", "Replicas restarted after dying",
+                                registry=self.registry)
+        self.ready = Gauge("kaon_replicas_ready", "Replicas answering /readyz",
+                           registry=self.registry)
+        self.lost = Counter("kaon_replica_lost_requests_total",
+                            "In-flight requests answered 503 because their replica died",
+                            registry=self.registry)
+
+
+def unavailable(message: str, hint: str = "Retry in a second.") -> JSONResponse:
+    return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
+        "error": "UnavailableError", "message": message, "hint": hint})
+
+
+class ReplicaPool:
+    """``size`` replicas of one server config (see :mod:`kaon.serve.factory`)."""
+
+    def __init__(self, config: dict[str, Any], size: int, *, timeout: float = 35.0,
+                 env: dict[str, str] | None = None, run_dir: Path | None = None) -> None:
+        self.config, self.timeout = config, timeout
+        self.env = {**os.environ, **(env or {}), "KAON_SERVE_CONFIG": json.dumps(config)}
+        self._dir = Path(run_dir or tempfile.mkdtemp(prefix="kaon-pool-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.replicas: list[Replica] = []
+        self.metrics = PoolMetrics()
+        self._next = 0
+        self._task: asyncio.Task[None] | None = None
+        self._size = size
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.scale(self._size)
+        self._task = asyncio.create_task(self._supervise(), name="kaon-pool-supervisor")
+
+    async def stop(self) -> None:
+        """SIGTERM every replica: uvicorn stops accepting and finishes in-flight requests."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(self._retire(r) for r in self.replicas))
+        self.replicas.clear()
+
+    async def scale(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one replica")
+        self._size = size
+        while len(self.replicas) < size:
+            replica = Replica(len(self.replicas), self._dir / f"replica-{len(self.replicas)}.sock")
+            self.replicas.append(replica)
+            self._spawn(replica)
+        while len(self.replicas) > size:
+            await self._retire(self.replicas.pop())
+
+    def _spawn(self, replica: Replica) -> None:
+        replica.socket.unlink(missing_ok=True)
+        replica.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "kaon.serve.factory:app_from_env", "--factory",
+             "--uds", str(replica.socket), "--log-level", "warning", "--no-access-log",
+             "--timeout-graceful-shutdown", str(int(self.timeout))],
+            env=self.env, stdin=subprocess.DEVNULL)
+        replica.started_at, replica.ready = time.monotonic(), False
+        replica.client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(replica.socket)),
+            base_url="http://replica", timeout=httpx.Timeout(self.timeout, connect=2.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+
+    async def _retire(self, replica: Replica) -> None:
+        replica.ready = False
+        proc = replica.process
+        if proc and proc.poll() is None:
+            proc.terminate()
+            for _ in range(int(self.timeout * 10)):
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                proc.kill()
+        if replica.client:
+            await replica.client.aclose()
+        replica.socket.unlink(missing_ok=True)
+
+    async def _supervise(self) -> None:
+        while True:
+            now = time.monotonic()
+            for replica in list(self.replicas):
+                proc = replica.process
+                if proc is not None and proc.poll() is not None:  # died: restart it
+                    replica.ready = False
+                    quick = now - replica.started_at < 10
+                    replica.failures = replica.failures + 1 if quick else 1
+                    replica.retry_at = now + min(2.0 ** (replica.failures - 1) - 1, 30.0)
+                    replica.process = None
+                    if replica.client:
+                        await replica.client.aclose()
+                if replica.process is None and now >= replica.retry_at:
+                    self.metrics.restarts.inc()
+                    self._spawn(replica)
+                elif replica.process is not None and not replica.ready:
+                    replica.ready = await self._probe(replica)
+                    if replica.ready and now - replica.started_at > 10:
+                        replica.failures = 0
+            self.metrics.ready.set(sum(r.ready for r in self.replicas))
+            await asyncio.sleep(0.1)
+
+    async def _probe(self, replica: Replica) -> bool:
+        assert replica.client is not None
+        try:
+            return (await replica.client.get("/readyz", timeout=1.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def ready(self) -> int:
+        return sum(r.ready for r in self.replicas)
+
+    def pick(self) -> Replica | None:
+        """The ready replica with the fewest requests in flight (round-robin among equals)."""
+        ready = [r for r in self.replicas if r.ready]
+        if not ready:
+            return None
+        self._next += 1
+        return min(ready, key=lambda r: (r.in_flight, (r.index - self._next) % len(ready)))
+
+    # -- HTTP -----------------------------------------------------------------------------
+    async def forward(self, request: Request, path: str | None = None,
+                      body: bytes | None = None,
+                      extra_headers: dict[str, str] | None = None) -> Response:
+        replica = self.pick()
+        if replica is None or replica.client is None:
+            return unavailable("No replica is ready yet.", "Poll /readyz until it answers 200.")
+        if body is None:
+            body = await request.body()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.update(extra_headers or {})
+        upstream = replica.client.build_request(
+            request.method, path or request.url.path, params=request.url.query or None,
+            headers=headers, content=body)
+        replica.in_flight += 1
+        released = False
+        try:
+            sending = asyncio.ensure_future(replica.client.send(upstream, stream=True))
+            gone = asyncio.ensure_future(_disconnected(request))
+            done, _ = await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if sending not in done:  # the caller went away: cancel upstream (drops its work)
+                sending.cancel()
+                with contextlib.suppress(BaseException):
+                    await sending
+                return Response(status_code=499)
+            gone.cancel()
+            response = sending.result()
+            out_headers = {k: v for k, v in response.headers.items()
+                           if k.lower() not in _HOP_BY_HOP}
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                released = True
+                return StreamingResponse(self._relay(replica, response),
+                                         status_code=response.status_code, headers=out_headers)
+            content = await response.aread()
+            await response.aclose()
+            return Response(content, status_code=response.status_code, headers=out_headers)
+        except httpx.TimeoutException:
+            return JSONResponse(status_code=504, content={
+                "error": "RequestTimeout", "message": f"No answer within {self.timeout:.0f} s.",
+                "hint": "Retry later, or send fewer images per request."})
+        except httpx.TransportError:  # the replica died or closed the connection mid-request
+            self.metrics.lost.inc()
+            replica.ready = replica.ready and replica.process is not None \
+                and replica.process.poll() is None
+            return unavailable(f"Replica {replica.index} failed during the request.")
+        finally:
+            if not released:
+                replica.in_flight -= 1
+
+    async def _relay(self, replica: Replica, response: httpx.Response) -> Any:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.TransportError:
+            self.metrics.lost.inc()  # a stream cut short: the client sees the stream end
+        finally:
+            replica.in_flight -= 1
+            await response.aclose()
+
+    async def metrics_text(self) -> bytes:
+        """The pool's own metrics, then every ready replica's, labelled with its index."""
+        from prometheus_client import generate_latest
+
+        from kaon.serve.metrics import merge
+
+        texts: dict[str, str] = {}
+        for replica in self.replicas:
+            if replica.ready and replica.client is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    texts[str(replica.index)] = (
+                        await replica.client.get("/metrics", timeout=2.0)).text
+        return generate_latest(self.metrics.registry) + merge(texts)
+
+    # -- WebSocket ------------------------------------------------------------------------
+    async def forward_ws(self, websocket: WebSocket, path: str | None = None) -> None:
+        """Relay a WebSocket stream to one replica, both ways, until either side closes."""
+        from websockets.asyncio.client import unix_connect
+        from websockets.exceptions import ConnectionClosed, WebSocketException
+
+        replica = self.pick()
+        if replica is None:
+            await websocket.close(code=1013, reason="no replica is ready; retry")
+            return
+        query = websocket.url.query
+        uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")
+        replica.in_flight += 1
+        try:
+            async with unix_connect(str(replica.socket), uri, max_size=None,
+                                    open_timeout=5) as upstream:
+                await websocket.accept()
+
+                async def up() -> None:
+                    while True:
+                        message = await websocket.receive()
+                        if message["type"] == "websocket.disconnect":
+                            await upstream.close()
+                            return
+                        data = message.get("bytes")
+                        await upstream.send(data if data is not None else message.get("text", ""))
+
+                async def down() -> None:
+                    async for message in upstream:
+                        if isinstance(message, bytes):
+                            await websocket.send_bytes(message)
+                        else:
+                            await websocket.send_text(message)
+                    code = upstream.close_code or 1000
+                    await websocket.close(code=code if code != 1006 else 1011,
+                                          reason=upstream.close_reason or "")
+
+                tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                for task in done:
+                    if task.exception() and isinstance(task.exception(), ConnectionClosed):
+                        with contextlib.suppress(RuntimeError):
+                            await websocket.close(code=1011, reason="replica failed; reopen")
+        except (OSError, WebSocketException, asyncio.TimeoutError):
+            with contextlib.suppress(RuntimeError):
+                await websocket.close(code=1011, reason="replica failed; reopen the stream")
+        finally:
+            replica.in_flight -= 1
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the caller has gone away (its body was already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
