@@ -18,6 +18,9 @@ def serve(
         5.0, "--max-wait-ms", help="How long the first image of a batch waits for company."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Queued images before 503s."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a request gets 504."),
+    threads: int = typer.Option(
+        0, "--threads", help="Torch threads per replica (0: the cores shared out, one left "
+                             "per replica for HTTP)."),
     replicas: int = typer.Option(
         1, "--replicas",
         help="Replica processes behind one front on the port; a dead one is restarted."),
@@ -41,7 +44,7 @@ def serve(
     from kaon.registry import get
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
-    from kaon.serve.factory import build
+    from kaon.serve.factory import build, default_threads
     from kaon.serve.service import load_service
 
     logs.configure()  # one JSON line per request on stderr
@@ -64,6 +67,7 @@ def serve(
                   "policy": policy.__dict__}
         routes = (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
                   f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")
+    config["threads"] = threads or default_threads(replicas)
     console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
                       f"replica(s)  ({routes})", soft_wrap=True)
     if replicas == 1:

@@ -86,6 +86,42 @@ async def _noop_receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
 
 
+class Observe:
+    """Latency histogram per route, ``X-Request-ID`` and one JSON access-log line per request.
+
+    Plain ASGI rather than ``@app.middleware("http")``: no extra task and stream per request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id")
+        rid = logs.request_id(incoming.decode("latin-1") if incoming else None)
+        status = 500
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [
+                    *message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.metrics.latency.labels(route, str(status)).observe(seconds)
+            logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
+                         "route": route, "status": status, "ms": round(seconds * 1000, 3)})
+
+
 def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
                policy: BatchPolicy | None = None) -> FastAPI:
     """A registered model's server; ``load`` runs once in the background, ``/readyz`` waits."""
@@ -166,21 +202,7 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=max_body)
 
-    @app.middleware("http")
-    async def _observe(request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        rid = logs.request_id(request.headers.get("x-request-id"))
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        seconds = time.perf_counter() - started
-        metrics.latency.labels(path, str(response.status_code)).observe(seconds)
-        response.headers["X-Request-ID"] = rid
-        logs.access({"request_id": rid, "method": request.method, "path": request.url.path,
-                     "route": path, "status": response.status_code,
-                     "ms": round(seconds * 1000, 3)})
-        return response
+    app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(KaonError)
     async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:

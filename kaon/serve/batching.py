@@ -148,6 +148,15 @@ class Batcher(Generic[T, R]):
                 continue
             return item
 
+    def _take_ready(self) -> _Item[T] | None:
+        """A live item already queued, without awaiting (cheap under load)."""
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.future.done():
+                return item
+            self.dropped += 1
+        return None
+
     async def _collect(self) -> None:
         wait = self.policy.max_wait_ms / 1000
         while True:
@@ -156,7 +165,8 @@ class Batcher(Generic[T, R]):
             batch = [first]
             window_ends = time.perf_counter() + wait  # the window opens with the first item
             while len(batch) < self.policy.max_batch_size:
-                item = await self._next_live(window_ends - time.perf_counter())
+                item = self._take_ready() or await self._next_live(
+                    window_ends - time.perf_counter())
                 if item is None:
                     break
                 batch.append(item)

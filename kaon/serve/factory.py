@@ -8,6 +8,7 @@ loads the model once and batches its own requests.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,10 +18,18 @@ from kaon.errors import ConfigError
 from kaon.serve.batching import BatchPolicy
 
 
+def default_threads(replicas: int) -> int:
+    """Torch threads per replica: the cores shared out, one left for HTTP and decoding."""
+    return max(1, (os.cpu_count() or 1) // replicas - 1)
+
+
 def build(config: dict[str, Any]) -> FastAPI:
+    import torch
+
     from kaon.serve import RegistryPredictor, create_app, create_service_app
     from kaon.serve.service import load_service
 
+    torch.set_num_threads(int(config.get("threads") or default_threads(1)))
     max_body = int(config["max_body"])
     if config["kind"] == "service":
         return create_service_app(load_service(config["target"]), max_body=max_body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ class Runtime:
         self.predictor_or_none: Predictor | None = None
         self.error: Exception | None = None
         self.loaded = threading.Event()
-        self.batcher: Batcher[np.ndarray, dict[str, Any]] = Batcher(
+        self.batcher: Batcher[np.ndarray, tuple[dict[str, Any], float]] = Batcher(
             self._predict_batch, policy, on_batch=metrics.observe_batch)
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -68,8 +69,11 @@ class Runtime:
         return p
 
     # ---- prediction ---------------------------------------------------------------------------
-    async def predict(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """uint8 (N, C, H, W) → one result per image; each image joins a dynamic batch."""
+    async def predict(self, images: np.ndarray, timed: bool = False) -> list[dict[str, Any]]:
+        """uint8 (N, C, H, W) → one result per image; each image joins a dynamic batch.
+
+        With ``timed``, each result also carries ``model_ms``: the model call of its batch.
+        """
         self.metrics.queue_depth.set(self.batcher.depth)
         tasks = [asyncio.ensure_future(self.batcher.submit(img)) for img in images]
         try:
@@ -80,8 +84,13 @@ class Runtime:
             raise
         finally:
             self.metrics.dropped.set(self.batcher.dropped)
-        return list(results)
+        if timed:
+            return [{**r, "model_ms": round(seconds * 1000, 3)} for r, seconds in results]
+        return [r for r, _ in results]
 
-    def _predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    def _predict_batch(self, images: Sequence[np.ndarray]) -> list[tuple[dict[str, Any], float]]:
         predictor = self.predictor()
-        return predictor.predict(torch.from_numpy(np.stack(images)))
+        started = time.perf_counter()
+        results = predictor.predict(torch.from_numpy(np.stack(images)))
+        seconds = time.perf_counter() - started
+        return [(r, seconds) for r in results]

@@ -1,0 +1,158 @@
+"""Stream capacity: how many 25 fps streams of 240×360 grey frames one server sustains.
+
+    python bench/serve_streams.py [--seconds 8] [--fps 25] [--max-streams 64]
+
+A small frame model (three strided convolutions and global pooling; random weights) is
+registered and served by ``kaon serve``. For 1, 2, 4, … streams, each stream opens
+``/v1/models/frames/stream?policy=drop_oldest`` and sends raw uint8 tensor frames at the frame
+rate for ``--seconds``. A level passes when the server-side p99 per-frame latency is at most
+100 ms and no frame was dropped; the table shows every level tried and the largest passing
+one. Per-frame overhead is the server-reported latency minus the model call of the frame's
+batch, at one stream: what the runtime adds around the model.
+The load generator runs on the same machine (it shares the CPU with the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from serve_compare import start, stop  # noqa: E402
+
+console = Console()
+H, W = 240, 360
+SPEC = {"name": "frames", "data": {"dataset": "mnist"}, "model": {"layers": [
+    {"type": "conv2d", "filters": 8, "kernel_size": 5, "stride": 4, "activation": "relu"},
+    {"type": "conv2d", "filters": 16, "kernel_size": 3, "stride": 2, "activation": "relu"},
+    {"type": "conv2d", "filters": 32, "kernel_size": 3, "stride": 2, "activation": "relu"},
+    {"type": "global_avg_pool"},
+    {"type": "dense", "units": 2, "activation": "softmax"}]}}
+
+
+def register_frame_model() -> int:
+    from kaon.nn import build_model, parse_spec
+    from kaon.registry import Signature, register
+
+    sig = Signature(shape=(1, H, W), mean=[0.5], std=[0.25], class_names=["normal", "anomaly"])
+    spec = parse_spec(SPEC)
+    torch.manual_seed(0)
+    model = build_model(spec, sig.shape, 2)
+    register("frames", model.state_dict(), spec=spec.model_dump(mode="json"), signature=sig,
+             dataset="ucsd-ped2", dataset_hash="0" * 64)
+    return sum(p.numel() for p in model.parameters())
+
+
+def frame_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (H, W), dtype=np.uint8)
+    header = json.dumps({"shape": [H, W], "dtype": "uint8"}).encode()
+    return b"KTNS" + struct.pack("<I", len(header)) + header + pixels.tobytes()
+
+
+async def one_stream(url: str, fps: float, seconds: float, frames: list[bytes],
+                     results: list[dict[str, Any]]) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None) as ws:
+        count = int(fps * seconds)
+
+        async def receive() -> None:
+            for _ in range(count):
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if "error" in message:
+                    raise RuntimeError(message)
+                results.append(message)
+                if message.get("seq", -1) >= count - 1:
+                    return
+
+        reader = asyncio.ensure_future(receive())
+        start_at = time.perf_counter()
+        for i in range(count):
+            delay = start_at + i / fps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await ws.send(frames[i % len(frames)])
+        await reader
+
+
+async def level(url: str, streams: int, fps: float, seconds: float,
+                frames: list[bytes]) -> dict[str, Any]:
+    per_stream: list[list[dict[str, Any]]] = [[] for _ in range(streams)]
+    await asyncio.gather(*(one_stream(url, fps, seconds, frames, per_stream[i])
+                           for i in range(streams)))
+    results = [r for rs in per_stream for r in rs]
+    latencies = sorted(r["latency_ms"] for r in results)
+    overhead = sorted(r["latency_ms"] - r["model_ms"] for r in results)
+    sent = int(fps * seconds) * streams
+    dropped = sum(max((r.get("dropped_total", 0) for r in rs), default=0) for rs in per_stream)
+    return {"streams": streams, "frames": sent, "answered": len(results), "dropped": dropped,
+            "p50_ms": latencies[len(latencies) // 2],
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "overhead_p50_ms": overhead[len(overhead) // 2],
+            "pass": dropped == 0 and latencies[int(len(latencies) * 0.99)] <= 100.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--max-streams", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--wait-ms", type=float, default=2.0)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="kaon-stream-bench-"))
+    os.environ["KAON_HOME"] = str(home)
+    params = register_frame_model()
+    from kaon.net import free_port
+
+    proc, _, base = start("kaon", "frames:1", free_port(), args.batch, args.wait_ms,
+                          {**os.environ})
+    url = base.replace("http", "ws") + "/v1/models/frames/stream?policy=drop_oldest&max_pending=8"
+    frames = [frame_bytes(i) for i in range(16)]
+    rows = []
+    try:
+        asyncio.run(level(url, 1, args.fps, 2.0, frames))  # warm-up
+        streams = 1
+        while streams <= args.max_streams:
+            row = asyncio.run(level(url, streams, args.fps, args.seconds, frames))
+            rows.append(row)
+            console.print(row)
+            if not row["pass"]:
+                break
+            streams *= 2
+    finally:
+        stop(proc)
+    table = Table(title=f"Streams of {H}×{W} grey frames at {args.fps:g} fps, {args.seconds:g} s "
+                        f"each; frame model {params:,} parameters; batch ≤ {args.batch}, "
+                        f"wait {args.wait_ms} ms")
+    for col in ("streams", "frames sent", "answered", "dropped", "p50 ms", "p99 ms",
+                "overhead p50 ms", "p99 ≤ 100 ms, no drops"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["streams"]), str(r["frames"]), str(r["answered"]), str(r["dropped"]),
+                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['overhead_p50_ms']:.2f}",
+                      "yes" if r["pass"] else "no")
+    console.print(table)
+    passing = [r["streams"] for r in rows if r["pass"]]
+    console.print(f"Most concurrent streams sustained: {max(passing) if passing else 0}; "
+                  f"per-frame overhead at 1 stream, p50: {rows[0]['overhead_p50_ms']:.2f} ms")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
