@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from kaon.config import get_settings
 from kaon.data import Dataset, Split, load_dataset
+from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, DataError, KaonError
 from kaon.nn.build import build_model, count_parameters, output_units
 from kaon.nn.preprocess import Normalizer, channel_stats, prefers_channels_last
@@ -48,31 +50,37 @@ def pick_device() -> torch.device:
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
           progress: bool = False, device: torch.device | None = None,
           callbacks: list[Callback] | None = None, test: bool = True,
-          lineage: dict[str, Any] | None = None) -> TrainResult:
+          lineage: dict[str, Any] | None = None, workspace: str = DEFAULT_WORKSPACE,
+          on_run_created: Callable[[str], None] | None = None) -> TrainResult:
     """Train a spec (object or YAML path) from scratch, evaluate on test, register.
 
     ``test=False`` leaves the test split untouched (tuning trials must not see it).
     ``lineage`` is recorded with the registered version (e.g. the tuning study it came from).
 
     ``callbacks`` run after Kaon's own at the end of every epoch
-    (``on_epoch_end(trainer, epoch, logs)``).
+    (``on_epoch_end(trainer, epoch, logs)``). The run and the model belong to ``workspace``;
+    ``on_run_created(run_id)`` is called once the run exists (a job records it to resume).
     """
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
     dataset = load_dataset(spec.data.dataset)
     setup = _Setup(spec, dataset, device or pick_device(), keep_test=test)
-    _check_before_run(setup)
+    _check_before_run(setup, workspace)
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
-                          setup.dataset_hash, get_settings().runs_dir)
+                          setup.dataset_hash, get_settings().runs_dir, workspace)
     (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),
                                                             sort_keys=False))
-    return _run(setup, run.id, run.directory, progress, None, callbacks or [], lineage)
+    if on_run_created is not None:
+        on_run_created(run.id)
+    return _run(setup, run.id, run.directory, progress, None, callbacks or [], lineage,
+                workspace)
 
 
 def resume(run_id: str, *, progress: bool = False, device: torch.device | None = None,
-           callbacks: list[Callback] | None = None) -> TrainResult:
+           callbacks: list[Callback] | None = None,
+           workspace: str = DEFAULT_WORKSPACE) -> TrainResult:
     """Continue an interrupted run from its last checkpoint; ends as an uninterrupted run."""
-    run = runs.get_run(run_id)
+    run = runs.get_run(run_id, workspace)
     if run.status == "succeeded":
         raise ConfigError(f"Run {run_id} already finished; nothing to resume.",
                           hint="Start a new run with `kaon train SPEC`.")
@@ -86,13 +94,13 @@ def resume(run_id: str, *, progress: bool = False, device: torch.device | None =
         raise DataError(f"Dataset {run.dataset!r} changed since run {run_id} started "
                         f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",
                         hint="Resume needs the same data; start a new run instead.")
-    _check_before_run(setup)
+    _check_before_run(setup, workspace)
     state = load_checkpoint(checkpoint)
     runs.set_status(run_id, "running")
-    return _run(setup, run_id, run.directory, progress, state, callbacks or [], None)
+    return _run(setup, run_id, run.directory, progress, state, callbacks or [], None, workspace)
 
 
-def _check_before_run(setup: _Setup) -> None:
+def _check_before_run(setup: _Setup, workspace: str = DEFAULT_WORKSPACE) -> None:
     """Mistakes that would otherwise surface only after the whole run."""
     spec = setup.spec
     if spec.early_stopping and setup.data.x_val is None:
@@ -101,7 +109,7 @@ def _check_before_run(setup: _Setup) -> None:
     if spec.parent:
         from kaon.registry import get
 
-        get(spec.parent)  # NotFoundError, listing the known models, before any training
+        get(spec.parent, workspace)  # NotFoundError, listing the known models, before any training
 
 
 def data_device(device: torch.device, tensors: list[torch.Tensor | None]) -> torch.device:
@@ -175,7 +183,7 @@ class _Setup:
 
 def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
          state: TrainState | None, user_callbacks: list[Callback],
-         lineage: dict[str, Any] | None) -> TrainResult:
+         lineage: dict[str, Any] | None, workspace: str = DEFAULT_WORKSPACE) -> TrainResult:
     spec = setup.spec
     early = EarlyStop(spec.early_stopping, run_dir) if spec.early_stopping else None
     board = TensorBoard(run_dir)
@@ -205,6 +213,7 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
                 spec=spec.model_dump(mode="json"), signature=setup.signature(),
                 dataset=setup.dataset.name, dataset_hash=setup.dataset_hash, metrics=metrics,
                 run_id=run_id, parent=spec.parent, alias=spec.register_.alias, lineage=lineage,
+                workspace=workspace,
             )
             model_ref = info.ref
             metrics["model"] = info.ref

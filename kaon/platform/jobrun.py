@@ -1,0 +1,98 @@
+"""One attempt of one job, in its own process: ``python -m kaon.platform.jobrun JOB_ID``.
+
+Started by a :class:`~kaon.platform.worker.JobWorker`. A train job whose earlier attempt
+left a checkpoint resumes from it; otherwise it trains from the start. Epoch lines go to
+stdout (the job's log); the result goes to ``result.json`` beside the log. The process exits
+with 0 on success, with a :class:`~kaon.errors.KaonError`'s exit code when the job itself is
+at fault (no retry helps), and dies with its worker (it polls its parent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kaon.config import get_settings
+
+
+def job_dir(job_id: str) -> Path:
+    return get_settings().home / "jobs" / job_id
+
+
+def _die_with_parent() -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:  # the worker died: its job will be retried elsewhere
+                os._exit(70)
+
+    threading.Thread(target=watch, name="kaon-parent-watch", daemon=True).start()
+
+
+class EpochLog:
+    """A callback printing one line per epoch, flushed, for ``kaon jobs logs``."""
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        values = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
+        print(f"epoch {epoch}: {values}", flush=True)
+
+
+def run(job_id: str) -> dict[str, Any]:
+    from kaon.db.engine import session_scope
+    from kaon.nn.spec import parse_spec
+    from kaon.platform.models import Job
+    from kaon.train import runs
+    from kaon.train.api import resume, train
+    from kaon.train.checkpoint import CHECKPOINT
+
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise SystemExit(f"no job {job_id}")
+        spec, workspace, run_id, kind = job.spec, job.workspace_id, job.run_id, job.kind
+    if kind != "train":
+        raise SystemExit(f"job kind {kind!r} is not run by this worker")
+
+    def remember(new_run: str) -> None:
+        with session_scope() as s:
+            row = s.get(Job, job_id)
+            if row is not None:
+                row.run_id = new_run
+        print(f"run {new_run}", flush=True)
+
+    callbacks: list[Any] = [EpochLog()]
+    if run_id and (runs.get_run(run_id, workspace).directory / CHECKPOINT).is_file():
+        print(f"resuming run {run_id} from its last checkpoint", flush=True)
+        result = resume(run_id, callbacks=callbacks, workspace=workspace)
+    else:
+        result = train(parse_spec(spec, source=f"job {job_id}"), callbacks=callbacks,
+                       workspace=workspace, on_run_created=remember)
+    return result.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kaon.errors import KaonError
+
+    job_id = (argv or sys.argv[1:])[0]
+    _die_with_parent()
+    out = job_dir(job_id)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run(job_id)
+    except KaonError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code if exc.exit_code not in (0, 130) else 1
+    (out / "result.json").write_text(json.dumps(result, default=str))
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

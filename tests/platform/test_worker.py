@@ -1,0 +1,132 @@
+"""Job workers on real training: success, failure, cancel, and a killed worker's retry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kaon.db.engine import session_scope
+from kaon.platform import jobs, metering
+from kaon.platform.jobrun import job_dir
+from kaon.platform.models import Job
+from kaon.platform.worker import JobWorker, WorkerConfig
+from kaon.platform.workspaces import bootstrap
+from kaon.registry import get
+from kaon.train import runs
+from kaon.train.checkpoint import CHECKPOINT
+
+
+def spec(epochs: int = 2, dataset: str = "breastmnist", **extra: Any) -> dict[str, Any]:
+    return {"name": "breast-job", "data": {"dataset": dataset, "val_fraction": 0.2},
+            "model": {"family": "mlp", "hidden": [32]}, "epochs": epochs, "batch_size": 32,
+            "register": {"name": "breast-job"}, **extra}
+
+
+def submit(body: dict[str, Any], max_attempts: int = 3) -> str:
+    with session_scope() as s:
+        bootstrap(s)
+        return jobs.submit_job(s, "default", "train", body, max_attempts=max_attempts).id
+
+
+def job(job_id: str) -> Job:
+    with session_scope() as s:
+        row = s.get(Job, job_id)
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+def wait_for(predicate: Any, timeout: float = 90, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_train_job_runs_registers_and_meters_compute(shared_datasets: Path) -> None:
+    job_id = submit(spec(epochs=2))
+    assert JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1) == 1
+    done = job(job_id)
+    assert done.state == "succeeded", (job_dir(job_id) / "log.txt").read_text()
+    assert done.attempts == 1 and done.result is not None
+    assert done.result["model"] == "breast-job"
+    assert get("breast-job:1").metrics["test_accuracy"] > 0.5
+    assert runs.get_run(done.run_id).status == "succeeded"  # type: ignore[arg-type]
+    log = (job_dir(job_id) / "log.txt").read_text()
+    assert "epoch 1:" in log and "epoch 2:" in log
+    with session_scope() as s:
+        period = done.created_at.strftime("%Y-%m")
+        seconds = metering.usage(s, "default", period).get("training_seconds", 0)
+    assert seconds >= 1
+    assert abs(seconds - done.compute_seconds) <= 1.5  # metered ≈ measured, whole seconds
+
+
+@pytest.mark.slow
+def test_a_job_at_fault_fails_once_with_its_error(shared_datasets: Path) -> None:
+    job_id = submit(spec(dataset="breastmnist", model={"family": "mlp", "hidden": [4]},
+                         data={"dataset": "no-such-data"}))
+    JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1)
+    failed = job(job_id)
+    assert failed.state == "failed" and failed.attempts == 1
+    assert "no-such-data" in (failed.error or "")
+
+
+@pytest.mark.slow
+def test_a_running_job_is_cancelled(shared_datasets: Path) -> None:
+    job_id = submit(spec(epochs=200))
+    worker = JobWorker(config=WorkerConfig(poll_s=0.1, grace_s=20))
+    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1})
+    thread.start()
+    wait_for(lambda: "epoch 1:" in _log(job_id), what="the first epoch")
+    with session_scope() as s:
+        jobs.request_cancel(s, "default", job_id)
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert job(job_id).state == "cancelled"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_job_resumes_from_its_checkpoint(shared_datasets: Path,
+                                                           kaon_home: Path) -> None:
+    job_id = submit(spec(epochs=40))
+    env = {**os.environ, "KAON_HOME": str(kaon_home), "KAON_JOB_STALE_S": "3"}
+    first = subprocess.Popen([sys.executable, "-m", "kaon.platform.worker"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        def checkpointed() -> bool:
+            run_id = job(job_id).run_id
+            return bool(run_id) and (runs.get_run(run_id).directory / CHECKPOINT).is_file()
+
+        wait_for(checkpointed, what="a checkpoint")
+        run_id = job(job_id).run_id
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = subprocess.Popen([sys.executable, "-m", "kaon.platform.worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: job(job_id).state in ("succeeded", "failed"), timeout=180,
+                 what="the retried job")
+        done = job(job_id)
+        assert done.state == "succeeded", _log(job_id)
+        assert done.attempts == 2 and done.run_id == run_id
+        assert "resuming run" in _log(job_id)
+        assert runs.get_run(run_id).status == "succeeded"  # type: ignore[arg-type]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def _log(job_id: str) -> str:
+    path = job_dir(job_id) / "log.txt"
+    return path.read_text() if path.is_file() else ""
