@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.text import Text
 
-from kaon.cli import bench, data, evaluate, models, serve, train, tune
+from kaon.cli import bench, data, evaluate, models, serve, train, tune, up
 from kaon.cli.output import console_err
 from kaon.errors import KaonError
 
@@ -26,6 +26,8 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 app.command("tune")(tune.tune)
+app.command("up")(up.up)
+app.command("worker")(up.worker)
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(job_id)
     except KaonError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code if exc.exit_code not in (0, 130) else 1
+        return exc.exit_code or 1  # 130: interrupted (the worker requeues it)
     (out / "result.json").write_text(json.dumps(result, default=str))
     print("done", flush=True)
     return 0

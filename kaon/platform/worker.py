@@ -163,7 +163,7 @@ class JobWorker:
                 job.state, job.result = "succeeded", json.loads(result_file.read_text())
             elif stopped and job.cancel_requested:
                 job.state = "cancelled"
-            elif stopped or code < 0 or code == 70:
+            elif stopped or code < 0 or code in (70, 130):
                 # killed (by us on shutdown, by a signal, or orphaned): the next attempt resumes
                 retry = job.attempts < job.max_attempts
                 job.state = "queued" if retry else "failed"
@@ -197,7 +197,8 @@ def _last_error(log: Path) -> str | None:
 def main() -> None:
     """``python -m kaon.platform.worker``: one worker in the foreground until SIGTERM."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a running job stops and is requeued
+        signal.signal(sig, lambda *_: stop.set())
     stale = float(os.environ.get("KAON_JOB_STALE_S", WorkerConfig.stale_s))
     JobWorker(config=WorkerConfig(stale_s=stale)).run(stop)
 

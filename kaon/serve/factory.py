@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from kaon.config import get_settings
+from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError
 from kaon.serve.batching import BatchPolicy
 
@@ -33,8 +34,8 @@ def build(config: dict[str, Any]) -> FastAPI:
     max_body = int(config["max_body"])
     if config["kind"] == "service":
         return create_service_app(load_service(config["target"]), max_body=max_body)
-    ref = config["target"]
-    return create_app(lambda: RegistryPredictor.from_ref(ref), max_body=max_body,
+    ref, workspace = config["target"], config.get("workspace", DEFAULT_WORKSPACE)
+    return create_app(lambda: RegistryPredictor.from_ref(ref, workspace), max_body=max_body,
                       policy=BatchPolicy(**config["policy"]))
 
 

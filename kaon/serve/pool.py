@@ -175,14 +175,18 @@ class ReplicaPool:
     # -- HTTP -----------------------------------------------------------------------------
     async def forward(self, request: Request, path: str | None = None,
                       body: bytes | None = None,
-                      extra_headers: dict[str, str] | None = None) -> Response:
+                      extra_headers: dict[str, str | None] | None = None) -> Response:
         replica = self.pick()
         if replica is None or replica.client is None:
             return unavailable("No replica is ready yet.", "Poll /readyz until it answers 200.")
         if body is None:
             body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers.update(extra_headers or {})
+        for name, value in (extra_headers or {}).items():  # None: drop that header
+            if value is None:
+                headers.pop(name, None)
+            else:
+                headers[name] = value
         upstream = replica.client.build_request(
             request.method, path or request.url.path, params=request.url.query or None,
             headers=headers, content=body)
@@ -246,7 +250,8 @@ class ReplicaPool:
         return generate_latest(self.metrics.registry) + merge(texts)
 
     # -- WebSocket ------------------------------------------------------------------------
-    async def forward_ws(self, websocket: WebSocket, path: str | None = None) -> None:
+    async def forward_ws(self, websocket: WebSocket, path: str | None = None,
+                         query: str | None = None) -> None:
         """Relay a WebSocket stream to one replica, both ways, until either side closes."""
         from websockets.asyncio.client import unix_connect
         from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -255,7 +260,7 @@ class ReplicaPool:
         if replica is None:
             await websocket.close(code=1013, reason="no replica is ready; retry")
             return
-        query = websocket.url.query
+        query = websocket.url.query if query is None else query
         uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")
         replica.in_flight += 1
         try:

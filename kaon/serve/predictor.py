@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import torch
 
+from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.registry import LoadedModel, load_model
 from kaon.registry.signature import Signature
 
@@ -30,8 +31,8 @@ class RegistryPredictor:
         self.signature = loaded.info.signature
 
     @classmethod
-    def from_ref(cls, ref: str) -> RegistryPredictor:
-        return cls(load_model(ref))
+    def from_ref(cls, ref: str, workspace: str = DEFAULT_WORKSPACE) -> RegistryPredictor:
+        return cls(load_model(ref, workspace))
 
     def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
         proba = self.loaded.predict_proba(images)

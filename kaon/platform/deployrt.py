@@ -1,0 +1,117 @@
+"""Deployments made real: one replica pool per deployment row, kept in line with the table.
+
+The control API only writes rows (create, scale, delete); this reconciler, running inside
+``kaon up``, makes the processes follow every second: it starts a
+:class:`~kaon.serve.pool.ReplicaPool` for a new row, scales one whose replica count changed,
+replaces one whose model or batching changed, stops one whose row is gone, and writes the
+state back (``starting`` → ``ready``, or ``failed``). Because the table is the source of
+truth, a restarted platform brings every deployment back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from kaon.db.engine import session_scope
+from kaon.platform.models import Deployment
+from kaon.serve.pool import ReplicaPool
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Desired:
+    id: str
+    workspace_id: str
+    name: str
+    model: str
+    version: int
+    replicas: int
+    max_batch_size: int
+    max_wait_ms: float
+
+    def config(self) -> dict[str, object]:
+        return {"kind": "model", "target": f"{self.model}:{self.version}",
+                "workspace": self.workspace_id, "max_body": MAX_BODY, "threads": 1,
+                "policy": {"max_batch_size": self.max_batch_size,
+                           "max_wait_ms": self.max_wait_ms, "max_queue": 1024,
+                           "timeout_s": 30.0}}
+
+
+class DeploymentRuntime:
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.pools: dict[tuple[str, str], tuple[Desired, ReplicaPool]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._states: dict[str, str] = {}
+
+    def pool(self, workspace_id: str, name: str) -> ReplicaPool | None:
+        entry = self.pools.get((workspace_id, name))
+        return entry[1] if entry else None
+
+    async def start(self) -> None:
+        await self.reconcile()
+        self._task = asyncio.create_task(self._loop(), name="kaon-deployments")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(pool.stop() for _, pool in self.pools.values()))
+        self.pools.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(Exception):  # a database hiccup: try again next tick
+                await self.reconcile()
+
+    async def reconcile(self) -> None:
+        rows = await asyncio.to_thread(_desired)
+        wanted = {(d.workspace_id, d.name): d for d in rows}
+        for key in [k for k in self.pools if k not in wanted]:
+            _, pool = self.pools.pop(key)
+            await pool.stop()
+        for key, desired in wanted.items():
+            current = self.pools.get(key)
+            if current is None or _needs_new_pool(current[0], desired):
+                if current is not None:
+                    await current[1].stop()
+                pool = ReplicaPool(desired.config(), desired.replicas)
+                await pool.start()
+                self.pools[key] = (desired, pool)
+            elif current[0].replicas != desired.replicas:
+                await current[1].scale(desired.replicas)
+                self.pools[key] = (desired, current[1])
+        await asyncio.to_thread(self._write_states)
+
+    def _write_states(self) -> None:
+        states = {}
+        for desired, pool in self.pools.values():
+            failing = any(r.failures >= 3 for r in pool.replicas)
+            states[desired.id] = ("ready" if pool.ready else "failed" if failing
+                                  else "starting")
+        changed = {k: v for k, v in states.items() if self._states.get(k) != v}
+        if changed:
+            with session_scope() as s:
+                for deployment_id, state in changed.items():
+                    s.execute(update(Deployment).where(Deployment.id == deployment_id)
+                              .values(state=state).execution_options(synchronize_session=False))
+        self._states = states
+
+
+def _needs_new_pool(old: Desired, new: Desired) -> bool:
+    return (old.id, old.model, old.version, old.max_batch_size, old.max_wait_ms) != (
+        new.id, new.model, new.version, new.max_batch_size, new.max_wait_ms)
+
+
+def _desired() -> list[Desired]:
+    with session_scope() as s:
+        return [Desired(d.id, d.workspace_id, d.name, d.model, d.version, d.replicas,
+                        d.max_batch_size, d.max_wait_ms)
+                for d in s.scalars(select(Deployment)).all()]

@@ -1,0 +1,234 @@
+"""The inference gateway: ``/d/{deployment}/…`` → auth, rate limit, quota, metering → replicas.
+
+Every protocol of the serving runtime is reachable under a deployment's path:
+``POST /d/{deployment}/v1/models/{model}/predict`` (Kaon JSON),
+``POST /d/{deployment}/v2/models/{model}/infer`` (Open Inference Protocol),
+``GET /d/{deployment}/v2/health/ready`` and ``WS /d/{deployment}/v1/models/{model}/stream``.
+
+Per request: the key is checked (cached for ``cache_s`` by the secret's hash, so a revoked
+key stops working within that time), it must hold the ``inference`` scope, its plan's token
+bucket must have a token (429 + Retry-After), and on a hard-capped plan one unit of the
+month's quota is taken atomically before the model runs (429 naming plan, limit and reset)
+and given back if the model fails. A 2xx is returned only after its usage event is
+committed (group commit), keyed by the request id: never lost, never counted twice.
+Another workspace's deployment is a 404, like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+
+from kaon.db.engine import session_scope
+from kaon.errors import KaonError, NotFoundError
+from kaon.platform import billing, quota
+from kaon.platform.auth import Principal, authenticate, require
+from kaon.platform.deployrt import DeploymentRuntime
+from kaon.platform.meterlog import MeterWriter, refund
+from kaon.platform.plans import Plan
+from kaon.platform.ratelimit import RateLimiter
+from kaon.serve import logs
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class _TTLCache:
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self.seconds, self.size = seconds, size
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any:
+        hit = self._items.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.seconds, value)
+
+
+class Gateway:
+    def __init__(self, runtime: DeploymentRuntime, meter: MeterWriter,
+                 limiter: RateLimiter | None = None, cache_s: float = 1.0) -> None:
+        self.runtime, self.meter = runtime, meter
+        self.limiter = limiter or RateLimiter()
+        self._principals = _TTLCache(cache_s)
+        self._plans = _TTLCache(cache_s)
+
+    # -- the checks -----------------------------------------------------------------------
+    async def principal(self, authorization: str | None) -> Principal:
+        token = authorization or ""
+        cache_key = hashlib.sha256(token.encode()).hexdigest()
+        found = self._principals.get(cache_key)
+        if found is None:
+            found = await asyncio.to_thread(_authenticate, token)
+            self._principals.put(cache_key, found)
+        if isinstance(found, KaonError):
+            raise found
+        return found
+
+    async def plan(self, workspace_id: str) -> Plan:
+        plan = self._plans.get(workspace_id)
+        if plan is None:
+            plan = await asyncio.to_thread(_current_plan, workspace_id)
+            self._plans.put(workspace_id, plan)
+        return plan
+
+    async def admit(self, authorization: str | None, deployment: str, metric: str | None,
+                    event_key: str) -> tuple[Principal, Plan, bool]:
+        """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
+        quota, e.g. health and metadata); True when a unit was consumed."""
+        principal = await self.principal(authorization)
+        require(principal, "inference")
+        if self.runtime.pool(principal.workspace_id, deployment) is None:
+            raise NotFoundError(f"No deployment {deployment!r} in this workspace.",
+                                hint="List them with `kaon deployments list`.")
+        plan = await self.plan(principal.workspace_id)
+        self.limiter.check(principal.key_id or principal.user_id, plan)
+        if metric is None or quota.limit_for(plan, metric) is None:
+            return principal, plan, False
+        await asyncio.to_thread(_consume, principal.workspace_id, metric, plan, event_key,
+                                deployment)
+        return principal, plan, True
+
+    # -- HTTP -----------------------------------------------------------------------------
+    async def handle(self, request: Request, deployment: str, path: str) -> Response:
+        rid = logs.request_id(request.headers.get("x-request-id"))
+        event_key = f"req:{rid}"
+        started = time.perf_counter()
+        metered = request.method == "POST"  # inference; health and metadata are free
+        try:
+            principal, _, consumed = await self.admit(
+                request.headers.get("authorization"), deployment,
+                "inference_requests" if metered else None, event_key)
+        except KaonError as exc:
+            return _error(exc, rid)
+        pool = self.runtime.pool(principal.workspace_id, deployment)
+        assert pool is not None
+        headers: dict[str, str | None] = {"x-request-id": rid, "authorization": None}
+        response = await pool.forward(request, path=f"/{path}", extra_headers=headers)
+        ok = 200 <= response.status_code < 300
+        try:
+            if ok and metered and not consumed:
+                await self.meter.record(principal.workspace_id, "inference_requests", 1,
+                                        event_key, {"deployment": deployment})
+            elif consumed and not ok:
+                await asyncio.to_thread(refund, principal.workspace_id, event_key)
+        except KaonError as exc:  # not metered, so not served: the caller may retry
+            return _error(exc, rid)
+        response.headers["X-Request-ID"] = rid
+        logs.access({"request_id": rid, "method": request.method, "path": request.url.path,
+                     "deployment": deployment, "workspace": principal.workspace_id,
+                     "status": response.status_code,
+                     "ms": round((time.perf_counter() - started) * 1000, 3)})
+        return response
+
+    # -- WebSocket streams ----------------------------------------------------------------
+    async def handle_ws(self, websocket: WebSocket, deployment: str, path: str) -> None:
+        """Relay a stream; every frame answered is metered as one ``stream_frames`` event.
+
+        On a hard-capped plan a stream is refused at open once the month's frames are used
+        up; frames of an open stream are counted, not cut off.
+        """
+        auth = websocket.headers.get("authorization") or (
+            f"Bearer {websocket.query_params['api_key']}"
+            if "api_key" in websocket.query_params else None)
+        stream_id = logs.request_id(None)
+        try:
+            principal, plan, _ = await self.admit(auth, deployment, None, "")
+            if not plan.has("streams"):
+                raise KaonError(f"The {plan.name} plan does not include streams.",
+                                hint="Upgrade the plan.")
+            await asyncio.to_thread(_check_quota, principal.workspace_id, "stream_frames",
+                                    plan)
+        except KaonError as exc:
+            await websocket.close(code=1008, reason=exc.message[:120])
+            return
+        pool = self.runtime.pool(principal.workspace_id, deployment)
+        assert pool is not None
+        meter = self.meter
+
+        class MeteredSocket:
+            """What the pool relays to: each result frame is metered before it goes out."""
+
+            def __init__(self) -> None:
+                self.sent = 0
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(websocket, name)
+
+            async def send_text(self, text: str) -> None:
+                self.sent += 1
+                with contextlib.suppress(ValueError):
+                    if "error" not in json.loads(text):
+                        await meter.record(principal.workspace_id, "stream_frames", 1,
+                                           f"stream:{stream_id}:{self.sent}",
+                                           {"deployment": deployment})
+                await websocket.send_text(text)
+
+        query = urlencode([(k, v) for k, v in websocket.query_params.multi_items()
+                           if k != "api_key"])
+        await pool.forward_ws(MeteredSocket(), path=f"/{path}",  # type: ignore[arg-type]
+                              query=query)
+
+    def router(self) -> APIRouter:
+        api = APIRouter(tags=["inference gateway"])
+
+        @api.api_route("/d/{deployment}/{path:path}", methods=_METHODS,
+                       summary="Inference on a deployment (Kaon JSON predict or Open "
+                               "Inference Protocol V2), authenticated and metered",
+                       responses={401: {}, 403: {}, 404: {}, 429: {}, 503: {}})
+        async def infer(request: Request, deployment: str, path: str) -> Response:
+            return await self.handle(request, deployment, path)
+
+        @api.websocket("/d/{deployment}/{path:path}")
+        async def stream(websocket: WebSocket, deployment: str, path: str) -> None:
+            await self.handle_ws(websocket, deployment, path)
+
+        return api
+
+
+def _error(exc: KaonError, rid: str) -> JSONResponse:
+    headers = {"X-Request-ID": rid}
+    retry = getattr(exc, "retry_after", None)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+
+
+def _authenticate(token: str) -> Principal | KaonError:
+    try:
+        with session_scope() as s:
+            return authenticate(s, token)
+    except KaonError as exc:
+        return exc
+
+
+def _current_plan(workspace_id: str) -> Plan:
+    with session_scope() as s:
+        return billing.current_plan(s, workspace_id)
+
+
+def _check_quota(workspace_id: str, metric: str, plan: Plan) -> None:
+    with session_scope() as s:
+        quota.check(s, workspace_id, metric, plan)
+
+
+def _consume(workspace_id: str, metric: str, plan: Plan, event_key: str,
+             deployment: str) -> None:
+    with session_scope() as s:
+        quota.check_and_consume(s, workspace_id, metric, 1, plan, event_key=event_key,
+                                source={"deployment": deployment})
+

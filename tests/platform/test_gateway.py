@@ -1,0 +1,190 @@
+"""`kaon up` end to end: a deployment behind the authenticated, metered gateway.
+
+One real platform process per module (SQLite in a temporary KAON_HOME, replica processes,
+a job worker), driven over HTTP with httpx; plans come from a test plans file with a
+small hard cap so the quota race and the 429 body can be seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from kaon.net import free_port
+from tests.registry.fixtures import register_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+CAP = 40  # the test plan's monthly inference requests
+IMAGE = np.zeros((28, 28), dtype=int).tolist()
+
+
+def _plans(path: Path) -> Path:
+    shipped = (REPO / "kaon/platform/plans.toml").read_text()
+    shipped = re.sub(r"(\[plans\.free\][^\[]*?)included_inference_requests = [\d_]+",
+                     rf"\g<1>included_inference_requests = {CAP}", shipped, flags=re.S)
+    shipped = re.sub(r"(\[plans\.free\][^\[]*?)rate_limit_rps = [\d.]+\nburst = \d+",
+                     r"\g<1>rate_limit_rps = 1000.0\nburst = 1000", shipped, flags=re.S)
+    shipped = re.sub(r'(\[plans\.free\][^\[]*?)features = \[\]', r'\g<1>features = ["streams"]',
+                     shipped, flags=re.S)
+    path.write_text(shipped)
+    return path
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("platform-home")
+    env = {**os.environ, "KAON_HOME": str(home), "KAON_DOWNLOAD": "false",
+           "KAON_PLANS_FILE": str(_plans(home / "plans.toml"))}
+    env.pop("KAON_DATABASE_URL", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KAON_HOME", str(home))
+        from kaon.config import reset_settings
+
+        reset_settings()
+        register_tiny("digits")
+        reset_settings()
+    port = free_port()
+    log = (home / "up.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "up", "--port", str(port),
+                             "--workers", "0"], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (home / "up.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "kaon up never answered"
+            time.sleep(0.2)
+        key = re.search(r"kaon_[0-9a-f]{12}_\S+", (home / "up.log").read_text())
+        assert key, (home / "up.log").read_text()
+        yield {"url": url, "key": key[0], "home": home, "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def deployed(platform: dict[str, Any]) -> dict[str, Any]:
+    url, key = platform["url"], platform["key"]
+    r = httpx.post(f"{url}/api/v1/deployments", headers=_auth(key),
+                   json={"name": "digits", "model": "digits", "replicas": 1})
+    assert r.status_code in (200, 201), r.text
+    deadline = time.monotonic() + 90
+    while httpx.get(f"{url}/api/v1/deployments/digits",
+                    headers=_auth(key)).json()["state"] != "ready":
+        assert time.monotonic() < deadline, "the deployment never became ready"
+        time.sleep(0.3)
+    return platform
+
+
+@pytest.mark.slow
+def test_predict_and_v2_through_the_gateway_are_metered(deployed: dict[str, Any]) -> None:
+    url, key = deployed["url"], deployed["key"]
+    before = _used(url, key)
+    r = httpx.post(f"{url}/d/digits/v1/models/digits/predict", headers=_auth(key),
+                   json={"inputs": [IMAGE]})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["label"] in [str(i) for i in range(10)]
+    assert r.headers["x-request-id"]
+    v2 = httpx.post(f"{url}/d/digits/v2/models/digits/infer", headers=_auth(key), json={
+        "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "UINT8",
+                    "data": [0] * 784}]})
+    assert v2.status_code == 200, v2.text
+    assert httpx.get(f"{url}/d/digits/v2/health/ready", headers=_auth(key)).status_code == 200
+    assert _used(url, key) == before + 2  # the two inferences; health is free
+
+
+@pytest.mark.slow
+def test_bad_keys_get_401_and_other_tenants_get_404(deployed: dict[str, Any]) -> None:
+    url, key = deployed["url"], deployed["key"]
+    body = {"inputs": [IMAGE]}
+    path = f"{url}/d/digits/v1/models/digits/predict"
+    assert httpx.post(path, json=body).status_code == 401
+    wrong = httpx.post(path, json=body, headers=_auth("kaon_0123456789ab_" + "x" * 43))
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    other = httpx.post(f"{url}/api/v1/workspaces", headers=_auth(key), json={"name": "other"})
+    assert other.status_code in (200, 201), other.text
+    other_key = other.json()["key"]["secret"]
+    assert httpx.post(path, json=body, headers=_auth(other_key)).status_code == 404
+    assert httpx.post(f"{url}/d/nope/v1/models/digits/predict", json=body,
+                      headers=_auth(key)).status_code == 404
+    made = httpx.post(f"{url}/api/v1/keys", headers=_auth(key),
+                      json={"name": "short-lived", "scopes": ["inference"]}).json()
+    assert httpx.post(path, json=body, headers=_auth(made["secret"])).status_code == 200
+    assert httpx.delete(f"{url}/api/v1/keys/{made['id']}",
+                        headers=_auth(key)).status_code in (200, 204)
+    time.sleep(1.2)  # the gateway caches a key's check for at most a second
+    assert httpx.post(path, json=body, headers=_auth(made["secret"])).status_code == 401
+
+
+@pytest.mark.slow
+def test_a_stream_through_the_gateway_meters_each_frame(deployed: dict[str, Any]) -> None:
+    from websockets.sync.client import connect
+
+    from tests.serve.test_stream import tensor_frame
+
+    url, key = deployed["url"], deployed["key"]
+    before = _used(url, key, "stream_frames")
+    with connect(url.replace("http", "ws") + "/d/digits/v1/models/digits/stream",
+                 additional_headers=_auth(key)) as ws:
+        for i in range(3):
+            ws.send(tensor_frame(i))
+        seqs = [__import__("json").loads(ws.recv(timeout=10))["seq"] for _ in range(3)]
+    assert seqs == [0, 1, 2]
+    assert _used(url, key, "stream_frames") == before + 3
+
+
+@pytest.mark.slow
+def test_64_requests_racing_for_the_last_10_units_let_exactly_10_through(
+        deployed: dict[str, Any]) -> None:
+    url, key = deployed["url"], deployed["key"]
+    used = _used(url, key)
+    engine = create_engine(f"sqlite:///{deployed['home'] / 'kaon.db'}")
+    with engine.begin() as conn:  # leave exactly 10 units of the month's quota
+        conn.execute(text("update usage_counters set used = :u where workspace_id = 'default' "
+                          "and metric = 'inference_requests'"), {"u": CAP - 10})
+    engine.dispose()
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+            return await asyncio.gather(*(
+                c.post(f"{url}/d/digits/v1/models/digits/predict", headers=_auth(key),
+                       json={"inputs": [IMAGE]}) for _ in range(64)))
+
+    responses = asyncio.run(race())
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 10 and codes.count(429) == 54, codes
+    refused = next(r for r in responses if r.status_code == 429).json()
+    assert refused["plan"] == "free" and refused["limit"] == CAP
+    assert refused["reset_at"].endswith("Z") or "+00:00" in refused["reset_at"]
+    assert used >= 0 and _used(url, key) == CAP
+
+
+def _used(url: str, key: str, metric: str = "inference_requests") -> int:
+    usage = httpx.get(f"{url}/api/v1/usage", headers=_auth(key)).json()
+    return int(usage["metrics"][metric]["used"])
