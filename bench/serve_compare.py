@@ -146,18 +146,20 @@ def wrk_window(url: str, body_file: Path, concurrency: int, seconds: float) -> d
 
 
 def measure(url: str, body: dict[str, Any], concurrency: int, window: float,
-            workdir: Path) -> dict[str, float]:
+            workdir: Path, headers: dict[str, str] | None = None) -> dict[str, float]:
     if shutil.which("wrk") is None:
         from kaon.serve.loadgen import measure as py_measure
 
-        (level,) = asyncio.run(py_measure(url, body, [concurrency], window_s=window))
+        (level,) = asyncio.run(py_measure(url, body, [concurrency], window_s=window,
+                                          headers=headers))
         return {"rps": level.requests_per_s, "p50": level.p50_ms, "p99": level.p99_ms,
                 "errors": level.errors, "windows": level.windows, "stable": level.stable}
     body_file = workdir / "body.json"
     body_file.write_text(json.dumps(body))
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     body_file.with_suffix(".lua").write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*all")\nf:close()\n')
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + extra
+        + f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*all")\nf:close()\n')
     wrk_window(url, body_file, concurrency, 2)  # warm-up
     windows: list[dict[str, float]] = []
     stable = False

@@ -26,6 +26,7 @@ from kaon.platform.api.app import create_control_app
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
 from kaon.platform.gateway import Gateway
 from kaon.platform.meterlog import MeterWriter
+from kaon.procs import die_with_parent
 
 
 class WorkerProcesses:
@@ -39,7 +40,7 @@ class WorkerProcesses:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "kaon.platform.worker"],
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
     async def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]

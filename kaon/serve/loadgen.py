@@ -54,10 +54,10 @@ async def _window(client: httpx.AsyncClient, url: str, body: Any, concurrency: i
 
 async def measure(url: str, body: Any, concurrencies: Sequence[int], window_s: float = 5.0,
                   warmup_s: float = 2.0, stability: float = 0.10,
-                  max_windows: int = 10) -> list[Level]:
+                  max_windows: int = 10, headers: dict[str, str] | None = None) -> list[Level]:
     limits = httpx.Limits(max_connections=max(concurrencies) + 4)
     results = []
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
         for c in concurrencies:
             await _window(client, url, body, c, warmup_s)
             windows: list[tuple[float, list[float], int]] = []

@@ -26,6 +26,8 @@ from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from kaon.procs import die_with_parent
+
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
@@ -108,7 +110,7 @@ class ReplicaPool:
             [sys.executable, "-m", "uvicorn", "kaon.serve.factory:app_from_env", "--factory",
              "--uds", str(replica.socket), "--log-level", "warning", "--no-access-log",
              "--timeout-graceful-shutdown", str(int(self.timeout))],
-            env=self.env, stdin=subprocess.DEVNULL)
+            env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         replica.started_at, replica.ready = time.monotonic(), False
         replica.client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(replica.socket)),

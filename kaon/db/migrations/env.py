@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 from kaon.db.engine import VERSION_TABLE  # Kaon's history, apart from Optuna's
 from kaon.db.models import Base
+from kaon.platform import models as _platform_models  # noqa: F401  (their tables)
 
 target_metadata = Base.metadata
 config = context.config

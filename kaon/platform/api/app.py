@@ -1,0 +1,135 @@
+"""The control API: the routers under ``/api/v1``, error mapping and the app factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kaon.errors import KaonError
+from kaon.platform import billing
+from kaon.platform.api import subscription, tenancy, work
+from kaon.platform.api.deps import DB, Caller
+from kaon.platform.api.schemas import ErrorBody
+from kaon.platform.common import NAME_RULE
+from kaon.platform.errors import AuthError, QuotaExceeded, RateLimited
+from kaon.platform.ratelimit import RateLimiter
+
+PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not parseable JSON"},
+    401: {"model": ErrorBody, "description": "no API key, or a wrong or revoked one"},
+    403: {"model": ErrorBody, "description": "the key lacks the scope this needs"},
+    404: {"model": ErrorBody, "description": "no such thing in this workspace"},
+    409: {"model": ErrorBody, "description": "conflicts with what exists, or the plan"},
+    413: {"model": ErrorBody, "description": "the body is too large"},
+    422: {"model": ErrorBody, "description": "a field is invalid (named in the message)"},
+    429: {"model": ErrorBody, "description": "rate limit or hard quota reached"},
+}
+
+
+def create_platform_router(limiter: RateLimiter | None = None) -> APIRouter:
+    """Every control-plane route under ``/api/v1``; ``limiter`` rate-limits each key by plan."""
+    dependencies = []
+    if limiter is not None:
+        def rate_limit(db: DB, principal: Caller) -> None:
+            plan = billing.current_plan(db, principal.workspace_id)
+            limiter.check(principal.key_id or principal.user_id, plan)
+
+        dependencies.append(Depends(rate_limit))
+    router = APIRouter(prefix=PREFIX, responses=ERRORS, dependencies=dependencies)
+    router.include_router(tenancy.router, tags=["workspaces, members and keys"])
+    router.include_router(subscription.router, tags=["plans, usage and billing"])
+    router.include_router(work.router, tags=["jobs and deployments"])
+    return router
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) + ("; …" if len(errors) > 10 else "")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """KaonError → its status and ``to_dict()``; validation → 422 naming the field(s)."""
+
+    @app.exception_handler(KaonError)
+    async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, AuthError):
+            headers["WWW-Authenticate"] = "Bearer"
+        elif isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, QuotaExceeded):
+            headers["X-Quota-Reset"] = exc.reset_at
+        return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        names = any(e.get("type") == "string_pattern_mismatch" for e in errors)
+        return JSONResponse(status_code=422, content={
+            "error": "ValidationError", "message": _validation_message(errors),
+            "hint": NAME_RULE if names else "Fix the field(s) named; /docs describes each one.",
+            "errors": [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")),
+                        "type": str(e.get("type"))} for e in errors[:50]]})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, headers=exc.headers, content={
+            "error": "HTTPError", "message": str(exc.detail), "hint": None})
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={
+            "error": "ValidationError", "message": "The request nests too deeply.",
+            "hint": None})
+
+    @app.exception_handler(IntegrityError)
+    async def _clash(_: Request, exc: IntegrityError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={
+            "error": "ConflictError", "message": "The change clashes with a concurrent one.",
+            "hint": "Read the current state and retry."})
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_: Request, exc: OperationalError) -> JSONResponse:
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
+            "error": "UnavailableError", "message": "The database is busy or unreachable.",
+            "hint": "Retry shortly."})
+
+
+def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,
+                       max_body: int = MAX_BODY_BYTES) -> FastAPI:
+    """The control plane as an app: routes, error mapping, 413 past ``max_body`` bytes."""
+    from kaon.serve.app import BodyLimit, _noop_receive  # imports torch: only when serving
+
+    class ControlBodyLimit(BodyLimit):
+        async def _reject(self, send: Any) -> None:
+            response = JSONResponse(status_code=413, content={
+                "error": "PayloadTooLarge", "message": f"Request body is over {self.limit} bytes.",
+                "hint": "Control-plane requests are small; check what is being sent."})
+            await response({"type": "http"}, _noop_receive, send)
+
+    app = FastAPI(title="Kaon control plane", version="0.1.0",
+                  description="Workspaces, members, API keys, plans, usage, billing, "
+                              "jobs and deployments.")
+    app.add_middleware(ControlBodyLimit, limit=max_body)
+    install_error_handlers(app)
+    if rate_limit:
+        limiter = limiter or RateLimiter()
+    app.include_router(create_platform_router(limiter if rate_limit else None))
+    app.state.limiter = limiter
+
+    @app.get("/healthz", summary="Liveness: the process answers", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

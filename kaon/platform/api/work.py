@@ -1,0 +1,96 @@
+"""Routes: jobs and deployments (records only; workers and the runtime act on them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from kaon.platform import billing, deployments, jobs
+from kaon.platform.api.deps import DB, Deployer, Reader, Trainer
+from kaon.platform.api.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentScale,
+    JobCreate,
+    JobOut,
+)
+from kaon.platform.audit import audit
+
+router = APIRouter()
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+# ---- jobs ---------------------------------------------------------------------------------
+@router.post("/jobs", response_model=JobOut, status_code=201,
+             summary="Queue a training or tuning job")
+def submit_job(body: JobCreate, db: DB, principal: Trainer) -> JobOut:
+    plan = billing.current_plan(db, principal.workspace_id)
+    job = jobs.submit_job(db, principal.workspace_id, body.kind, body.spec, plan=plan,
+                          max_attempts=body.max_attempts)
+    audit(db, principal, "job.submit", job.id, {"kind": job.kind})
+    return JobOut.model_validate(job)
+
+
+@router.get("/jobs", response_model=list[JobOut], summary="Jobs, newest first")
+def list_jobs(db: DB, principal: Reader, state: JobState | None = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
+    return [JobOut.model_validate(j)
+            for j in jobs.list_jobs(db, principal.workspace_id, state, limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job")
+def get_job(job_id: str, db: DB, principal: Reader) -> JobOut:
+    return JobOut.model_validate(jobs.get_job(db, principal.workspace_id, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut,
+             summary="Cancel a queued job, or ask a running one to stop")
+def cancel_job(job_id: str, db: DB, principal: Trainer) -> JobOut:
+    job = jobs.request_cancel(db, principal.workspace_id, job_id)
+    audit(db, principal, "job.cancel", job.id, {"state": job.state})
+    return JobOut.model_validate(job)
+
+
+# ---- deployments --------------------------------------------------------------------------
+@router.post("/deployments", response_model=DeploymentOut, status_code=201,
+             summary="Deploy a registered model (within the plan's limits)")
+def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer) -> DeploymentOut:
+    plan = billing.current_plan(db, principal.workspace_id)
+    row = deployments.create_deployment(
+        db, principal.workspace_id, body.name, body.model, plan=plan, version=body.version,
+        replicas=body.replicas, max_batch_size=body.max_batch_size,
+        max_wait_ms=body.max_wait_ms)
+    audit(db, principal, "deployment.create", row.name,
+          {"model": row.model, "version": row.version, "replicas": row.replicas})
+    return DeploymentOut.model_validate(row)
+
+
+@router.get("/deployments", response_model=list[DeploymentOut], summary="Deployments, by name")
+def list_deployments(db: DB, principal: Reader) -> list[DeploymentOut]:
+    return [DeploymentOut.model_validate(d)
+            for d in deployments.list_deployments(db, principal.workspace_id)]
+
+
+@router.get("/deployments/{name}", response_model=DeploymentOut, summary="One deployment")
+def get_deployment(name: str, db: DB, principal: Reader) -> DeploymentOut:
+    return DeploymentOut.model_validate(
+        deployments.get_deployment(db, principal.workspace_id, name))
+
+
+@router.patch("/deployments/{name}", response_model=DeploymentOut,
+              summary="Scale a deployment or change its batching")
+def scale_deployment(name: str, body: DeploymentScale, db: DB,
+                     principal: Deployer) -> DeploymentOut:
+    plan = billing.current_plan(db, principal.workspace_id)
+    row = deployments.scale_deployment(db, principal.workspace_id, name, plan=plan,
+                                       **body.model_dump(exclude_none=True))
+    audit(db, principal, "deployment.scale", row.name, body.model_dump(exclude_none=True))
+    return DeploymentOut.model_validate(row)
+
+
+@router.delete("/deployments/{name}", status_code=204, summary="Delete a deployment")
+def delete_deployment(name: str, db: DB, principal: Deployer) -> Response:
+    row = deployments.delete_deployment(db, principal.workspace_id, name)
+    audit(db, principal, "deployment.delete", row.name, {"model": row.model})
+    return Response(status_code=204)

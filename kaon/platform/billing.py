@@ -1,0 +1,304 @@
+"""Subscriptions, proration and invoices. Money is int cents or Decimal, never a float.
+
+Billing periods are calendar months (UTC), the same ``YYYY-MM`` the usage counters use.
+A plan change mid-month is prorated by day: the unused days of the old plan are credited and
+the new plan is charged for the same days (the day of the change counts as the new plan's).
+Every change, the first subscription included, is a ``subscription_changes`` row.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import date, datetime, time, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kaon.db.models import new_id, utcnow
+from kaon.errors import ConfigError, NotFoundError
+from kaon.platform import metering
+from kaon.platform.common import check_id, insert_for, month_bounds, parse_period
+from kaon.platform.errors import ConflictError, PlanLimitError
+from kaon.platform.models import Deployment, Invoice, Subscription, SubscriptionChange
+from kaon.platform.plans import GB, Plan, get_catalog
+
+CURRENCY = "usd"
+
+
+def to_cents(amount: Decimal) -> int:
+    """Round a Decimal amount of cents to whole cents, half up (away from zero)."""
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _dec(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _line(description: str, quantity: Decimal | int, unit_price_cents: Decimal | int,
+          amount_cents: int) -> dict[str, Any]:
+    return {"description": description, "quantity": _dec(Decimal(quantity)),
+            "unit_price_cents": _dec(Decimal(unit_price_cents)), "amount_cents": amount_cents}
+
+
+def _utc(now: datetime | None) -> datetime:
+    return (now or utcnow()).astimezone(timezone.utc)
+
+
+def _utc_day(at: datetime) -> date:
+    return at.astimezone(timezone.utc).date()
+
+
+# ---- subscriptions ------------------------------------------------------------------------
+def get_subscription(session: Session, workspace_id: str,
+                     now: datetime | None = None) -> Subscription:
+    """The workspace's subscription, rolled forward to the month of ``now``."""
+    sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
+    if sub is None:
+        raise NotFoundError("This workspace has no subscription.",
+                            hint="Subscribe with POST /api/v1/subscription.")
+    _roll(session, sub, _utc(now))
+    return sub
+
+
+def _roll(session: Session, sub: Subscription, now: datetime) -> None:
+    """Start the current month's period; a cancellation takes effect at the old period's end."""
+    today = _utc_day(now)
+    if today < sub.period_end:
+        return
+    if sub.cancel_at_period_end:
+        default = get_catalog().default_plan
+        if sub.plan != default:
+            at = datetime.combine(sub.period_end, time(0), tzinfo=timezone.utc)
+            session.add(SubscriptionChange(workspace_id=sub.workspace_id, at=at,
+                                           from_plan=sub.plan, to_plan=default))
+        sub.plan, sub.status, sub.cancel_at_period_end = default, "cancelled", False
+    sub.period_start, sub.period_end = month_bounds(today)
+    session.flush()
+
+
+def current_plan(session: Session, workspace_id: str, now: datetime | None = None) -> Plan:
+    """The plan in force now (the default plan without, or after, a subscription)."""
+    catalog = get_catalog()
+    try:
+        return catalog.get(get_subscription(session, workspace_id, now).plan)
+    except NotFoundError:
+        return catalog.default
+
+
+def _check_fits(session: Session, workspace_id: str, plan: Plan) -> None:
+    count, widest = session.execute(
+        select(func.count(Deployment.id), func.max(Deployment.replicas))
+        .where(Deployment.workspace_id == workspace_id)).one()
+    if count > plan.max_deployments or (widest or 0) > plan.max_replicas:
+        raise PlanLimitError(
+            f"The {plan.name} plan allows {plan.max_deployments} deployment(s) of at most "
+            f"{plan.max_replicas} replica(s); this workspace has {count} (widest: {widest}).",
+            hint="Delete or scale down deployments first.")
+
+
+def subscribe(session: Session, workspace_id: str, plan_name: str,
+              now: datetime | None = None) -> Subscription:
+    """Subscribe to ``plan_name``, or change to it (prorated). Re-subscribing to the current
+    plan undoes a pending cancellation."""
+    plan = get_catalog().get(plan_name)
+    now = _utc(now)
+    sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
+    if sub is None:
+        start, end = month_bounds(_utc_day(now))
+        sub = Subscription(id=new_id("sub"), workspace_id=workspace_id, plan=plan.name,
+                           status="active", period_start=start, period_end=end,
+                           cancel_at_period_end=False, created_at=now)
+        session.add(sub)
+        session.add(SubscriptionChange(workspace_id=workspace_id, at=now, from_plan=None,
+                                       to_plan=plan.name))
+        session.flush()
+        return sub
+    _roll(session, sub, now)
+    if sub.plan != plan.name:
+        _check_fits(session, workspace_id, plan)
+        session.add(SubscriptionChange(workspace_id=workspace_id, at=now, from_plan=sub.plan,
+                                       to_plan=plan.name))
+        sub.plan = plan.name
+    sub.status, sub.cancel_at_period_end = "active", False
+    session.flush()
+    return sub
+
+
+def upgrade(session: Session, workspace_id: str, plan_name: str,
+            now: datetime | None = None) -> Subscription:
+    """:func:`subscribe` to a plan with a higher base fee than the current one."""
+    return _move(session, workspace_id, plan_name, now, up=True)
+
+
+def downgrade(session: Session, workspace_id: str, plan_name: str,
+              now: datetime | None = None) -> Subscription:
+    """:func:`subscribe` to a plan with a lower base fee (it must fit what exists)."""
+    return _move(session, workspace_id, plan_name, now, up=False)
+
+
+def _move(session: Session, workspace_id: str, plan_name: str, now: datetime | None,
+          up: bool) -> Subscription:
+    old, new = current_plan(session, workspace_id, now), get_catalog().get(plan_name)
+    if (new.price_cents > old.price_cents) != up or new.price_cents == old.price_cents:
+        word = "an upgrade" if up else "a downgrade"
+        raise ConfigError(f"{old.name} → {new.name} is not {word}.",
+                          hint="POST /api/v1/subscription changes to any plan.")
+    return subscribe(session, workspace_id, plan_name, now)
+
+
+def cancel(session: Session, workspace_id: str, now: datetime | None = None) -> Subscription:
+    """Cancel at the end of the current period (no refund for the rest of the month)."""
+    sub = get_subscription(session, workspace_id, now)
+    sub.cancel_at_period_end = True
+    session.flush()
+    return sub
+
+
+# ---- proration and invoices ---------------------------------------------------------------
+def prorate(old: Plan | None, new: Plan, at: datetime, period_start: date,
+            period_end: date) -> list[dict[str, Any]]:
+    """Lines for a change at ``at``: credit ``old`` and charge ``new`` for the days left."""
+    total = (period_end - period_start).days
+    day = _utc_day(at)
+    left = (period_end - day).days
+    if not 0 < left <= total:
+        return []
+    lines = []
+    for plan, sign, text in ((old, -1, "Unused time on"), (new, 1, "Remaining time on")):
+        if plan is None or plan.price_cents == 0:
+            continue
+        amount = to_cents(Decimal(plan.price_cents) * left / total)
+        daily = (Decimal(plan.price_cents) / total).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+        lines.append(_line(f"{text} {plan.name} after {day.isoformat()} "
+                           f"({left} of {total} days)", left, sign * daily, sign * amount))
+    return lines
+
+
+def overage_lines(plan: Plan, totals: dict[str, int]) -> list[dict[str, Any]]:
+    """What went over the plan's included amounts, at the plan's unit prices."""
+    lines = []
+    for metric, unit, label in (
+            ("inference_requests", plan.inference_cents_per_request, "inference requests"),
+            ("training_seconds", plan.training_cents_per_second, "training seconds")):
+        included = plan.included(metric) or 0
+        over = totals.get(metric, 0) - included
+        if over > 0 and unit > 0:
+            lines.append(_line(f"Overage: {over} {label} over the {included} included",
+                               over, unit, to_cents(over * unit)))
+    over_bytes = totals.get("storage_bytes", 0) - plan.storage_bytes
+    if over_bytes > 0 and plan.storage_cents_per_gb_month > 0:
+        gb = Decimal(over_bytes) / GB
+        lines.append(_line(f"Overage: {_dec(gb)} GB-month of storage over the "
+                           f"{_dec(Decimal(plan.storage_bytes) / GB)} GB included", gb,
+                           plan.storage_cents_per_gb_month,
+                           to_cents(gb * plan.storage_cents_per_gb_month)))
+    return lines
+
+
+def find_invoice(session: Session, workspace_id: str, period: str) -> Invoice | None:
+    return session.scalar(select(Invoice).where(Invoice.workspace_id == workspace_id,
+                                                Invoice.period == period))
+
+
+def generate_invoice(session: Session, workspace_id: str, period: str,
+                     now: datetime | None = None) -> Invoice:
+    """The invoice for a finished month, made once: later calls return the same row.
+
+    Lines: the base fee of the plan in force when the month began, proration for each plan
+    change during it, and overage at the prices of the plan in force at its end.
+    """
+    start, end = parse_period(period)
+    existing = find_invoice(session, workspace_id, period)
+    if existing is not None:
+        return existing
+    now = _utc(now)
+    if now < end:
+        raise ConflictError(f"{period} is not over yet; its invoice can be made from "
+                            f"{end.date().isoformat()}.",
+                            hint="GET /api/v1/usage shows the month's running totals.")
+    sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
+    if sub is not None:
+        _roll(session, sub, now)  # a cancellation that ended a period is in the history first
+    changes = list(session.scalars(
+        select(SubscriptionChange).where(SubscriptionChange.workspace_id == workspace_id,
+                                         SubscriptionChange.at < end)
+        .order_by(SubscriptionChange.at, SubscriptionChange.id)))
+    if not changes:
+        raise ConflictError(f"The workspace had no subscription in {period}.")
+    catalog = get_catalog()
+    before = [c for c in changes if c.at <= start]
+    during = [c for c in changes if c.at > start]
+    lines: list[dict[str, Any]] = []
+    if before:
+        base = catalog.get(before[-1].to_plan)
+        lines.append(_line(f"{base.name} plan, {period}", 1, base.price_cents, base.price_cents))
+    for change in during:
+        old = catalog.get(change.from_plan) if change.from_plan else None
+        lines += prorate(old, catalog.get(change.to_plan), change.at, start.date(), end.date())
+    lines += overage_lines(catalog.get(changes[-1].to_plan),
+                           metering.usage(session, workspace_id, period))
+    session.execute(
+        insert_for(session, Invoice.__table__)
+        .values(id=new_id("inv"), workspace_id=workspace_id, period=period, currency=CURRENCY,
+                total_cents=sum(line["amount_cents"] for line in lines), lines=lines,
+                created_at=now)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "period"]))
+    invoice = find_invoice(session, workspace_id, period)  # ours, or a concurrent caller's
+    assert invoice is not None
+    return invoice
+
+
+def list_invoices(session: Session, workspace_id: str) -> list[Invoice]:
+    return list(session.scalars(select(Invoice).where(Invoice.workspace_id == workspace_id)
+                                .order_by(Invoice.period.desc())))
+
+
+def get_invoice(session: Session, workspace_id: str, invoice_id: str) -> Invoice:
+    check_id(invoice_id, "invoice")
+    row = session.scalar(select(Invoice).where(Invoice.workspace_id == workspace_id,
+                                               Invoice.id == invoice_id))
+    if row is None:
+        raise NotFoundError(f"No invoice {invoice_id!r}.")
+    return row
+
+
+def format_money(cents: int, currency: str = CURRENCY) -> str:
+    """``-3267`` → ``-$32.67`` (exact: Decimal, no float)."""
+    value = Decimal(abs(int(cents))) / 100
+    symbol = "$" if currency == "usd" else f"{currency.upper()} "
+    return f"{'-' if cents < 0 else ''}{symbol}{value:,.2f}"
+
+
+def render_html(invoice: Invoice, workspace_name: str = "") -> str:
+    """A printable, self-contained HTML page for one invoice (every value escaped)."""
+    e = html.escape
+    rows = "\n".join(
+        f"<tr><td>{e(str(line.get('description', '')))}</td>"
+        f"<td class=n>{e(str(line.get('quantity', '')))}</td>"
+        f"<td class=n>{e(str(line.get('unit_price_cents', '')))}</td>"
+        f"<td class=n>{e(format_money(int(line.get('amount_cents', 0)), invoice.currency))}"
+        "</td></tr>" for line in invoice.lines)
+    title = f"Invoice {invoice.id} — {invoice.period}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;max-width:52rem;margin:2rem auto;color:#111}}
+table{{width:100%;border-collapse:collapse}} th,td{{padding:.4rem;border-bottom:1px solid #ccc}}
+th{{text-align:left}} .n{{text-align:right;white-space:nowrap}} tfoot td{{font-weight:bold}}
+@media print{{body{{margin:0}}}}
+</style></head><body>
+<h1>{e(title)}</h1>
+<p>Workspace: {e(workspace_name or invoice.workspace_id)} ({e(invoice.workspace_id)})<br>
+Period: {e(invoice.period)} · Issued: {e(invoice.created_at.date().isoformat())} ·
+Currency: {e(invoice.currency.upper())}</p>
+<table><thead><tr><th>Description</th><th class=n>Quantity</th>
+<th class=n>Unit price (cents)</th><th class=n>Amount</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+<tfoot><tr><td colspan=3>Total</td>
+<td class=n>{e(format_money(invoice.total_cents, invoice.currency))}</td></tr></tfoot>
+</table></body></html>
+"""

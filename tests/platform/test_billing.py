@@ -1,0 +1,162 @@
+"""Billing: proration by day checked by hand, idempotent invoices, money never a float."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from kaon.db.models import utcnow
+from kaon.errors import ConfigError
+from kaon.platform import billing, metering
+from kaon.platform.errors import ConflictError, PlanLimitError
+from kaon.platform.models import Deployment, Invoice, Workspace
+from kaon.platform.plans import get_catalog
+
+WS = "ws-cccccccccccc"
+
+
+def at(month: int, day: int, hour: int = 12, year: int = 2026) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def ws(db: Session) -> str:
+    db.add(Workspace(id=WS, name="c"))
+    db.commit()
+    return WS
+
+
+def _no_floats(value: Any) -> None:
+    assert not isinstance(value, float), value
+    if isinstance(value, dict):
+        for v in value.values():
+            _no_floats(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_floats(v)
+
+
+def test_to_cents_rounds_half_up() -> None:
+    assert billing.to_cents(Decimal("12.5")) == 13
+    assert billing.to_cents(Decimal("0.5")) == 1
+    assert billing.to_cents(Decimal("-3266.5")) == -3267
+    assert billing.to_cents(Decimal("0.49")) == 0
+
+
+def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) -> None:
+    # 2026-10-20: pro from 12 of October's 31 days: 4900 × 12 / 31 = 1896.77 → 1897
+    billing.subscribe(db, ws, "pro", now=at(10, 20))
+    db.commit()
+    october = billing.generate_invoice(db, ws, "2026-10", now=at(11, 2))
+    assert [(line["quantity"], line["amount_cents"]) for line in october.lines] == [("12", 1897)]
+    assert october.total_cents == 1897
+
+    # 2026-11-11: upgrade to enterprise with 20 of November's 30 days left
+    billing.subscribe(db, ws, "enterprise", now=at(11, 11, 10))
+    enterprise = get_catalog().get("enterprise")
+    metering.record(db, ws, "training_seconds", enterprise.included_training_seconds + 1000,
+                    "t", None, at(11, 20))
+    metering.record(db, ws, "inference_requests",
+                    enterprise.included_inference_requests + 150, "i", None, at(11, 21))
+    metering.record(db, ws, "storage_bytes", enterprise.storage_bytes + 2_500_000_000, "s",
+                    None, at(11, 22))
+    db.commit()
+    november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 0))
+    amounts = [line["amount_cents"] for line in november.lines]
+    assert amounts == [
+        4900,    # pro base fee (in force when November began)
+        -3267,   # unused pro: 4900 × 20/30 = 3266.67
+        33267,   # enterprise for 20 of 30 days: 49900 × 20/30 = 33266.67
+        1,       # 150 requests × 0.005 = 0.75
+        30,      # 1000 s × 0.03
+        13,      # 2.5 GB × 5 = 12.5, half up
+    ]
+    assert november.total_cents == 34944 == sum(amounts)
+    assert november.lines[3]["unit_price_cents"] == "0.005"
+    assert november.lines[5]["quantity"] == "2.5"
+    _no_floats(november.lines)
+    _no_floats(json.loads(json.dumps(november.lines)))
+
+
+def test_invoices_are_made_once(db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "pro", now=at(9, 1, 0))
+    first = billing.generate_invoice(db, ws, "2026-10", now=at(11, 1))
+    db.commit()
+    metering.record(db, ws, "inference_requests", 5_000_000, "late", None, at(10, 30))
+    again = billing.generate_invoice(db, ws, "2026-10", now=at(12, 1))
+    db.commit()
+    assert (again.id, again.lines, again.total_cents) == (first.id, first.lines, 4900)
+    assert [i.id for i in billing.list_invoices(db, ws)] == [first.id]
+    assert billing.get_invoice(db, ws, first.id) is first
+
+
+def test_open_future_and_empty_months_have_no_invoice(db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "pro", now=at(11, 5))
+    with pytest.raises(ConflictError, match="not over"):
+        billing.generate_invoice(db, ws, "2026-11", now=at(11, 30))
+    with pytest.raises(ConflictError, match="no subscription"):
+        billing.generate_invoice(db, ws, "2026-09", now=at(11, 30))
+    for bad in ["2026-13", "2026-1", "26-01", "2026-00", "../../x", "2026-11x"]:
+        with pytest.raises(ConfigError):
+            billing.generate_invoice(db, ws, bad, now=at(11, 30))
+
+
+def test_cancel_takes_effect_at_the_period_end(db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "enterprise", now=at(11, 1, 0))
+    sub = billing.cancel(db, ws, now=at(12, 5))
+    assert sub.cancel_at_period_end and sub.status == "active" and sub.plan == "enterprise"
+    assert billing.current_plan(db, ws, now=at(12, 31)).name == "enterprise"
+    december = billing.generate_invoice(db, ws, "2026-12", now=at(1, 2, year=2027))
+    assert december.total_cents == 49900
+    sub = billing.get_subscription(db, ws, now=at(1, 2, year=2027))
+    assert (sub.plan, sub.status, sub.cancel_at_period_end) == ("free", "cancelled", False)
+    assert str(sub.period_start) == "2027-01-01" and str(sub.period_end) == "2027-02-01"
+    january = billing.generate_invoice(db, ws, "2027-01", now=at(2, 1, year=2027))
+    assert january.total_cents == 0
+    # subscribing again reactivates
+    again = billing.subscribe(db, ws, "pro", now=at(2, 3, year=2027))
+    assert (again.plan, again.status) == ("pro", "active")
+
+
+def test_upgrade_downgrade_and_plan_limits(db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "pro", now=at(11, 1, 0))
+    with pytest.raises(ConfigError, match="not an upgrade"):
+        billing.upgrade(db, ws, "free", now=at(11, 2))
+    billing.upgrade(db, ws, "enterprise", now=at(11, 2))
+    now = utcnow()
+    for i in range(11):
+        db.add(Deployment(id=f"dep-{i:012x}", workspace_id=ws, name=f"d{i}", model="m",
+                          version=1, replicas=1, max_batch_size=1, max_wait_ms=1.0,
+                          state="pending", created_at=now, updated_at=now))
+    db.flush()
+    with pytest.raises(PlanLimitError, match="allows 10 deployment"):
+        billing.downgrade(db, ws, "pro", now=at(11, 3))
+    with pytest.raises(ConfigError, match="Unknown plan"):
+        billing.subscribe(db, ws, "platinum")
+
+
+def test_a_downgrade_credits_the_unused_days() -> None:
+    catalog = get_catalog()
+    lines = billing.prorate(catalog.get("enterprise"), catalog.get("pro"), at(1, 17, 23, 2027),
+                            at(1, 1, year=2027).date(), at(2, 1, year=2027).date())
+    # 15 of January's 31 days left: 49900 × 15/31 = 24145.16; 4900 × 15/31 = 2370.97
+    assert [(line["quantity"], line["amount_cents"]) for line in lines] == [
+        ("15", -24145), ("15", 2371)]
+    assert lines[0]["unit_price_cents"] == "-1609.6774"
+
+
+def test_the_html_page_escapes_everything() -> None:
+    invoice = Invoice(id="inv-0123456789ab", workspace_id="ws-x", period="2026-11",
+                      currency="usd", total_cents=-3267, created_at=at(12, 1),
+                      lines=[{"description": "<script>alert(1)</script>", "quantity": "1",
+                              "unit_price_cents": "\"><img src=x>", "amount_cents": -3267}])
+    page = billing.render_html(invoice, "a&b<i>")
+    assert "<script>" not in page and "<img" not in page and "<i>" not in page
+    assert "&lt;script&gt;" in page and "a&amp;b&lt;i&gt;" in page
+    assert "-$32.67" in page and page.startswith("<!DOCTYPE html>")
+    assert "http" not in page.lower().replace("http-equiv", "")  # self-contained: no links
