@@ -45,11 +45,26 @@ def bump(session: Session, totals: Mapping[tuple[str, str, str], int]) -> None:
             for (w, p, m), n in sorted(totals.items()) if n]
     if not rows:
         return
-    stmt = insert_for(session, _COUNTERS)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["workspace_id", "period", "metric"],
-        set_={"used": _COUNTERS.c.used + stmt.excluded.used})
-    session.execute(stmt, rows)
+    session.execute(_statements(session)[1], rows)
+
+
+def _statements(session: Session) -> tuple[Any, Any]:
+    """The event INSERT and the counter upsert, built once per database kind: building them
+    costs more than running them (SQLAlchemy then also reuses their compiled form)."""
+    name = session.get_bind().dialect.name
+    cached = _STATEMENTS.get(name)
+    if cached is None:
+        events = (insert_for(session, _EVENTS).on_conflict_do_nothing(
+            index_elements=["event_key"]).returning(_EVENTS.c.event_key))
+        counters = insert_for(session, _COUNTERS)
+        counters = counters.on_conflict_do_update(
+            index_elements=["workspace_id", "period", "metric"],
+            set_={"used": _COUNTERS.c.used + counters.excluded.used})
+        cached = _STATEMENTS[name] = (events, counters)
+    return cached
+
+
+_STATEMENTS: dict[str, tuple[Any, Any]] = {}
 
 
 def insert_event(session: Session, event: Mapping[str, Any]) -> bool:
@@ -83,8 +98,7 @@ def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
         batch.setdefault(row["event_key"], row)
     if not batch:
         return 0
-    stmt = (insert_for(session, _EVENTS).on_conflict_do_nothing(index_elements=["event_key"])
-            .returning(_EVENTS.c.event_key))
+    stmt = _statements(session)[0]
     # in key order: concurrent batches with shared keys wait on each other, never deadlock
     rows = [batch[k] for k in sorted(batch)]
     inserted = session.execute(stmt, rows).scalars().all()

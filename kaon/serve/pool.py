@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
+from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate", "host", "content-length"}
@@ -37,7 +37,7 @@ class Replica:
     index: int
     socket: Path
     process: subprocess.Popen[bytes] | None = None
-    client: httpx.AsyncClient | None = None
+    client: UnixHTTPClient | None = None
     ready: bool = False
     in_flight: int = 0
     started_at: float = 0.0
@@ -109,13 +109,11 @@ class ReplicaPool:
         replica.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "kaon.serve.factory:app_from_env", "--factory",
              "--uds", str(replica.socket), "--log-level", "warning", "--no-access-log",
+             "--timeout-keep-alive", "75",
              "--timeout-graceful-shutdown", str(int(self.timeout))],
             env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         replica.started_at, replica.ready = time.monotonic(), False
-        replica.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(replica.socket)),
-            base_url="http://replica", timeout=httpx.Timeout(self.timeout, connect=2.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        replica.client = UnixHTTPClient(str(replica.socket))
 
     async def _retire(self, replica: Replica) -> None:
         replica.ready = False
@@ -156,11 +154,17 @@ class ReplicaPool:
             await asyncio.sleep(0.1)
 
     async def _probe(self, replica: Replica) -> bool:
-        assert replica.client is not None
+        return (await self._get(replica, "/readyz"))[0] == 200
+
+    async def _get(self, replica: Replica, path: str) -> tuple[int, bytes]:
+        """A small GET to one replica (status 0 when it does not answer in 2 s)."""
+        if replica.client is None:
+            return 0, b""
         try:
-            return (await replica.client.get("/readyz", timeout=1.0)).status_code == 200
-        except httpx.HTTPError:
-            return False
+            response = await asyncio.wait_for(replica.client.send("GET", path, []), 2.0)
+            return response.status, await asyncio.wait_for(response.read(), 2.0)
+        except (UpstreamError, asyncio.TimeoutError):
+            return 0, b""
 
     @property
     def ready(self) -> int:
@@ -189,13 +193,15 @@ class ReplicaPool:
                 headers.pop(name, None)
             else:
                 headers[name] = value
-        upstream = replica.client.build_request(
-            request.method, path or request.url.path, params=request.url.query or None,
-            headers=headers, content=body)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        target = (path or request.url.path) + (f"?{request.url.query}" if request.url.query
+                                               else "")
+        client = replica.client
         replica.in_flight += 1
         released = False
         try:
-            sending = asyncio.ensure_future(replica.client.send(upstream, stream=True))
+            sending = asyncio.ensure_future(asyncio.wait_for(
+                client.send(request.method, target, raw, body), self.timeout))
             gone = asyncio.ensure_future(_disconnected(request))
             done, _ = await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
             if sending not in done:  # the caller went away: cancel upstream (drops its work)
@@ -204,21 +210,20 @@ class ReplicaPool:
                     await sending
                 return Response(status_code=499)
             gone.cancel()
-            response = sending.result()
-            out_headers = {k: v for k, v in response.headers.items()
-                           if k.lower() not in _HOP_BY_HOP}
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
+            upstream = sending.result()
+            out = {k.decode("latin-1"): v.decode("latin-1") for k, v in upstream.headers
+                   if k.decode("latin-1").lower() not in _HOP_BY_HOP}
+            if (upstream.header(b"content-type") or b"").startswith(b"text/event-stream"):
                 released = True
-                return StreamingResponse(self._relay(replica, response),
-                                         status_code=response.status_code, headers=out_headers)
-            content = await response.aread()
-            await response.aclose()
-            return Response(content, status_code=response.status_code, headers=out_headers)
-        except httpx.TimeoutException:
+                return StreamingResponse(self._relay(replica, upstream),
+                                         status_code=upstream.status, headers=out)
+            content = await asyncio.wait_for(upstream.read(), self.timeout)
+            return Response(content, status_code=upstream.status, headers=out)
+        except asyncio.TimeoutError:
             return JSONResponse(status_code=504, content={
                 "error": "RequestTimeout", "message": f"No answer within {self.timeout:.0f} s.",
                 "hint": "Retry later, or send fewer images per request."})
-        except httpx.TransportError:  # the replica died or closed the connection mid-request
+        except UpstreamError:  # the replica died or closed the connection mid-request
             self.metrics.lost.inc()
             replica.ready = replica.ready and replica.process is not None \
                 and replica.process.poll() is None
@@ -227,15 +232,14 @@ class ReplicaPool:
             if not released:
                 replica.in_flight -= 1
 
-    async def _relay(self, replica: Replica, response: httpx.Response) -> Any:
+    async def _relay(self, replica: Replica, upstream: UpstreamResponse) -> Any:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in upstream.chunks():
                 yield chunk
-        except httpx.TransportError:
+        except UpstreamError:
             self.metrics.lost.inc()  # a stream cut short: the client sees the stream end
         finally:
             replica.in_flight -= 1
-            await response.aclose()
 
     async def metrics_text(self) -> bytes:
         """The pool's own metrics, then every ready replica's, labelled with its index."""
@@ -245,10 +249,10 @@ class ReplicaPool:
 
         texts: dict[str, str] = {}
         for replica in self.replicas:
-            if replica.ready and replica.client is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    texts[str(replica.index)] = (
-                        await replica.client.get("/metrics", timeout=2.0)).text
+            if replica.ready:
+                status, body = await self._get(replica, "/metrics")
+                if status == 200:
+                    texts[str(replica.index)] = body.decode()
         return generate_latest(self.metrics.registry) + merge(texts)
 
     # -- WebSocket ------------------------------------------------------------------------
