@@ -57,8 +57,8 @@ def run(job_id: str) -> dict[str, Any]:
         if job is None:
             raise SystemExit(f"no job {job_id}")
         spec, workspace, run_id, kind = job.spec, job.workspace_id, job.run_id, job.kind
-    if kind != "train":
-        raise SystemExit(f"job kind {kind!r} is not run by this worker")
+    if kind == "tune":
+        return _tune(job_id, spec, workspace)
 
     def remember(new_run: str) -> None:
         with session_scope() as s:
@@ -74,6 +74,18 @@ def run(job_id: str) -> dict[str, Any]:
     else:
         result = train(parse_spec(spec, source=f"job {job_id}"), callbacks=callbacks,
                        workspace=workspace, on_run_created=remember)
+    return result.to_dict()
+
+
+def _tune(job_id: str, spec: dict[str, Any], workspace: str) -> dict[str, Any]:
+    """A `kaon tune` search; a retried attempt starts a new study (trials are not shared)."""
+    from kaon.tune.study import TuneConfig, tune
+
+    cfg = TuneConfig.model_validate({**spec, "workspace": workspace})
+    print(f"tuning {cfg.dataset} for {cfg.time_seconds:.0f} s", flush=True)
+    result = tune(cfg)
+    print(f"study {result.study}: best {result.best_value}, registered {result.model}",
+          flush=True)
     return result.to_dict()
 
 

@@ -40,6 +40,23 @@ def validate_spec(kind: str, spec: Any) -> dict[str, Any]:
         from kaon.nn.spec import parse_spec  # imports torch: only when a train job comes in
 
         parse_spec(spec, source="(job spec)")
+    else:
+        from pydantic import ValidationError
+
+        from kaon.tune.study import TuneConfig
+
+        try:  # the workspace is the job's own, never the caller's choice
+            TuneConfig.model_validate({**spec, "workspace": "default"})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                 for e in exc.errors()[:5])
+            raise ConfigError(f"Invalid tuning request: {problems}.",
+                              hint="Fields: dataset, time_seconds, objective, "
+                                   "multi_objective, trial_seconds, seed, model_name, "
+                                   "sampler, pruning, space.") from None
+        if "workspace" in spec:
+            raise ConfigError("A tuning request cannot name a workspace; it runs in the "
+                              "key's own.")
     return spec
 
 

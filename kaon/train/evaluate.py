@@ -29,9 +29,10 @@ class Evaluation:
                 **self.report, "files": {k: str(v) for k, v in self.files.items()}}
 
 
-def evaluate(ref: str, data: str | None = None, split: str = "test") -> Evaluation:
+def evaluate(ref: str, data: str | None = None, split: str = "test",
+             workspace: str = DEFAULT_WORKSPACE) -> Evaluation:
     """Evaluate a registered model on ``data`` (default: the dataset it was trained on)."""
-    loaded = load_model(ref)
+    loaded = load_model(ref, workspace)
     info = loaded.info
     dataset = load_dataset(data or info.dataset)
     holdout = (info.spec.get("data") or {}).get("test_fraction")
@@ -51,7 +52,8 @@ def evaluate(ref: str, data: str | None = None, split: str = "test") -> Evaluati
     proba = loaded.predict_proba(part.images)
     report = classification_report(part.labels, proba, info.signature.class_names)
 
-    out_dir = _output_dir(info.run_id, info.name, info.version) / f"{dataset.name}-{split}"
+    out_dir = _output_dir(info.run_id, info.name, info.version, workspace) / \
+        f"{dataset.name}-{split}"
     title = f"{info.ref} on {dataset.name}/{split}: accuracy {report['accuracy']:.4f}"
     files = {"metrics": out_dir / "metrics.json",
              "confusion_matrix": plots.confusion_matrix_png(
@@ -61,7 +63,7 @@ def evaluate(ref: str, data: str | None = None, split: str = "test") -> Evaluati
         fpr, tpr = roc_curve(part.labels, proba[:, 1])
         files["roc"] = plots.roc_png(fpr, tpr, report["roc_auc"], out_dir / "roc.png", title)
     if info.run_id:
-        history = runs.get_run(info.run_id).history
+        history = runs.get_run(info.run_id, workspace).history
         if history:
             files["training_curves"] = plots.training_curves_png(
                 history, out_dir.parent / "training_curves.png", f"{info.ref} training")
@@ -69,14 +71,16 @@ def evaluate(ref: str, data: str | None = None, split: str = "test") -> Evaluati
         {"model": info.ref, "dataset": dataset.name, "split": split, **report}, indent=2))
     summary = {f"{dataset.name}/{split}": {k: report[k] for k in ("accuracy", "macro_f1",
                                                                   "roc_auc") if k in report}}
-    update_metrics(info.ref, {"evaluations": {**info.metrics.get("evaluations", {}), **summary}})
+    update_metrics(info.ref, {"evaluations": {**info.metrics.get("evaluations", {}), **summary}},
+                   workspace)
     return Evaluation(info.ref, dataset.name, split, report, files)
 
 
-def _output_dir(run_id: str | None, name: str, version: int) -> Path:
+def _output_dir(run_id: str | None, name: str, version: int,
+                workspace: str = DEFAULT_WORKSPACE) -> Path:
     if run_id:
         try:
-            return runs.get_run(run_id).directory / "eval"
+            return runs.get_run(run_id, workspace).directory / "eval"
         except NotFoundError:
             pass
-    return version_dir(DEFAULT_WORKSPACE, name, version) / "eval"
+    return version_dir(workspace, name, version) / "eval"

@@ -58,6 +58,7 @@ class TuneConfig(BaseModel):
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True
     space: SearchSpace = SearchSpace()
+    workspace: str = Field(default="default", pattern=NAME_PATTERN)  # where runs and the model go
 
     @property
     def name(self) -> str:
@@ -274,6 +275,7 @@ class _Search:
         spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
         spec["data"]["test_fraction"] = self.sizes.get("test_fraction")
         job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
+               "workspace": self.cfg.workspace,
                "latency": self.cfg.multi_objective == "latency"}
         cap = launched + self.trial_cap
         outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
@@ -376,17 +378,18 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
     spec = parse_spec(raw, source=f"best trial {best.number} of {study.study_name}")
     result = train(spec, progress=progress, test=False,
-                   lineage={"study": study.study_name, "trial": best.number})
+                   lineage={"study": study.study_name, "trial": best.number},
+                   workspace=cfg.workspace)
     assert result.model is not None
-    evaluation = evaluate(result.model)
+    evaluation = evaluate(result.model, workspace=cfg.workspace)
     test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
             if k in evaluation.report}
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
                "retrain_epochs": spec.epochs, "test": test, "pareto": pareto, "trials": counts}
-    report_dir = registry.get(result.model).artifact.parent / "tune-report"
+    report_dir = registry.get(result.model, cfg.workspace).artifact.parent / "tune-report"
     files = write_report(study, report_dir, summary)
-    registry.update_lineage(result.model, {"report": str(report_dir)})
+    registry.update_lineage(result.model, {"report": str(report_dir)}, cfg.workspace)
     study.set_user_attr("model", result.model)
     study.set_user_attr("spent", search.spent())
     return TuneResult(study.study_name, result.model, best.values[0], best.params, test, counts,

@@ -77,7 +77,8 @@ def main() -> int:
         def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
             captured["trainer"] = trainer
 
-    result = train(spec, callbacks=[reporter, Keep()], test=False)
+    result = train(spec, callbacks=[reporter, Keep()], test=False,
+                   workspace=job.get("workspace", "default"))
     trainer = captured["trainer"]
     final: dict[str, Any] = {"final": True, "value": reporter.last, "run_id": result.run_id,
                              "params": count_parameters(trainer.model)}

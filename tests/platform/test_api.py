@@ -272,3 +272,32 @@ def test_every_operation_is_documented_with_a_summary(client: TestClient) -> Non
         assert op.get("summary"), (method, path)
         assert path.startswith("/api/v1/")
     assert "apiKey" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_job_logs_are_read_from_an_offset_and_tune_requests_queue_jobs(client: Any,
+                                                                       admin_secret: str) -> None:
+    from kaon.platform.jobrun import job_dir
+
+    auth = bearer(admin_secret)
+    job = client.post("/api/v1/jobs", headers=auth, json={"kind": "train", "spec": {
+        "name": "j", "data": {"dataset": "mnist"}, "model": {"family": "mlp"}}}).json()
+    empty = client.get(f"/api/v1/jobs/{job['id']}/logs", headers=auth)
+    assert empty.status_code == 200 and empty.text == ""
+    assert empty.headers["x-log-offset"] == "0" and empty.headers["x-job-state"] == "queued"
+    job_dir(job["id"]).mkdir(parents=True)
+    (job_dir(job["id"]) / "log.txt").write_text("epoch 1: loss 0.5\nepoch 2: loss 0.4\n")
+    first = client.get(f"/api/v1/jobs/{job['id']}/logs", headers=auth)
+    assert first.text.startswith("epoch 1") and first.headers["x-log-offset"] == "36"
+    rest = client.get(f"/api/v1/jobs/{job['id']}/logs?offset=18", headers=auth)
+    assert rest.text == "epoch 2: loss 0.4\n"
+    assert client.get("/api/v1/jobs/job-000000000000/logs", headers=auth).status_code == 404
+    free = client.post("/api/v1/tune", headers=auth,
+                       json={"dataset": "breastmnist", "time_seconds": 120})
+    assert free.status_code == 409 and "automl" in free.text  # not on the free plan
+    assert client.post("/api/v1/subscription", headers=auth,
+                       json={"plan": "pro"}).status_code == 200
+    tune = client.post("/api/v1/tune", headers=auth,
+                       json={"dataset": "breastmnist", "time_seconds": 120})
+    assert tune.status_code == 201 and tune.json()["kind"] == "tune", tune.text
+    bad = client.post("/api/v1/tune", headers=auth, json={"dataset": "breastmnist"})
+    assert bad.status_code == 422 and "time_seconds" in bad.text

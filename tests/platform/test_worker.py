@@ -130,3 +130,30 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint(shared_datasets: Path
 def _log(job_id: str) -> str:
     path = job_dir(job_id) / "log.txt"
     return path.read_text() if path.is_file() else ""
+
+
+@pytest.mark.slow
+def test_a_tune_job_registers_its_model_in_the_job_s_workspace(shared_datasets: Path) -> None:
+    with session_scope() as s:
+        bootstrap(s)
+        job_id = jobs.submit_job(s, "default", "tune", {
+            "dataset": "breastmnist", "time_seconds": 45, "model_name": "breast-auto"}).id
+    JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1)
+    done = job(job_id)
+    assert done.state == "succeeded", _log(job_id)
+    assert done.result is not None and done.result["model"].startswith("breast-auto:")
+    info = get(done.result["model"])
+    assert info.lineage["study"] == done.result["study"]
+    assert "tuning breastmnist" in _log(job_id)
+
+
+def test_a_tune_request_is_checked_before_it_is_queued() -> None:
+    from kaon.errors import ConfigError
+
+    with session_scope() as s:
+        bootstrap(s)
+        with pytest.raises(ConfigError, match="time_seconds"):
+            jobs.submit_job(s, "default", "tune", {"dataset": "breastmnist"})
+        with pytest.raises(ConfigError, match="workspace"):
+            jobs.submit_job(s, "default", "tune", {"dataset": "breastmnist",
+                                                   "time_seconds": 60, "workspace": "other"})

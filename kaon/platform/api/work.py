@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from kaon.platform import billing, deployments, jobs
 from kaon.platform.api.deps import DB, Deployer, Reader, Trainer
@@ -16,8 +18,25 @@ from kaon.platform.api.schemas import (
     JobOut,
 )
 from kaon.platform.audit import audit
+from kaon.platform.jobrun import job_dir
 
 router = APIRouter()
+MAX_LOG_CHUNK = 1024 * 1024
+
+
+class TuneRequest(BaseModel):
+    """What `kaon tune` takes: a dataset and a time budget (see docs/tune.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    time_seconds: float = Field(gt=0, le=7 * 24 * 3600)
+    objective: Literal["accuracy", "auc"] = "accuracy"
+    multi_objective: Literal["latency", "params"] | None = None
+    trial_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    model_name: str | None = Field(default=None, max_length=58,
+                                   pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    max_attempts: int = Field(default=1, ge=1, le=10, exclude=True)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -42,6 +61,35 @@ def list_jobs(db: DB, principal: Reader, state: JobState | None = None,
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job")
 def get_job(job_id: str, db: DB, principal: Reader) -> JobOut:
     return JobOut.model_validate(jobs.get_job(db, principal.workspace_id, job_id))
+
+
+@router.get("/jobs/{job_id}/logs", summary="The job's log from a byte offset",
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}},
+                             "description": "log text; X-Log-Offset is where to go on from, "
+                                            "X-Job-State the job's state"}})
+def job_logs(job_id: str, db: DB, principal: Reader,
+             offset: Annotated[int, Query(ge=0, le=2**40)] = 0) -> PlainTextResponse:
+    job = jobs.get_job(db, principal.workspace_id, job_id)
+    log = job_dir(job.id) / "log.txt"
+    text = b""
+    if log.is_file():
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read(MAX_LOG_CHUNK)
+    return PlainTextResponse(text.decode("utf-8", errors="replace"), headers={
+        "X-Log-Offset": str(offset + len(text)), "X-Job-State": job.state})
+
+
+@router.post("/tune", response_model=JobOut, status_code=201,
+             summary="Queue a `kaon tune` search (a job of kind 'tune')")
+def submit_tune(body: TuneRequest, db: DB, principal: Trainer) -> JobOut:
+    plan = billing.current_plan(db, principal.workspace_id)
+    spec = body.model_dump(exclude_none=True)
+    job = jobs.submit_job(db, principal.workspace_id, "tune", spec, plan=plan,
+                          max_attempts=body.max_attempts)
+    audit(db, principal, "job.submit", job.id, {"kind": "tune"})
+    return JobOut.model_validate(job)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,
