@@ -42,6 +42,20 @@ def open_plans(path: Path) -> Path:
     return path
 
 
+def register_digits(hidden: int) -> None:
+    """A small MLP for 1×28×28 digits with random weights, registered as ``digits:1``."""
+    from kaon.nn import build_model, parse_spec
+    from kaon.registry import Signature, register
+
+    spec = parse_spec({"name": "digits", "data": {"dataset": "mnist"},
+                       "model": {"family": "mlp", "hidden": [hidden]}})
+    sig = Signature(shape=(1, 28, 28), mean=[0.1307], std=[0.3081],
+                    class_names=[str(i) for i in range(10)])
+    register("digits", build_model(spec, sig.shape, 10).state_dict(),
+             spec=spec.model_dump(mode="json"), signature=sig, dataset="mnist",
+             dataset_hash="0" * 64)
+
+
 async def load(url: str, key: str, until: float, concurrency: int, ok: set[str],
                failed: list[str]) -> None:
     body = {"inputs": [np.zeros((28, 28), dtype=int).tolist()]}
@@ -71,16 +85,7 @@ def run(home: Path, kills: int = 1, seconds: float = 3.0, concurrency: int = 16)
 
     os.environ["KAON_HOME"] = str(home)
     reset_settings()
-    from kaon.nn import build_model, parse_spec
-    from kaon.registry import Signature, register
-
-    spec = parse_spec({"name": "digits", "data": {"dataset": "mnist"},
-                       "model": {"family": "mlp", "hidden": [16]}})
-    sig = Signature(shape=(1, 28, 28), mean=[0.1307], std=[0.3081],
-                    class_names=[str(i) for i in range(10)])
-    register("digits", build_model(spec, sig.shape, 10).state_dict(),
-             spec=spec.model_dump(mode="json"), signature=sig, dataset="mnist",
-             dataset_hash="0" * 64)
+    register_digits(hidden=16)
     platform = PlatformProcess(home, env=env).start()
     platform.deploy("digits", "digits")
     ok: set[str] = set()

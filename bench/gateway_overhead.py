@@ -26,7 +26,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from crash_metering import open_plans  # noqa: E402
+from crash_metering import open_plans, register_digits  # noqa: E402
 from serve_compare import measure, start, stop  # noqa: E402
 
 
@@ -41,18 +41,10 @@ def main() -> None:
     os.environ["KAON_HOME"] = str(home)
     from kaon.config import reset_settings
     from kaon.net import free_port
-    from kaon.nn import build_model, parse_spec
     from kaon.platform.launch import PlatformProcess
-    from kaon.registry import Signature, register
 
     reset_settings()
-    spec = parse_spec({"name": "digits", "data": {"dataset": "mnist"},
-                       "model": {"family": "mlp", "hidden": [64]}})
-    sig = Signature(shape=(1, 28, 28), mean=[0.1307], std=[0.3081],
-                    class_names=[str(i) for i in range(10)])
-    register("digits", build_model(spec, sig.shape, 10).state_dict(),
-             spec=spec.model_dump(mode="json"), signature=sig, dataset="mnist",
-             dataset_hash="0" * 64)
+    register_digits(hidden=64)
     body = {"inputs": [np.zeros((28, 28), dtype=int).tolist()]}
     levels = [int(c) for c in args.concurrency.split(",")]
     rows = []
