@@ -150,11 +150,25 @@ def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, 
         db.flush()  # the version number is ours (unique per model) before any file is written
         row.sha256, row.size_bytes = save_weights(state, path,
                                                   metadata={"kaon.model": f"{name}:{version}"})
+        _meter_storage(db, workspace, row, f"{name}:{version}")
         if alias:
             _set_alias(db, model, alias, row)
         db.flush()
         db.refresh(model)
         return _info(db, row)
+
+
+def _meter_storage(db: Session, workspace: str, row: ModelVersion, ref: str) -> None:
+    """On the platform, a stored version's bytes are usage: one event, in this transaction.
+
+    Plain local use has no workspace record (``kaon up`` creates them): nothing to meter.
+    """
+    from kaon.platform import metering
+    from kaon.platform.models import Workspace
+
+    if db.get(Workspace, workspace) is not None:
+        metering.record(db, workspace, "storage_bytes", row.size_bytes, f"model:{row.id}",
+                        {"model": ref})
 
 
 def get(ref: str, workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:

@@ -65,8 +65,10 @@ def test_a_train_job_runs_registers_and_meters_compute(shared_datasets: Path) ->
     assert "epoch 1:" in log and "epoch 2:" in log
     with session_scope() as s:
         period = done.created_at.strftime("%Y-%m")
-        seconds = metering.usage(s, "default", period).get("training_seconds", 0)
+        usage = metering.usage(s, "default", period)
+        seconds = usage.get("training_seconds", 0)
     assert seconds >= 1
+    assert usage["storage_bytes"] > 1000  # the registered weights, metered with the version
     assert abs(seconds - done.compute_seconds) <= 1.5  # metered ≈ measured, whole seconds
 
 

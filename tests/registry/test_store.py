@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,19 @@ def test_concurrent_registrations_get_distinct_versions_with_intact_weights() ->
     assert sorted(i.version for i in infos) == [1, 2, 3, 4, 5, 6]
     for info in infos:
         load_weights(info.artifact, info.sha256)  # refuses a file another writer replaced
+
+
+def test_stored_bytes_are_metered_only_for_platform_workspaces(kaon_home: Path) -> None:
+    from kaon.db.engine import session_scope
+    from kaon.platform import metering
+    from kaon.platform.workspaces import bootstrap
+
+    first = register_tiny("plain")  # no workspace record yet: plain local use, nothing metered
+    with session_scope() as s:
+        bootstrap(s)
+        period = time.strftime("%Y-%m", time.gmtime())
+        assert metering.usage(s, "default", period).get("storage_bytes", 0) == 0
+    second = register_tiny("plain")
+    with session_scope() as s:
+        stored = metering.usage(s, "default", period)["storage_bytes"]
+    assert stored == second.size_bytes and first.version == 1
