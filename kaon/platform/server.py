@@ -22,6 +22,7 @@ from html import escape
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
+from kaon.config import get_settings
 from kaon.platform.api.app import create_control_app
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
 from kaon.platform.gateway import Gateway
@@ -71,7 +72,7 @@ class WorkerProcesses:
 
 def create_platform_app(*, workers: int = 1) -> FastAPI:
     runtime = DeploymentRuntime()
-    meter = MeterWriter()
+    meter = MeterWriter(journal=get_settings().home / "meter-journal")
     job_workers = WorkerProcesses(workers)
     app = create_control_app(max_body=MAX_BODY)
     gateway = Gateway(runtime, meter, limiter=app.state.limiter)

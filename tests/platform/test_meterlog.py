@@ -1,0 +1,76 @@
+"""The gateway's usage-event writer: journal, replay, group commit; and kill -9 under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kaon.db.engine import session_scope
+from kaon.platform import metering
+from kaon.platform.meterlog import MeterWriter, replay
+from kaon.platform.workspaces import bootstrap
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _period() -> str:
+    return time.strftime("%Y-%m", time.gmtime())
+
+
+def _used() -> int:
+    with session_scope() as s:
+        return metering.usage(s, "default", _period()).get("inference_requests", 0)
+
+
+@pytest.fixture(autouse=True)
+def workspace(kaon_home: Path) -> None:
+    with session_scope() as s:
+        bootstrap(s)
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_every_recorded_event_is_committed_once(kaon_home: Path, journaled: bool) -> None:
+    writer = MeterWriter(journal=kaon_home / "journal" if journaled else None, rotate_s=0.0)
+    writer.start()
+
+    async def calls() -> None:
+        await asyncio.gather(*(writer.record("default", "inference_requests", 1, f"r{i % 300}")
+                               for i in range(600)))  # each key twice
+
+    asyncio.run(calls())
+    writer.stop()
+    assert _used() == 300
+    if journaled:
+        assert list((kaon_home / "journal").glob("*.jsonl")) == []  # all committed: deleted
+
+
+def test_segments_left_by_a_crash_are_replayed_once(kaon_home: Path) -> None:
+    journal = kaon_home / "journal"
+    journal.mkdir()
+    event = {"workspace_id": "default", "metric": "inference_requests", "quantity": 1,
+             "source": {}, "occurred_at": "2026-11-26T20:00:00+00:00"}
+    lines = [json.dumps({**event, "event_key": f"crash-{i}"}) for i in range(5)]
+    (journal / "0001.jsonl").write_text("\n".join(lines) + '\n{"workspace_id": "def')  # torn
+    (journal / "0002.jsonl").write_text(lines[0] + "\n")  # already in the first segment
+    assert replay(journal) == 5
+    assert list(journal.glob("*.jsonl")) == []
+    with session_scope() as s:
+        assert metering.usage(s, "default", "2026-11")["inference_requests"] == 5
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_no_2xx_and_counts_none_twice(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from crash_metering import run
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    result = run(tmp_path / "home", kills=1, seconds=3.0, concurrency=8)
+    assert result["ok"] > 20, result
+    assert result["missing_2xx"] == 0 and result["duplicate_keys"] == 0, result
+    assert result["counter"] == result["recorded_events"], result
