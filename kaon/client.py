@@ -1,9 +1,12 @@
-"""A small Python client for a Kaon server.
+"""A small Python client for a Kaon model server (``kaon serve``) or platform (``kaon up``).
 
     >>> from kaon import Client
     >>> client = Client("http://127.0.0.1:8000")
     >>> client.wait_ready()
     >>> client.predict("mnist-mlp", images)   # uint8 array (N, H, W) or (N, C, H, W)
+
+The platform's methods (``me``, ``deploy``, ``infer``, ``usage``, …) are in
+:mod:`kaon.client_platform`; they need ``api_key``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from kaon.errors import KaonError, NotFoundError, SignatureError
-
-_ERRORS: dict[int, type[KaonError]] = {404: NotFoundError, 422: SignatureError}
+from kaon.client_platform import PlatformMixin, error_from_response
+from kaon.errors import KaonError
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,10 @@ class Prediction:
     probabilities: list[float]
 
 
-class Client:
-    """Talks to ``kaon serve``; errors come back as :class:`KaonError` with the server's hint."""
+class Client(PlatformMixin):
+    """Talks to ``kaon serve`` (predict, model, wait_ready) and to ``kaon up`` (the platform
+    methods of :class:`~kaon.client_platform.PlatformMixin`, with ``api_key``). Errors come
+    back as the server's :class:`KaonError` subclass, with its hint."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None,
                  timeout: float = 30.0) -> None:
@@ -72,13 +76,7 @@ class Client:
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
-            try:
-                detail = response.json()
-            except ValueError:
-                detail = {"message": response.text}
-            message = detail.get("message") or str(detail.get("detail", detail))
-            cls = _ERRORS.get(response.status_code, KaonError)
-            raise cls(f"HTTP {response.status_code}: {message}", hint=detail.get("hint"))
+            raise error_from_response(response)
         return response.json()
 
 

@@ -7,7 +7,18 @@ import sys
 import typer
 from rich.text import Text
 
-from kaon.cli import bench, data, evaluate, models, serve, train, tune, up
+from kaon.cli import (
+    account,
+    bench,
+    data,
+    evaluate,
+    models,
+    serve,
+    train,
+    tune,
+    up,
+    workloads,
+)
 from kaon.cli.output import console_err
 from kaon.errors import KaonError
 
@@ -28,6 +39,19 @@ app.command("serve")(serve.serve)
 app.command("tune")(tune.tune)
 app.command("up")(up.up)
 app.command("worker")(up.worker)
+# the platform (`kaon up`) from a shell: account, billing, jobs and deployments
+app.command("login")(account.login)
+app.command("logout")(account.logout)
+app.command("whoami")(account.whoami)
+app.add_typer(account.keys_app, name="keys")
+app.add_typer(account.members_app, name="members")
+app.command("plans")(account.plans)
+app.command("subscribe")(account.subscribe)
+app.command("usage")(account.usage)
+app.command("invoices")(account.invoices)
+app.add_typer(workloads.jobs_app, name="jobs")
+app.command("deploy")(workloads.deploy)
+app.add_typer(workloads.deployments_app, name="deployments")
 
 
 def main() -> None:

@@ -92,6 +92,8 @@ def create_platform_app(*, workers: int = 1) -> FastAPI:
 
     app.router.lifespan_context = lifespan
     app.include_router(gateway.router())
+    # the gateway first: inference is the hot path, and its prefix matches nothing else
+    app.router.routes.insert(0, app.router.routes.pop())
     app.state.runtime, app.state.meter, app.state.gateway = runtime, meter, gateway
 
     @app.get("/", include_in_schema=False)

@@ -200,16 +200,18 @@ class ReplicaPool:
         replica.in_flight += 1
         released = False
         try:
-            sending = asyncio.ensure_future(asyncio.wait_for(
-                client.send(request.method, target, raw, body), self.timeout))
+            sending = asyncio.ensure_future(client.send(request.method, target, raw, body))
             gone = asyncio.ensure_future(_disconnected(request))
-            done, _ = await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if sending not in done:  # the caller went away: cancel upstream (drops its work)
+            done, _ = await asyncio.wait({sending, gone}, timeout=self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if sending not in done:  # the caller went away, or no answer in time
                 sending.cancel()
                 with contextlib.suppress(BaseException):
                     await sending
-                return Response(status_code=499)
-            gone.cancel()
+                if gone in done:  # cancelling upstream makes the replica drop its work
+                    return Response(status_code=499)
+                raise asyncio.TimeoutError
             upstream = sending.result()
             out = {k.decode("latin-1"): v.decode("latin-1") for k, v in upstream.headers
                    if k.decode("latin-1").lower() not in _HOP_BY_HOP}
