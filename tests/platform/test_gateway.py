@@ -39,6 +39,8 @@ def _plans(path: Path) -> Path:
                      r"\g<1>rate_limit_rps = 1000.0\nburst = 1000", shipped, flags=re.S)
     shipped = re.sub(r'(\[plans\.free\][^\[]*?)features = \[\]', r'\g<1>features = ["streams"]',
                      shipped, flags=re.S)
+    shipped = re.sub(r"(\[plans\.free\][^\[]*?)max_replicas = \d+", r"\g<1>max_replicas = 2",
+                     shipped, flags=re.S)
     path.write_text(shipped)
     return path
 
@@ -197,3 +199,33 @@ def _settled(url: str, key: str, expected: int, metric: str = "inference_request
 def _used(url: str, key: str, metric: str = "inference_requests") -> int:
     usage = httpx.get(f"{url}/api/v1/usage", headers=_auth(key)).json()
     return int(usage["metrics"][metric]["used"])
+
+
+def _replicas(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sum(b"--uds" in Path(f"/proc/{c}/cmdline").read_bytes() for c in children
+               if Path(f"/proc/{c}").exists())
+
+
+@pytest.mark.slow
+def test_scaling_and_deleting_a_deployment_changes_its_processes(
+        deployed: dict[str, Any]) -> None:  # last: it deletes the shared deployment
+    url, key, pid = deployed["url"], deployed["key"], deployed["proc"].pid
+    assert _replicas(pid) == 1
+    r = httpx.patch(f"{url}/api/v1/deployments/digits", headers=_auth(key), json={"replicas": 2})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while _replicas(pid) != 2:
+        assert time.monotonic() < deadline, "the deployment was not scaled"
+        time.sleep(0.2)
+    too_many = httpx.patch(f"{url}/api/v1/deployments/digits", headers=_auth(key),
+                           json={"replicas": 3})
+    assert too_many.status_code == 409 and "replica" in too_many.text  # the plan's limit
+    assert httpx.delete(f"{url}/api/v1/deployments/digits",
+                        headers=_auth(key)).status_code == 204
+    deadline = time.monotonic() + 60
+    while _replicas(pid) != 0:
+        assert time.monotonic() < deadline, "the deleted deployment's replicas still run"
+        time.sleep(0.2)
+    assert httpx.post(f"{url}/d/digits/v1/models/digits/predict", headers=_auth(key),
+                      json={"inputs": [IMAGE]}).status_code == 404
