@@ -61,7 +61,8 @@ _KNOWN = _known_errors()
 
 def error_from_response(response: httpx.Response) -> KaonError:
     """The :class:`KaonError` an error response stands for: the class the body names (else
-    one chosen by status), its message and hint, and ``retry_after``/quota fields for 429s."""
+    one chosen by status), its message and hint, and ``retry_after``/quota fields for 429s;
+    ``.status`` and ``.body`` keep the HTTP status and the decoded body."""
     try:
         body = response.json()
     except ValueError:

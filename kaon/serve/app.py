@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kaon.errors import KaonError
 from kaon.serve import logs
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
+from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 from kaon.serve.protocols import kaon_json, stream, v2
@@ -199,7 +200,7 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
               depth: Callable[[], int]) -> FastAPI:
     """What every Kaon server has: body limit, metrics, error mapping, health and readiness."""
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app = new_app(title=title, version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=max_body)
 
     app.add_middleware(Observe, metrics=metrics)

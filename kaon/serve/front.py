@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kaon.serve import logs
 from kaon.serve.app import BodyLimit
+from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -30,7 +31,7 @@ def create_front(pool: ReplicaPool, max_body: int) -> FastAPI:
         yield
         await pool.stop()  # each replica drains its in-flight work before it exits
 
-    app = FastAPI(title="Kaon front", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = new_app(title="Kaon front", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # /docs and /openapi.json come from a replica
     app.add_middleware(BodyLimit, limit=max_body)
     app.state.pool = pool

@@ -18,6 +18,7 @@ from kaon.platform.api.schemas import ErrorBody
 from kaon.platform.common import NAME_RULE
 from kaon.platform.errors import AuthError, QuotaExceeded, RateLimited
 from kaon.platform.ratelimit import RateLimiter
+from kaon.serve.fastapi_app import new_app
 
 PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
@@ -118,7 +119,7 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
                 "hint": "Control-plane requests are small; check what is being sent."})
             await response({"type": "http"}, _noop_receive, send)
 
-    app = FastAPI(title="Kaon control plane", version="0.1.0",
+    app = new_app(title="Kaon control plane", version="0.1.0",
                   description="Workspaces, members, API keys, plans, usage, billing, "
                               "jobs and deployments.")
     app.add_middleware(ControlBodyLimit, limit=max_body)
