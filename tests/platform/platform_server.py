@@ -7,23 +7,17 @@ read from its log, as a user would.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from kaon.net import free_port
 from tests.registry.fixtures import register_tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +28,7 @@ class Platform:
     url: str
     key: str  # the owner's admin key, as printed on first start
     home: Path
+    process: Any = None  # the PlatformProcess (kill(), pid)
 
 
 def relaxed_plans(path: Path) -> Path:
@@ -46,11 +41,11 @@ def relaxed_plans(path: Path) -> Path:
 
 
 @contextmanager
-def running_platform(home: Path) -> Iterator[Platform]:
-    """``kaon up --workers 0`` on a free port with ``home`` as KAON_HOME, until the block ends."""
-    env = {**os.environ, "KAON_HOME": str(home), "KAON_DOWNLOAD": "false",
-           "KAON_PLANS_FILE": str(relaxed_plans(home / "plans.toml"))}
-    env.pop("KAON_DATABASE_URL", None)
+def running_platform(home: Path, plans: Path | None = None) -> Iterator[Platform]:
+    """``kaon up --workers 0`` on a free port with ``home`` as KAON_HOME, until the block ends
+    (``plans``: a plans file; default: the shipped one with the rate limits raised)."""
+    from kaon.platform.launch import PlatformProcess
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KAON_HOME", str(home))
         mp.delenv("KAON_DATABASE_URL", raising=False)
@@ -59,33 +54,13 @@ def running_platform(home: Path) -> Iterator[Platform]:
         reset_settings()
         register_tiny("digits")
         reset_settings()
-    port = free_port()
-    log_path = home / "up.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "up", "--port", str(port),
-                             "--workers", "0"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "kaon up never answered"
-            time.sleep(0.2)
-        key = re.search(r"kaon_[0-9a-f]{12}_\S+", log_path.read_text())
-        assert key, log_path.read_text()
-        yield Platform(url=url, key=key[0], home=home)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    env = {"KAON_DOWNLOAD": "false",
+           "KAON_PLANS_FILE": str(plans or relaxed_plans(home / "plans.toml"))}
+    process = PlatformProcess(home, env=env)
+    process.env.pop("KAON_DATABASE_URL", None)
+    with process:
+        assert process.key, process.log()
+        yield Platform(url=process.url, key=process.key, home=home, process=process)
 
 
 def last_month(today: date | None = None) -> str:

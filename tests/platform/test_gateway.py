@@ -8,11 +8,7 @@ small hard cap so the quota race and the 429 body can be seen.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +19,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from kaon.net import free_port
-from tests.registry.fixtures import register_tiny
+from tests.platform.platform_server import running_platform
 
 REPO = Path(__file__).resolve().parents[2]
 CAP = 40  # the test plan's monthly inference requests
@@ -48,42 +43,8 @@ def _plans(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("platform-home")
-    env = {**os.environ, "KAON_HOME": str(home), "KAON_DOWNLOAD": "false",
-           "KAON_PLANS_FILE": str(_plans(home / "plans.toml"))}
-    env.pop("KAON_DATABASE_URL", None)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KAON_HOME", str(home))
-        from kaon.config import reset_settings
-
-        reset_settings()
-        register_tiny("digits")
-        reset_settings()
-    port = free_port()
-    log = (home / "up.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "up", "--port", str(port),
-                             "--workers", "0"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (home / "up.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "kaon up never answered"
-            time.sleep(0.2)
-        key = re.search(r"kaon_[0-9a-f]{12}_\S+", (home / "up.log").read_text())
-        assert key, (home / "up.log").read_text()
-        yield {"url": url, "key": key[0], "home": home, "proc": proc}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_platform(home, plans=_plans(home / "test-plans.toml")) as up:
+        yield {"url": up.url, "key": up.key, "home": home, "proc": up.process.proc}
 
 
 def _auth(key: str) -> dict[str, str]:
