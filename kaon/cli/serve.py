@@ -45,6 +45,7 @@ def serve(
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build, default_threads
+    from kaon.serve.front import MAX_CONNECTIONS
     from kaon.serve.service import load_service
 
     logs.configure()  # one JSON line per request on stderr
@@ -71,6 +72,7 @@ def serve(
     console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
                       f"replica(s)  ({routes})", soft_wrap=True)
     if replicas == 1:
-        uvicorn.run(build(config), host=host, port=port, log_level="warning")
+        uvicorn.run(build(config), host=host, port=port, log_level="warning",
+                    limit_concurrency=MAX_CONNECTIONS)
         return
     front.run(config, replicas, host, port, max_body, timeout)

@@ -21,6 +21,7 @@ from kaon.serve.app import BodyLimit
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
+MAX_CONNECTIONS = 4096  # open connections + tasks per server process; past it uvicorn sends 503
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -76,4 +77,4 @@ def run(config: dict[str, Any], replicas: int, host: str, port: int, max_body: i
 
     pool = ReplicaPool(config, replicas, timeout=timeout + 5.0)
     uvicorn.run(create_front(pool, max_body), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=int(timeout) + 10)
+                timeout_graceful_shutdown=int(timeout) + 10, limit_concurrency=MAX_CONNECTIONS)
