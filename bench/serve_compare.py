@@ -85,11 +85,12 @@ def ceiling(ref: str, batch: int, seconds: float = 5.0) -> float:
 
 
 def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
-          env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, str]:
+          env: dict[str, str], threads: int = 0) -> tuple[subprocess.Popen[bytes], str, str]:
     py = sys.executable
     if kind == "kaon":
         cmd = [py, "-m", "kaon.cli.main", "serve", ref, "--port", str(port),
-               "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)]
+               "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
+               "--threads", str(threads)]
         health, path = "/readyz", f"/v1/models/{ref.split(':')[0]}/predict"
     elif kind == "litserve":
         cmd = [py, str(REPO / "bench/servers/litserve_app.py"), ref, str(port), str(batch),
@@ -185,11 +186,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--wait-ms", type=float, default=5.0)
     parser.add_argument("--skip-litserve", action="store_true")
+    parser.add_argument("--skip-fastapi", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="kaon serve --threads (0: its default)")
     parser.add_argument("--json", dest="json_out", type=Path, help="also write rows here")
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
     levels = [int(c) for c in args.concurrency.split(",")]
-    kinds = ["kaon", *([] if args.skip_litserve else ["litserve"]), "fastapi"]
+    kinds = ["kaon", *([] if args.skip_litserve else ["litserve"]),
+             *([] if args.skip_fastapi else ["fastapi"])]
 
     home = Path(tempfile.mkdtemp(prefix="kaon-serve-bench-"))
     os.environ["KAON_HOME"] = str(home)
@@ -206,7 +211,8 @@ def main() -> None:
         top = ceiling(ref, args.batch)
         console.print(f"{name}: in-process ceiling {top:,.0f} images/s at batch {args.batch}")
         for kind in kinds:
-            proc, url, _ = start(kind, ref, free_port(), args.batch, args.wait_ms, env)
+            proc, url, _ = start(kind, ref, free_port(), args.batch, args.wait_ms, env,
+                                 args.threads)
             try:
                 for c in levels:
                     r = measure(url, body, c, args.window, home)
@@ -226,7 +232,7 @@ def main() -> None:
     for name in names:
         for c in levels:
             got = {r["server"]: r for r in rows if r["model"] == name and r["concurrency"] == c}
-            k, lit, fa = got["kaon"], got.get("litserve"), got["fastapi"]
+            k, lit, fa = got["kaon"], got.get("litserve"), got.get("fastapi")
 
             def cell(r: dict[str, Any] | None) -> tuple[str, str]:
                 if r is None:
@@ -235,7 +241,8 @@ def main() -> None:
 
             table.add_row(name, str(c), *cell(k), *cell(lit), *cell(fa),
                           f"{k['rps'] / lit['rps']:.2f}x" if lit else "-",
-                          f"{k['rps'] / fa['rps']:.2f}x", f"{k['rps'] / k['ceiling']:.2f}")
+                          f"{k['rps'] / fa['rps']:.2f}x" if fa else "-",
+                          f"{k['rps'] / k['ceiling']:.2f}")
     console.print(table)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))

@@ -19,8 +19,8 @@ def serve(
     max_queue: int = typer.Option(1024, "--max-queue", help="Queued images before 503s."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a request gets 504."),
     threads: int = typer.Option(
-        0, "--threads", help="Torch threads per replica (0: the cores shared out, one left "
-                             "per replica for HTTP)."),
+        0, "--threads", help="Torch threads per replica (0: the cores shared out among the "
+                             "replicas)."),
     replicas: int = typer.Option(
         1, "--replicas",
         help="Replica processes behind one front on the port; a dead one is restarted."),

@@ -20,8 +20,12 @@ from kaon.serve.batching import BatchPolicy
 
 
 def default_threads(replicas: int) -> int:
-    """Torch threads per replica: the cores shared out, one left for HTTP and decoding."""
-    return max(1, (os.cpu_count() or 1) // replicas - 1)
+    """Torch threads per replica: the cores shared out among the replicas.
+
+    (Leaving a core for HTTP was measured: 3-7% faster for a 34K-parameter CNN, 37-51%
+    slower for ResNet-18 on this 2-core machine; docs/benchmarks.md.)
+    """
+    return max(1, (os.cpu_count() or 1) // replicas)
 
 
 def build(config: dict[str, Any]) -> FastAPI:
