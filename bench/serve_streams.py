@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--max-streams", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--wait-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=0, help="kaon serve --threads")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kaon-stream-bench-"))
     os.environ["KAON_HOME"] = str(home)
@@ -121,7 +122,7 @@ def main() -> None:
     from kaon.net import free_port
 
     proc, _, base = start("kaon", "frames:1", free_port(), args.batch, args.wait_ms,
-                          {**os.environ})
+                          {**os.environ}, args.threads)
     url = base.replace("http", "ws") + "/v1/models/frames/stream?policy=drop_oldest&max_pending=8"
     frames = [frame_bytes(i) for i in range(16)]
     rows = []
