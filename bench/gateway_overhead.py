@@ -7,7 +7,8 @@ served twice: by `kaon serve` on its own port (the serving runtime, called direc
 a deployment of `kaon up`, reached through the gateway with an API key (auth, rate limit,
 quota, metering with group commit, forwarding to the replica). Load: wrk when installed,
 perf_analyzer-style stable windows (see serve_compare.py), the same body for both.
-The overhead is the difference of the two p50 latencies at the same concurrency.
+Both run torch with one thread, as deployments do. The overhead is the difference of the two
+p50 latencies at the same concurrency.
 Plans: the free plan without a hard cap and unthrottled (bench/crash_metering.py), so the
 numbers show the metering path, not 429s.
 """
@@ -49,7 +50,7 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     rows = []
     proc, url, _ = start("kaon", "digits:1", free_port(), args.batch, args.wait_ms,
-                         {**os.environ})
+                         {**os.environ}, threads=1)  # as a deployment's replica runs
     try:
         for c in levels:
             rows.append(("direct (kaon serve)", c, measure(url, body, c, args.window, home)))
