@@ -108,19 +108,9 @@ def load_job_spec(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
     """A spec given as a mapping, or the path of a YAML/JSON file holding one."""
     if isinstance(spec, dict):
         return spec
-    import yaml
+    from kaon.specfile import read_spec_file
 
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"Spec file {path} does not exist.",
-                          hint="Pass a YAML file such as examples/mnist_mlp.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Spec file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Spec file {path} must hold a mapping at the top level.")
-    return raw
+    return read_spec_file(spec)
 
 
 class PlatformMixin:

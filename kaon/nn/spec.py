@@ -22,6 +22,7 @@ from pydantic import (
 
 from kaon.errors import ConfigError
 from kaon.names import NAME_PATTERN, is_valid_name
+from kaon.specfile import read_spec_file
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "softmax", "silu", "leaky_relu", "none"]
@@ -291,16 +292,7 @@ def parse_spec(raw: dict[str, Any], source: str = "") -> TrainSpec:
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> TrainSpec:
     """Read a YAML/JSON spec file and apply ``key.sub=value`` overrides (``--set``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Spec file {path} does not exist.",
-                          hint="Pass a YAML file such as examples/mnist_mlp.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Spec file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Spec file {path} must hold a mapping at the top level.")
+    raw = read_spec_file(path)
     return parse_spec(apply_overrides(raw, overrides or []), source=str(path))
 
 

@@ -1,0 +1,25 @@
+"""Reading a spec file: the one YAML/JSON reader behind `kaon train` and `kaon jobs submit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kaon.errors import ConfigError
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML (or JSON) file, or a ConfigError that says what is wrong."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Spec file {path} does not exist.",
+                          hint="Pass a YAML file such as examples/mnist_mlp.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Spec file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Spec file {path} must hold a mapping at the top level.")
+    return raw
