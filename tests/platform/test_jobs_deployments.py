@@ -32,8 +32,9 @@ def test_jobs_are_validated_and_queued(db: Session) -> None:
     with pytest.raises(ConfigError):
         jobs.submit_job(db, A, "bake", {}, plan=free)
     with pytest.raises(PlanLimitError, match="automl"):
-        jobs.submit_job(db, A, "tune", {"dataset": "mnist"}, plan=free)
-    assert jobs.submit_job(db, A, "tune", {"dataset": "mnist"}, plan=pro).kind == "tune"
+        jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60}, plan=free)
+    assert jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60},
+                           plan=pro).kind == "tune"
     metering.record(db, A, "training_seconds", free.included_training_seconds, "used-up")
     with pytest.raises(QuotaExceeded):
         jobs.submit_job(db, A, "train", TRAIN_SPEC, plan=free)
