@@ -301,3 +301,20 @@ def test_job_logs_are_read_from_an_offset_and_tune_requests_queue_jobs(client: A
     assert tune.status_code == 201 and tune.json()["kind"] == "tune", tune.text
     bad = client.post("/api/v1/tune", headers=auth, json={"dataset": "breastmnist"})
     assert bad.status_code == 422 and "time_seconds" in bad.text
+
+
+def test_models_are_listed_per_workspace(client: Any, admin_secret: str) -> None:
+    from tests.registry.fixtures import register_tiny
+
+    register_tiny("digits")  # into the default workspace, as a train job would
+    auth = bearer(admin_secret)
+    listed = client.get(f"{API}/models", headers=auth).json()
+    assert [(m["name"], m["version"]) for m in listed] == [("digits", 1)]
+    assert "artifact" not in listed[0] and listed[0]["signature"]["shape"] == [1, 28, 28]
+    assert client.get(f"{API}/models/digits:1", headers=auth).json()["version"] == 1
+    assert client.get(f"{API}/models/digits:9", headers=auth).status_code == 404
+    assert client.get(f"{API}/models/..%2Fetc", headers=auth).status_code in (404, 422)
+    other = client.post(f"{API}/workspaces", headers=auth, json={"name": "team-m"}).json()
+    b = bearer(other["key"]["secret"])
+    assert client.get(f"{API}/models", headers=b).json() == []
+    assert client.get(f"{API}/models/digits", headers=b).status_code == 404

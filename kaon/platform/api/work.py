@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,6 +98,28 @@ def cancel_job(job_id: str, db: DB, principal: Trainer) -> JobOut:
     job = jobs.request_cancel(db, principal.workspace_id, job_id)
     audit(db, principal, "job.cancel", job.id, {"state": job.state})
     return JobOut.model_validate(job)
+
+
+# ---- models -------------------------------------------------------------------------------
+def _model_out(info: Any) -> dict[str, Any]:
+    out = info.to_dict()
+    out.pop("artifact")  # a path on the server: not the caller's business
+    return out
+
+
+@router.get("/models", summary="The workspace's registered model versions, by name and version")
+def list_models(principal: Reader) -> list[dict[str, Any]]:
+    from kaon.registry import list_models as registered  # imports torch: only when asked
+
+    return [_model_out(m) for m in registered(principal.workspace_id)]
+
+
+@router.get("/models/{ref}", summary="One model version: NAME (latest), NAME:VERSION or "
+                                     "NAME@ALIAS, with its metrics, signature and lineage")
+def get_model(ref: Annotated[str, Path(max_length=140)], principal: Reader) -> dict[str, Any]:
+    from kaon.registry import get
+
+    return _model_out(get(ref, principal.workspace_id))
 
 
 # ---- deployments --------------------------------------------------------------------------
