@@ -308,12 +308,13 @@ class PlatformMixin:
             "replicas": replicas, "max_batch_size": max_batch_size,
             "max_wait_ms": max_wait_ms})
 
-    def models(self) -> list[dict[str, Any]]:
+    def registered_models(self) -> list[dict[str, Any]]:
         """The workspace's registered model versions (what `deploy` can serve)."""
         return self._call("GET", "/models")
 
-    def model(self, ref: str) -> dict[str, Any]:
-        """One version: NAME (latest), NAME:VERSION or NAME@ALIAS."""
+    def registered_model(self, ref: str) -> dict[str, Any]:
+        """One version: NAME (latest), NAME:VERSION or NAME@ALIAS. (``model(name)`` is a
+        model server's metadata, as for `kaon serve`.)"""
         return self._call("GET", f"/models/{ref}")
 
     def deployments(self) -> list[dict[str, Any]]:

@@ -159,6 +159,8 @@ def test_plans_subscribe_usage_and_an_invoice(platform: Platform, client: Client
 
 @pytest.mark.slow
 def test_deploy_wait_and_infer_through_the_gateway(client: Client) -> None:
+    assert [m["name"] for m in client.registered_models()] == ["digits"]
+    assert client.registered_model("digits:1")["version"] == 1
     dep = client.deploy("digits:1", name="sdk-digits")
     assert dep["model"] == "digits" and dep["version"] == 1
     with pytest.raises(ConflictError, match="exists"):
