@@ -36,6 +36,7 @@ from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
+from kaon.serve.pool import ReplicaPool
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -85,21 +86,23 @@ class Gateway:
         return plan
 
     async def admit(self, authorization: str | None, deployment: str, metric: str | None,
-                    event_key: str) -> tuple[Principal, Plan, bool]:
+                    event_key: str) -> tuple[Principal, Plan, bool, ReplicaPool]:
         """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
-        quota, e.g. health and metadata); True when a unit was consumed."""
+        quota, e.g. health and metadata); True when a unit was consumed; and the deployment's
+        replica pool."""
         principal = await self.principal(authorization)
         require(principal, "inference")
-        if self.runtime.pool(principal.workspace_id, deployment) is None:
+        pool = self.runtime.pool(principal.workspace_id, deployment)
+        if pool is None:
             raise NotFoundError(f"No deployment {deployment!r} in this workspace.",
                                 hint="List them with `kaon deployments list`.")
         plan = await self.plan(principal.workspace_id)
         self.limiter.check(principal.key_id or principal.user_id, plan)
         if metric is None or quota.limit_for(plan, metric) is None:
-            return principal, plan, False
+            return principal, plan, False, pool
         await asyncio.to_thread(_consume, principal.workspace_id, metric, plan, event_key,
                                 deployment)
-        return principal, plan, True
+        return principal, plan, True, pool
 
     # -- HTTP -----------------------------------------------------------------------------
     async def handle(self, request: Request, deployment: str, path: str) -> Response:
@@ -108,13 +111,11 @@ class Gateway:
         started = time.perf_counter()
         metered = request.method == "POST"  # inference; health and metadata are free
         try:
-            principal, _, consumed = await self.admit(
+            principal, _, consumed, pool = await self.admit(
                 request.headers.get("authorization"), deployment,
                 "inference_requests" if metered else None, event_key)
         except KaonError as exc:
             return _error(exc, rid)
-        pool = self.runtime.pool(principal.workspace_id, deployment)
-        assert pool is not None
         headers: dict[str, str | None] = {"x-request-id": rid, "authorization": None}
         response = await pool.forward(request, path=f"/{path}", extra_headers=headers)
         ok = 200 <= response.status_code < 300
@@ -145,7 +146,7 @@ class Gateway:
             if "api_key" in websocket.query_params else None)
         stream_id = logs.request_id(None)
         try:
-            principal, plan, _ = await self.admit(auth, deployment, None, "")
+            principal, plan, _, pool = await self.admit(auth, deployment, None, "")
             if not plan.has("streams"):
                 raise KaonError(f"The {plan.name} plan does not include streams.",
                                 hint="Upgrade the plan.")
@@ -154,8 +155,6 @@ class Gateway:
         except KaonError as exc:
             await websocket.close(code=1008, reason=exc.message[:120])
             return
-        pool = self.runtime.pool(principal.workspace_id, deployment)
-        assert pool is not None
         meter = self.meter
 
         class MeteredSocket:

@@ -122,8 +122,8 @@ class JobWorker:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=self.config.heartbeat_s)
             now = time.monotonic()
-            carry += now - last
             elapsed, last = now - last, now
+            carry += elapsed
             beat += 1
             whole, carry = int(carry), carry - int(carry)
             cancel = self._beat(job_id, attempt, beat, elapsed, whole)

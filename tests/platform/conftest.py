@@ -3,50 +3,18 @@ sessions on it, a seeded workspace, and the control API on SQLite with an admin 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaon.config import reset_settings
 from kaon.db.engine import get_engine, upgrade
 from kaon.platform.workspaces import bootstrap
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-_pg: bool | None = None
-
-
-def pg_available() -> bool:
-    global _pg
-    if _pg is None:
-        try:
-            engine = create_engine(PG_URL)
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-            engine.dispose()
-            _pg = True
-        except Exception:
-            _pg = False
-    return _pg
-
-
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema's URL (skips when no server runs)."""
-    if not pg_available():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    schema = f"kaon_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"create schema {schema}"))
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+from tests.conftest import PG_URL, pg_available  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
