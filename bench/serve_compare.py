@@ -65,12 +65,13 @@ def register_models(names: list[str]) -> None:
         console.print(f"registered {name}: {params:,} parameters (random weights)")
 
 
-def ceiling(ref: str, batch: int, seconds: float = 5.0) -> float:
+def ceiling(ref: str, batch: int, device: str, seconds: float = 5.0) -> float:
     """Images/s of the model alone at ``batch`` images per call, in this process."""
+    from kaon.nn.devices import resolve_device
     from kaon.serve import RegistryPredictor
 
     torch.set_num_threads(os.cpu_count() or 1)
-    predictor = RegistryPredictor.from_ref(ref)
+    predictor = RegistryPredictor.from_ref(ref, device=resolve_device(device))
     images = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
     for _ in range(3):
         predictor.predict(images)
@@ -85,19 +86,20 @@ def ceiling(ref: str, batch: int, seconds: float = 5.0) -> float:
 
 
 def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
-          env: dict[str, str], threads: int = 0) -> tuple[subprocess.Popen[bytes], str, str]:
+          env: dict[str, str], threads: int = 0,
+          device: str = "auto") -> tuple[subprocess.Popen[bytes], str, str]:
     py = sys.executable
     if kind == "kaon":
         cmd = [py, "-m", "kaon.cli.main", "serve", ref, "--port", str(port),
                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--device", device]
         health, path = "/readyz", f"/v1/models/{ref.split(':')[0]}/predict"
     elif kind == "litserve":
         cmd = [py, str(REPO / "bench/servers/litserve_app.py"), ref, str(port), str(batch),
-               str(wait_ms)]
+               str(wait_ms), device]
         health, path = "/health", "/predict"
     else:
-        cmd = [py, str(REPO / "bench/servers/plain_fastapi.py"), ref, str(port)]
+        cmd = [py, str(REPO / "bench/servers/plain_fastapi.py"), ref, str(port), device]
         health, path = "/health", "/predict"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # stop() ends its children too
@@ -189,6 +191,8 @@ def main() -> None:
     parser.add_argument("--skip-fastapi", action="store_true")
     parser.add_argument("--threads", type=int, default=0,
                         help="kaon serve --threads (0: its default)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (the GPU when there is one), cpu or cuda[:N]; all servers")
     parser.add_argument("--json", dest="json_out", type=Path, help="also write rows here")
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
@@ -201,18 +205,22 @@ def main() -> None:
     env = {**os.environ, "KAON_HOME": str(home)}
     register_models(names)
     from kaon.net import free_port
+    from kaon.nn.devices import resolve_device
 
+    device = resolve_device(args.device)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     console.print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (httpx)'}; "
-                  f"{os.cpu_count()} CPU cores; torch {torch.__version__}")
+                  f"{os.cpu_count()} CPU cores; torch {torch.__version__}; "
+                  f"device {device} ({card})")
     rows: list[dict[str, Any]] = []
     body = {"inputs": [np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()]}
     for name in names:
         ref = f"{name}:1"
-        top = ceiling(ref, args.batch)
+        top = ceiling(ref, args.batch, str(device))
         console.print(f"{name}: in-process ceiling {top:,.0f} images/s at batch {args.batch}")
         for kind in kinds:
             proc, url, _ = start(kind, ref, free_port(), args.batch, args.wait_ms, env,
-                                 args.threads)
+                                 args.threads, str(device))
             try:
                 for c in levels:
                     r = measure(url, body, c, args.window, home)
@@ -224,7 +232,7 @@ def main() -> None:
             finally:
                 stop(proc)
     table = Table(title=f"Serving, 1 image/request, batch ≤ {args.batch}, wait {args.wait_ms} "
-                        "ms, 1 model worker each")
+                        f"ms, 1 model worker each, on {device} ({card})")
     for col in ("model", "concurrency", "kaon req/s", "kaon p50/p99 ms", "litserve req/s",
                 "litserve p50/p99 ms", "fastapi req/s", "fastapi p50/p99 ms",
                 "kaon / litserve", "kaon / fastapi", "kaon / ceiling"):

@@ -1,6 +1,6 @@
 """The same registered model behind LitServe, for bench/serve_compare.py.
 
-    python bench/servers/litserve_app.py MODEL_REF PORT MAX_BATCH_SIZE MAX_WAIT_MS
+    python bench/servers/litserve_app.py MODEL_REF PORT MAX_BATCH_SIZE MAX_WAIT_MS [DEVICE]
 
 Request and response bodies match Kaon's predict route: ``{"inputs": [image]}`` in,
 ``{"predictions": [...]}`` out; the model call is Kaon's own ``RegistryPredictor`` so both
@@ -15,6 +15,7 @@ import litserve as ls
 import numpy as np
 import torch
 
+from kaon.nn.devices import resolve_device
 from kaon.serve import RegistryPredictor
 
 
@@ -24,7 +25,7 @@ class KaonModelAPI(ls.LitAPI):
         self.ref = ref
 
     def setup(self, device: str) -> None:
-        self.predictor = RegistryPredictor.from_ref(self.ref)
+        self.predictor = RegistryPredictor.from_ref(self.ref, device=device)
         self.shape = tuple(self.predictor.signature.shape)
 
     def decode_request(self, request: dict) -> torch.Tensor:  # type: ignore[override]
@@ -47,7 +48,10 @@ class KaonModelAPI(ls.LitAPI):
 if __name__ == "__main__":
     ref, port, batch, wait_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
         float(sys.argv[4])
+    device = resolve_device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
     api = KaonModelAPI(ref, batch, wait_ms / 1000)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=30)
+    # LitServe hands setup() its own device string ("cpu", "cuda:0"), one worker per device.
+    server = ls.LitServer(api, accelerator="cuda" if device.type == "cuda" else "cpu",
+                          devices=1, workers_per_device=1, timeout=30)
     server.run(host="127.0.0.1", port=port, num_api_servers=1, log_level="warning",
                generate_client_file=False)

@@ -21,6 +21,8 @@ def serve(
     threads: int = typer.Option(
         0, "--threads", help="Torch threads per replica (0: the cores shared out among the "
                              "replicas)."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N."),
     replicas: int = typer.Option(
         1, "--replicas",
         help="Replica processes behind one front on the port; a dead one is restarted."),
@@ -36,11 +38,14 @@ def serve(
 
         kaon serve mnist-mlp@production --replicas 2
 
+        kaon serve mnist-mlp@production --device cuda:0
+
         curl -s localhost:8000/readyz
     """
     import uvicorn
 
     from kaon.errors import ConfigError
+    from kaon.nn.devices import resolve_device
     from kaon.registry import get
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
@@ -65,7 +70,7 @@ def serve(
                               hint="Batch size and queue must be ≥ 1, waits ≥ 0.") from None
         name = info.ref
         config = {"kind": "model", "target": info.ref, "max_body": max_body,
-                  "policy": policy.__dict__}
+                  "policy": policy.__dict__, "device": str(resolve_device(device))}
         routes = (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
                   f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")
     config["threads"] = threads or default_threads(replicas)

@@ -37,6 +37,7 @@ class Desired:
     def config(self) -> dict[str, object]:
         return {"kind": "model", "target": f"{self.model}:{self.version}",
                 "workspace": self.workspace_id, "max_body": MAX_BODY, "threads": 1,
+                "device": "auto",
                 "policy": {"max_batch_size": self.max_batch_size,
                            "max_wait_ms": self.max_wait_ms, "max_queue": 1024,
                            "timeout_s": 30.0}}

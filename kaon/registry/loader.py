@@ -28,9 +28,16 @@ class LoadedModel:
         """uint8 (N, C, H, W) → class probabilities (N, num_classes)."""
         outs = []
         for start in range(0, len(images), batch_size):
-            logits = self.module(self.normalizer(images[start:start + batch_size]))
+            chunk = images[start:start + batch_size].to(self.device, non_blocking=True)
+            logits = self.module(self.normalizer(chunk))
             outs.append(logits_to_proba(logits, self.info.signature.output))
-        return torch.cat(outs) if outs else torch.empty(0, len(self.info.signature.class_names))
+        if not outs:
+            return torch.empty(0, len(self.info.signature.class_names))
+        return torch.cat(outs).cpu()  # one copy back from an accelerator
+
+    @property
+    def device(self) -> torch.device:
+        return self.normalizer.scale.device
 
 
 def logits_to_proba(logits: torch.Tensor, output: str) -> torch.Tensor:
@@ -40,14 +47,17 @@ def logits_to_proba(logits: torch.Tensor, output: str) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
-def load_model(ref: str, workspace: str = DEFAULT_WORKSPACE) -> LoadedModel:
+def load_model(ref: str, workspace: str = DEFAULT_WORKSPACE,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """The registered version ``ref`` of ``workspace``, in eval mode on ``device``."""
     info = get(ref, workspace)
     spec = parse_spec(info.spec, source=f"registry {info.ref}")
     sig = info.signature
     module = build_model(spec, sig.shape, len(sig.class_names))
     module.load_state_dict(load_weights(info.artifact, info.sha256), strict=True)
-    module.eval()
+    module.eval().to(device)
     channels_last = prefers_channels_last(module)
     if channels_last:
         module.to(memory_format=torch.channels_last)
-    return LoadedModel(info, module, Normalizer(sig.mean, sig.std, channels_last=channels_last))
+    return LoadedModel(info, module, Normalizer(sig.mean, sig.std, device=device,
+                                                channels_last=channels_last))

@@ -31,6 +31,7 @@ def default_threads(replicas: int) -> int:
 def build(config: dict[str, Any]) -> FastAPI:
     import torch
 
+    from kaon.nn.devices import resolve_device
     from kaon.serve import RegistryPredictor, create_app, create_service_app
     from kaon.serve.service import load_service
 
@@ -39,7 +40,9 @@ def build(config: dict[str, Any]) -> FastAPI:
     if config["kind"] == "service":
         return create_service_app(load_service(config["target"]), max_body=max_body)
     ref, workspace = config["target"], config.get("workspace", DEFAULT_WORKSPACE)
-    return create_app(lambda: RegistryPredictor.from_ref(ref, workspace), max_body=max_body,
+    device = resolve_device(str(config.get("device", "cpu")))
+    return create_app(lambda: RegistryPredictor.from_ref(ref, workspace, device),
+                      max_body=max_body,
                       policy=BatchPolicy(**config["policy"]))
 
 

@@ -31,8 +31,9 @@ class RegistryPredictor:
         self.signature = loaded.info.signature
 
     @classmethod
-    def from_ref(cls, ref: str, workspace: str = DEFAULT_WORKSPACE) -> RegistryPredictor:
-        return cls(load_model(ref, workspace))
+    def from_ref(cls, ref: str, workspace: str = DEFAULT_WORKSPACE,
+                 device: torch.device | str = "cpu") -> RegistryPredictor:
+        return cls(load_model(ref, workspace, device))
 
     def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
         proba = self.loaded.predict_proba(images)

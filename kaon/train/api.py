@@ -15,6 +15,7 @@ from kaon.data import Dataset, Split, load_dataset
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, DataError, KaonError
 from kaon.nn.build import build_model, count_parameters, output_units
+from kaon.nn.devices import resolve_device
 from kaon.nn.preprocess import Normalizer, channel_stats, prefers_channels_last
 from kaon.nn.spec import TrainSpec, load_spec, parse_spec
 from kaon.registry import Signature, register
@@ -44,7 +45,7 @@ class TrainResult:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any]) -> 
         plots.append(("pareto_front", lambda: vm.plot_pareto_front(study)))
     for name, draw in plots:
         try:
-            ax = draw()
+            with warnings.catch_warnings():  # Optuna's "experimental" and "few trials" notes
+                warnings.simplefilter("ignore")
+                ax = draw()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances need two completed trials
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
