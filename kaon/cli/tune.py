@@ -22,6 +22,9 @@ def tune(
     space: Path | None = typer.Option(None, "--space", help="YAML overriding the search space."),
     name: str | None = typer.Option(None, "--name", help="Model name (default DATA-tuned)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default) or random."),
+    cv: int | None = typer.Option(
+        None, "--cv", help="Cross-validate each trial on K folds of train + val (0: off; "
+                           "default: 3 when the validation split has under 1,000 images)."),
     seed: int = typer.Option(0, "--seed"),
     resume: str | None = typer.Option(None, "--resume", help="Continue a killed study."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
@@ -35,6 +38,8 @@ def tune(
         kaon tune --data pneumoniamnist --time 10m --objective auc --json
 
         kaon tune --data fashion-mnist --time 15m --multi-objective latency
+
+        kaon tune --data my-xrays --time 30m --cv 5
 
         kaon tune --resume tune-3f9c1a2b
     """
@@ -56,6 +61,8 @@ def tune(
             fields["workers"] = workers
         if trial_time:
             fields["trial_seconds"] = parse_duration(trial_time)
+        if cv is not None:
+            fields["cv_folds"] = cv
         try:
             cfg = TuneConfig.model_validate(fields)
         except ValueError as exc:

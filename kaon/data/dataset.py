@@ -32,6 +32,23 @@ class Split:
     def subset(self, index: torch.Tensor | slice) -> Split:
         return Split(self.images[index], self.labels[index])
 
+    def fold(self, folds: int, fold: int, seed: int = 0) -> tuple[Split, Split]:
+        """(train, held-out) for fold ``fold`` of ``folds`` stratified folds.
+
+        Each class's images are shuffled with ``seed`` and dealt round-robin into the folds,
+        so every fold keeps the class balance and the same seed gives the same folds.
+        """
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold {fold} is not in 0..{folds - 1}")
+        generator = torch.Generator().manual_seed(seed)
+        assigned = torch.empty(len(self), dtype=torch.int64)
+        for label in self.labels.unique(sorted=True):
+            index = (self.labels == label).nonzero().flatten()
+            index = index[torch.randperm(len(index), generator=generator)]
+            assigned[index] = torch.arange(len(index)) % folds
+        held = assigned == fold
+        return self.subset(~held), self.subset(held)
+
 
 @dataclass
 class Dataset:

@@ -145,6 +145,18 @@ class DataSpec(Strict):
         description="hold out this share of train as the test split (datasets without one)")
     train_on_val: bool = Field(
         default=False, description="fold the validation images into training (final refits)")
+    cv_folds: int | None = Field(
+        default=None, ge=2, le=10,
+        description="cross-validation: pool train and val, hold out fold cv_fold of this many")
+    cv_fold: int = Field(default=0, ge=0, description="which fold is held out (0-based)")
+
+    @model_validator(mode="after")
+    def _one_fold_of_the_folds(self) -> DataSpec:
+        if self.cv_folds is not None and self.cv_fold >= self.cv_folds:
+            raise ValueError(f"cv_fold {self.cv_fold} must be below cv_folds {self.cv_folds}")
+        if self.cv_folds is not None and self.train_on_val:
+            raise ValueError("cv_folds and train_on_val exclude each other")
+        return self
 
 
 class Optimizer(Strict):

@@ -150,6 +150,10 @@ class _Setup:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(spec.seed))
             n_val = max(1, round(len(train) * fraction))
             val, train = train.subset(order[-n_val:]), train.subset(order[:-n_val].sort().values)
+        if spec.data.cv_folds is not None:  # tuning trials: one fold of train + val held out
+            pool = train if val is None else Split(torch.cat([train.images, val.images]),
+                                                   torch.cat([train.labels, val.labels]))
+            train, val = pool.fold(spec.data.cv_folds, spec.data.cv_fold, spec.seed)
         if spec.data.train_on_val and val is not None:
             train = Split(torch.cat([train.images, val.images]),
                           torch.cat([train.labels, val.labels]))

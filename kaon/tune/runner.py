@@ -95,6 +95,8 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 if msg.get("final"):
                     outcome = Outcome("complete", msg["value"], outcome.epochs, info=msg)
                     continue
+                if "epoch" not in msg:  # a later cross-validation fold finished
+                    continue
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
                 if report:
                     trial.report(outcome.value, report_step(outcome.epochs, epochs, max_epochs))

@@ -1,8 +1,14 @@
 """One tuning trial, in its own process: ``python -m kaon.tune.worker < trial.json``.
 
-Reads ``{"spec": {...}, "objective": "accuracy"|"auc", "threads": N, "latency": bool}`` on
-stdin, trains without touching the test split, and prints one ``KAON_TRIAL {...}`` JSON line per
-epoch (the validation objective) and a final one. The parent decides pruning and kills us.
+Reads ``{"spec": {...}, "objective": "accuracy"|"auc", "threads": N, "latency": bool,
+"folds": K}`` on stdin, trains without touching the test split, and prints one
+``KAON_TRIAL {...}`` JSON line per epoch (the validation objective) and a final one. The parent
+decides pruning and kills us.
+
+With ``folds`` K ≥ 2 the trial is K-fold cross-validated on train + val: the per-epoch lines
+come from the first fold (the pruner judges on them), each later fold sends one ``{"fold": j}``
+line, and the final value is the mean over the folds. On a small validation split this is what
+keeps the search from picking the configuration that was luckiest on a few dozen images.
 """
 
 from __future__ import annotations
@@ -24,15 +30,17 @@ def emit(payload: dict[str, Any]) -> None:
 
 
 class Reporter:
-    """After each epoch: the validation objective, on stdout."""
+    """After each epoch: the validation objective, on stdout (unless ``quiet``)."""
 
-    def __init__(self, objective: str) -> None:
+    def __init__(self, objective: str, quiet: bool = False) -> None:
         self.objective = objective
+        self.quiet = quiet
         self.last: float | None = None
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         self.last = validation_objective(trainer, logs, self.objective)
-        emit({"epoch": epoch, "value": self.last, "seconds": logs.get("seconds")})
+        if not self.quiet:
+            emit({"epoch": epoch, "value": self.last, "seconds": logs.get("seconds")})
 
 
 def validation_objective(trainer: Any, logs: dict[str, float], objective: str) -> float:
@@ -69,19 +77,36 @@ def main() -> int:
     from kaon.nn.spec import parse_spec
     from kaon.train import train
 
-    spec = parse_spec(job["spec"], source="tuning trial")
-    reporter = Reporter(job["objective"])
+    raw, folds = job["spec"], int(job.get("folds") or 0)
     captured: dict[str, Any] = {}
 
     class Keep:
         def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
             captured["trainer"] = trainer
 
-    result = train(spec, callbacks=[reporter, Keep()], test=False,
-                   workspace=job.get("workspace", "default"))
+    values: list[float] = []
+    fit_seconds: list[float] = []
+    run_id = ""
+    for fold in range(max(folds, 1)):
+        if folds >= 2:
+            raw = {**raw, "data": {**raw["data"], "cv_folds": folds, "cv_fold": fold}}
+        spec = parse_spec(raw, source="tuning trial")
+        reporter = Reporter(job["objective"], quiet=fold > 0)
+        started = time.monotonic()
+        result = train(spec, callbacks=[reporter, Keep()], test=False,
+                       workspace=job.get("workspace", "default"))
+        fit_seconds.append(time.monotonic() - started)
+        assert reporter.last is not None
+        values.append(reporter.last)
+        run_id = run_id or result.run_id
+        if fold > 0:
+            emit({"fold": fold, "value": reporter.last})
     trainer = captured["trainer"]
-    final: dict[str, Any] = {"final": True, "value": reporter.last, "run_id": result.run_id,
-                             "params": count_parameters(trainer.model)}
+    final: dict[str, Any] = {"final": True, "value": statistics.fmean(values),
+                             "run_id": run_id, "params": count_parameters(trainer.model),
+                             "fit_seconds": statistics.fmean(fit_seconds)}
+    if folds >= 2:
+        final["folds"] = values
     if job.get("latency"):
         shape = tuple(trainer.data.x_train.shape[1:])
         final["latency_ms"] = latency_ms(trainer.model.cpu(), shape)

@@ -218,3 +218,15 @@ def test_load_spec_refuses_invalid_yaml(tmp_path: Path) -> None:
 def test_load_spec_refuses_a_top_level_list(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_spec(write(tmp_path / "list.yaml", "- name: x\n"))
+
+
+# ---- cross-validation folds ----------------------------------------------------------------------
+def test_a_held_out_fold_must_be_one_of_the_folds() -> None:
+    message = config_error(spec_with(data={"dataset": "mnist", "cv_folds": 3, "cv_fold": 3}))
+    assert "cv_fold 3 must be below cv_folds 3" in message
+
+
+def test_cross_validation_and_training_on_val_exclude_each_other() -> None:
+    message = config_error(spec_with(data={"dataset": "mnist", "cv_folds": 3,
+                                           "train_on_val": True}))
+    assert "exclude each other" in message

@@ -216,3 +216,22 @@ def _run_ids() -> list[str]:
 
     with session_scope() as db:
         return list(db.scalars(select(Run.id).order_by(Run.created_at.desc())))
+
+
+def test_a_cross_validation_fold_holds_out_its_share_of_train_and_val(
+        shared_datasets: Path) -> None:
+    from kaon.data import load_dataset
+    from kaon.train.api import _Setup
+
+    dataset = load_dataset("breastmnist")  # 546 train + 78 val images
+    held: list[torch.Tensor] = []
+    for fold in range(3):
+        spec = small_spec(data={"dataset": "breastmnist", "cv_folds": 3, "cv_fold": fold})
+        setup = _Setup(spec, dataset, torch.device("cpu"), keep_test=False)
+        assert setup.data.x_val is not None and setup.data.y_val is not None
+        assert len(setup.data.x_train) + len(setup.data.x_val) == 624
+        assert len(setup.data.x_val) == 208
+        held.append(setup.data.y_val)
+    # the folds keep BreastMNIST's balance (about 73% malignant = label 1) in every fold
+    shares = [float(y.float().mean()) for y in held]
+    assert max(shares) - min(shares) < 0.02

@@ -11,6 +11,7 @@ from kaon.errors import ConfigError
 from kaon.nn.spec import parse_spec
 from kaon.tune.budget import Budget, check_feasible, parse_duration, retrain_estimate
 from kaon.tune.space import SearchSpace, load_space, suggest, to_spec
+from kaon.tune.study import TuneConfig, adapt, cv_sizes
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45)])
@@ -66,3 +67,39 @@ def test_a_budget_too_small_for_one_trial_is_refused() -> None:
     with pytest.raises(ConfigError, match="too small"):
         check_feasible(left=20.0, min_trial=15.0, n_train=1000, n_val=100)
     check_feasible(left=100.0, min_trial=15.0, n_train=1000, n_val=100)
+
+
+# ---- data-dependent defaults ---------------------------------------------------------------------
+def config(**changes: object) -> TuneConfig:
+    return TuneConfig.model_validate({"dataset": "breastmnist", "time_seconds": 300,
+                                      "workers": 1, **changes})
+
+
+def test_a_small_validation_split_turns_on_three_fold_cross_validation() -> None:
+    assert adapt(config(), n_train=546, n_val=78).cv_folds == 3
+    assert adapt(config(), n_train=54000, n_val=6000).cv_folds == 0
+    assert adapt(config(cv_folds=0), n_train=546, n_val=78).cv_folds == 0  # asked for: kept
+    assert adapt(config(cv_folds=5), n_train=54000, n_val=6000).cv_folds == 5
+
+
+def test_few_images_stretch_the_default_epochs_but_not_a_space_file_s() -> None:
+    small = adapt(config(), n_train=546, n_val=78)
+    assert (small.space.epochs.low, small.space.epochs.high) == (18, 72)  # 4000 // 624 = 6
+    large = adapt(config(), n_train=54000, n_val=6000)
+    assert (large.space.epochs.low, large.space.epochs.high) == (3, 12)
+    mine = SearchSpace.model_validate({"epochs": {"low": 2, "high": 4}})
+    kept = adapt(config(space=mine), n_train=546, n_val=78)
+    assert (kept.space.epochs.low, kept.space.epochs.high) == (2, 4)
+    # what is stored with the study reads back to the same stretched space
+    again = TuneConfig.model_validate(small.model_dump(mode="json"))
+    assert adapt(again, n_train=546, n_val=78).space == small.space
+
+
+def test_one_fit_under_cross_validation_holds_out_a_fold_of_train_and_val() -> None:
+    assert cv_sizes(546, 78, 3) == (416, 208)
+    assert cv_sizes(546, 78, 0) == (546, 78)
+
+
+def test_one_fold_is_not_cross_validation() -> None:
+    with pytest.raises(ValueError, match="cv_folds 1"):
+        config(cv_folds=1)

@@ -72,6 +72,11 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     assert "roc_auc" in result.test_metrics
     for key in ("trials_csv", "best", "optimization_history"):
         assert result.report[key].is_file()
+    # 78 validation images: every finished trial was scored by 3-fold cross-validation
+    best = optuna.load_study(study_name=result.study, storage=storage()).best_trial
+    folds = best.user_attrs["folds"]
+    assert len(folds) == 3 and best.value == pytest.approx(sum(folds) / 3)
+    assert 0 < 3 * best.user_attrs["fit_seconds"] < best.user_attrs["seconds"]
 
 
 @pytest.mark.slow
