@@ -139,7 +139,8 @@ def test_a_tune_job_registers_its_model_in_the_job_s_workspace(shared_datasets: 
     with session_scope() as s:
         bootstrap(s)
         job_id = jobs.submit_job(s, "default", "tune", {
-            "dataset": "breastmnist", "time_seconds": 45, "model_name": "breast-auto"}).id
+            "dataset": "breastmnist", "time_seconds": 45, "model_name": "breast-auto",
+            "space": {"families": ["mlp"], "epochs": {"low": 2, "high": 4}}}).id
     JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1)
     done = job(job_id)
     assert done.state == "succeeded", _log(job_id)
