@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from kaon.errors import KaonError
 from kaon.tune.worker import PREFIX
 
 _live: set[subprocess.Popen[str]] = set()
@@ -78,6 +79,7 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
         threading.Thread(target=watchdog, daemon=True).start()
         outcome = Outcome(state="failed")
         code = None
+        run_ids: list[str] = []
         try:
             assert proc.stdin is not None and proc.stdout is not None
             try:
@@ -92,6 +94,11 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     msg = json.loads(line[len(PREFIX):])
                 except ValueError:
                     continue
+                if "run" in msg:  # a fit started: its run, to tidy if the trial is killed
+                    run_ids.append(str(msg["run"]))
+                    continue
+                if outcome.state == "pruned":  # killed; read on to the end for its runs
+                    continue
                 if msg.get("final"):
                     outcome = Outcome("complete", msg["value"], outcome.epochs, info=msg)
                     continue
@@ -103,7 +110,6 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     if prune and trial.should_prune():
                         outcome.state = "pruned"
                         _kill(proc)
-                        break
             code = proc.wait()
         finally:
             finished.set()
@@ -113,6 +119,8 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 _kill(proc)
                 proc.wait()
     outcome.seconds = time.monotonic() - started
+    if outcome.state != "complete":
+        _close_killed_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
     if outcome.state == "failed":
         if timed_out.is_set():
             outcome.state = "timeout"
@@ -120,6 +128,19 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
             tail = _tail(log).strip().splitlines()
             outcome.error = tail[-1] if tail else f"worker exited with {code}"
     return outcome
+
+
+def _close_killed_runs(run_ids: list[str], state: str, workspace: str) -> None:
+    """A killed trial cannot close its own runs: mark them and drop their checkpoints."""
+    from kaon.train import runs
+    from kaon.train.checkpoint import CHECKPOINT
+
+    for run_id in run_ids:
+        with contextlib.suppress(KaonError):
+            info = runs.get_run(run_id, workspace)
+            if info.status == "running":
+                runs.set_status(run_id, "interrupted", error=f"tuning trial {state}")
+            (info.directory / CHECKPOINT).unlink(missing_ok=True)
 
 
 def _tail(path: Path) -> str:

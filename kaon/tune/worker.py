@@ -76,6 +76,7 @@ def main() -> int:
     from kaon.nn.build import count_parameters
     from kaon.nn.spec import parse_spec
     from kaon.train import train
+    from kaon.train.checkpoint import CHECKPOINT
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
     captured: dict[str, Any] = {}
@@ -94,8 +95,11 @@ def main() -> int:
         reporter = Reporter(job["objective"], quiet=fold > 0)
         started = time.monotonic()
         result = train(spec, callbacks=[reporter, Keep()], test=False,
-                       workspace=job.get("workspace", "default"))
+                       workspace=job.get("workspace", "default"),
+                       on_run_created=lambda run_id: emit({"run": run_id}))
         fit_seconds.append(time.monotonic() - started)
+        # a finished trial is never resumed: its checkpoint (weights + optimizer) is waste
+        (result.run_dir / CHECKPOINT).unlink(missing_ok=True)
         assert reporter.last is not None
         values.append(reporter.last)
         run_id = run_id or result.run_id

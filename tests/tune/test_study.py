@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from sqlalchemy import select
 
 from kaon import registry
 from kaon.data import import_dataset
+from kaon.db.engine import session_scope
+from kaon.db.models import Run
 from kaon.errors import ConfigError, DataError
+from kaon.train.checkpoint import CHECKPOINT
 from kaon.tune import SearchSpace, TuneConfig, tune
 from kaon.tune.study import storage
 
@@ -77,6 +81,13 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     folds = best.user_attrs["folds"]
     assert len(folds) == 3 and best.value == pytest.approx(sum(folds) / 3)
     assert 0 < 3 * best.user_attrs["fit_seconds"] < best.user_attrs["seconds"]
+    # trials leave no checkpoints behind, and none of their runs stays "running"
+    with session_scope() as db:
+        trial_runs = db.scalars(select(Run).where(Run.name == "breastmnist-tuned-trial")).all()
+    assert len(trial_runs) >= 3
+    assert all(r.status in ("succeeded", "interrupted") for r in trial_runs), \
+        [(r.id, r.status) for r in trial_runs if r.status == "running"]
+    assert not [r.id for r in trial_runs if (Path(r.directory) / CHECKPOINT).exists()]
 
 
 @pytest.mark.slow
