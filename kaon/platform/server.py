@@ -27,7 +27,7 @@ from kaon.platform.api.app import create_control_app
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
 from kaon.platform.gateway import Gateway
 from kaon.platform.meterlog import MeterWriter
-from kaon.procs import die_with_parent
+from kaon.procs import die_with_parent, freeze_heap
 
 
 class WorkerProcesses:
@@ -83,6 +83,7 @@ def create_platform_app(*, workers: int = 1) -> FastAPI:
         await runtime.start()
         if workers:
             await job_workers.start()
+        freeze_heap()
         try:
             yield
         finally:

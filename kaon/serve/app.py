@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.errors import KaonError
+from kaon.procs import freeze_heap
 from kaon.serve import logs
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
@@ -160,6 +161,7 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES) -> Fast
     def setup() -> None:
         try:
             service.setup()
+            freeze_heap()
             state["ready"] = True
         except Exception as exc:
             state["error"] = exc

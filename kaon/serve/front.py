@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
+from kaon.procs import freeze_heap
 from kaon.serve import logs
 from kaon.serve.app import BodyLimit
 from kaon.serve.fastapi_app import new_app
@@ -29,6 +30,7 @@ def create_front(pool: ReplicaPool, max_body: int) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await pool.start()
+        freeze_heap()
         yield
         await pool.stop()  # each replica drains its in-flight work before it exits
 

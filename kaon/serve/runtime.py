@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from kaon.errors import NotFoundError, UnavailableError
+from kaon.procs import freeze_heap
 from kaon.serve.batching import Batcher, BatchPolicy
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
@@ -44,7 +45,9 @@ class Runtime:
 
     def _load_once(self) -> None:
         try:
-            self.predictor_or_none = self._load()
+            predictor = self._load()
+            freeze_heap()
+            self.predictor_or_none = predictor
         except Exception as exc:
             self.error = exc
         finally:

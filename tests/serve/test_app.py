@@ -245,3 +245,16 @@ def test_each_response_carries_a_request_id_and_is_logged_as_json(
     assert theirs.headers["X-Request-ID"] != "bad id with spaces"
     line = json.loads(JsonFormatter().format(caplog.records[0]))
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["ms"] >= 0
+
+
+def test_the_heap_is_frozen_once_the_model_has_loaded() -> None:
+    """Start-up objects leave the cyclic GC's view, so full collections do not stall requests."""
+    import gc
+
+    register_tiny("digits")
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(from_registry())) as c:
+        wait_ready(c)
+        assert gc.get_freeze_count() > 10_000  # torch, FastAPI and the model's objects
+    gc.unfreeze()
