@@ -258,3 +258,12 @@ def test_the_heap_is_frozen_once_the_model_has_loaded() -> None:
         wait_ready(c)
         assert gc.get_freeze_count() > 10_000  # torch, FastAPI and the model's objects
     gc.unfreeze()
+
+
+@pytest.mark.parametrize("raw", [b"{\"inputs\": [[1, 2", b"not json", b"{\"inputs\": NaN]"])
+def test_a_body_that_is_not_json_is_a_422_naming_the_json_error(client: TestClient,
+                                                                 raw: bytes) -> None:
+    response = client.post(PREDICT, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "json" in response.text.lower()
+
