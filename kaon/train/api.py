@@ -52,7 +52,8 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
           progress: bool = False, device: torch.device | None = None,
           callbacks: list[Callback] | None = None, test: bool = True,
           lineage: dict[str, Any] | None = None, workspace: str = DEFAULT_WORKSPACE,
-          on_run_created: Callable[[str], None] | None = None) -> TrainResult:
+          on_run_created: Callable[[str], None] | None = None,
+          run_id: str | None = None) -> TrainResult:
     """Train a spec (object or YAML path) from scratch, evaluate on test, register.
 
     ``test=False`` leaves the test split untouched (tuning trials must not see it).
@@ -60,7 +61,8 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
 
     ``callbacks`` run after Kaon's own at the end of every epoch
     (``on_epoch_end(trainer, epoch, logs)``). The run and the model belong to ``workspace``;
-    ``on_run_created(run_id)`` is called once the run exists (a job records it to resume).
+    ``on_run_created(run_id)`` is called once the run exists (a job records it to resume);
+    ``run_id`` (from ``runs.new_run_id()``) names the run in advance.
     """
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
@@ -68,7 +70,7 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
     setup = _Setup(spec, dataset, device or pick_device(), keep_test=test)
     _check_before_run(setup, workspace)
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
-                          setup.dataset_hash, get_settings().runs_dir, workspace)
+                          setup.dataset_hash, get_settings().runs_dir, workspace, run_id)
     (run.directory / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"),
                                                             sort_keys=False))
     if on_run_created is not None:

@@ -28,8 +28,10 @@ class RunInfo:
 
 
 def create_run(name: str, spec: dict[str, Any], dataset: str, dataset_hash: str, root: Path,
-               workspace: str = DEFAULT_WORKSPACE) -> RunInfo:
-    run_id = new_id("run")
+               workspace: str = DEFAULT_WORKSPACE, run_id: str | None = None) -> RunInfo:
+    """``run_id``: an id from :func:`new_run_id` that the caller announced before the run
+    existed (a tuning trial tells its parent first, so a kill can never orphan the run)."""
+    run_id = run_id or new_run_id()
     directory = root / run_id
     directory.mkdir(parents=True, exist_ok=True)
     with session_scope() as db:
@@ -37,6 +39,10 @@ def create_run(name: str, spec: dict[str, Any], dataset: str, dataset_hash: str,
                    dataset=dataset, dataset_hash=dataset_hash, directory=str(directory),
                    metrics={}))
     return get_run(run_id, workspace)
+
+
+def new_run_id() -> str:
+    return new_id("run")
 
 
 def get_run(run_id: str, workspace: str = DEFAULT_WORKSPACE) -> RunInfo:

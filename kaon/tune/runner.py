@@ -119,14 +119,14 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 _kill(proc)
                 proc.wait()
     outcome.seconds = time.monotonic() - started
-    if outcome.state != "complete":
-        _close_killed_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
     if outcome.state == "failed":
         if timed_out.is_set():
             outcome.state = "timeout"
         else:
             tail = _tail(log).strip().splitlines()
             outcome.error = tail[-1] if tail else f"worker exited with {code}"
+    if outcome.state != "complete":
+        _close_killed_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
     return outcome
 
 

@@ -77,6 +77,7 @@ def main() -> int:
     from kaon.nn.spec import parse_spec
     from kaon.train import train
     from kaon.train.checkpoint import CHECKPOINT
+    from kaon.train.runs import new_run_id
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
     captured: dict[str, Any] = {}
@@ -94,9 +95,10 @@ def main() -> int:
         spec = parse_spec(raw, source="tuning trial")
         reporter = Reporter(job["objective"], quiet=fold > 0)
         started = time.monotonic()
+        announced = new_run_id()
+        emit({"run": announced})  # before the run exists: a kill cannot orphan it unannounced
         result = train(spec, callbacks=[reporter, Keep()], test=False,
-                       workspace=job.get("workspace", "default"),
-                       on_run_created=lambda run_id: emit({"run": run_id}))
+                       workspace=job.get("workspace", "default"), run_id=announced)
         fit_seconds.append(time.monotonic() - started)
         # a finished trial is never resumed: its checkpoint (weights + optimizer) is waste
         (result.run_dir / CHECKPOINT).unlink(missing_ok=True)
