@@ -65,13 +65,12 @@ def register_models(names: list[str]) -> None:
         console.print(f"registered {name}: {params:,} parameters (random weights)")
 
 
-def ceiling(ref: str, batch: int, device: str, seconds: float = 5.0) -> float:
+def ceiling(ref: str, batch: int, device: torch.device, seconds: float = 5.0) -> float:
     """Images/s of the model alone at ``batch`` images per call, in this process."""
-    from kaon.nn.devices import resolve_device
     from kaon.serve import RegistryPredictor
 
     torch.set_num_threads(os.cpu_count() or 1)
-    predictor = RegistryPredictor.from_ref(ref, device=resolve_device(device))
+    predictor = RegistryPredictor.from_ref(ref, device=device)
     images = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
     for _ in range(3):
         predictor.predict(images)
@@ -216,7 +215,7 @@ def main() -> None:
     body = {"inputs": [np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()]}
     for name in names:
         ref = f"{name}:1"
-        top = ceiling(ref, args.batch, str(device))
+        top = ceiling(ref, args.batch, device)
         console.print(f"{name}: in-process ceiling {top:,.0f} images/s at batch {args.batch}")
         for kind in kinds:
             proc, url, _ = start(kind, ref, free_port(), args.batch, args.wait_ms, env,

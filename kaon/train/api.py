@@ -44,10 +44,6 @@ class TrainResult:
                 "metrics": self.metrics}
 
 
-def pick_device() -> torch.device:
-    return resolve_device("auto")
-
-
 def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
           progress: bool = False, device: torch.device | None = None,
           callbacks: list[Callback] | None = None, test: bool = True,
@@ -67,7 +63,7 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
     dataset = load_dataset(spec.data.dataset)
-    setup = _Setup(spec, dataset, device or pick_device(), keep_test=test)
+    setup = _Setup(spec, dataset, device or resolve_device(), keep_test=test)
     _check_before_run(setup, workspace)
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
                           setup.dataset_hash, get_settings().runs_dir, workspace, run_id)
@@ -92,7 +88,7 @@ def resume(run_id: str, *, progress: bool = False, device: torch.device | None =
         raise ConfigError(f"Run {run_id} has no checkpoint yet (it stopped in epoch 1).",
                           hint="Start it again with `kaon train SPEC`.")
     spec = parse_spec(run.spec, source=f"run {run_id}")
-    setup = _Setup(spec, load_dataset(run.dataset), device or pick_device())
+    setup = _Setup(spec, load_dataset(run.dataset), device or resolve_device())
     if setup.dataset_hash != run.dataset_hash:
         raise DataError(f"Dataset {run.dataset!r} changed since run {run_id} started "
                         f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",
@@ -148,7 +144,7 @@ class _Setup:
         fraction = spec.data.val_fraction
         if fraction is None:
             fraction = 0.0 if val is not None else 0.1
-        if fraction > 0:
+        if fraction > 0 and spec.data.cv_folds is None:  # folds hold out their own
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(spec.seed))
             n_val = max(1, round(len(train) * fraction))
             val, train = train.subset(order[-n_val:]), train.subset(order[:-n_val].sort().values)

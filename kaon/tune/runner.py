@@ -94,7 +94,7 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     msg = json.loads(line[len(PREFIX):])
                 except ValueError:
                     continue
-                if "run" in msg:  # a fit started: its run, to tidy if the trial is killed
+                if "run" in msg:  # a fit is starting: its run, to tidy once the trial ends
                     run_ids.append(str(msg["run"]))
                     continue
                 if outcome.state == "pruned":  # killed; read on to the end for its runs
@@ -125,13 +125,13 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
         else:
             tail = _tail(log).strip().splitlines()
             outcome.error = tail[-1] if tail else f"worker exited with {code}"
-    if outcome.state != "complete":
-        _close_killed_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
+    _tidy_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
     return outcome
 
 
-def _close_killed_runs(run_ids: list[str], state: str, workspace: str) -> None:
-    """A killed trial cannot close its own runs: mark them and drop their checkpoints."""
+def _tidy_runs(run_ids: list[str], state: str, workspace: str) -> None:
+    """A trial is never resumed: drop its runs' checkpoints, and mark the runs a killed trial
+    could not close itself."""
     from kaon.train import runs
     from kaon.train.checkpoint import CHECKPOINT
 

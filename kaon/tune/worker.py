@@ -76,7 +76,6 @@ def main() -> int:
     from kaon.nn.build import count_parameters
     from kaon.nn.spec import parse_spec
     from kaon.train import train
-    from kaon.train.checkpoint import CHECKPOINT
     from kaon.train.runs import new_run_id
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
@@ -100,8 +99,6 @@ def main() -> int:
         result = train(spec, callbacks=[reporter, Keep()], test=False,
                        workspace=job.get("workspace", "default"), run_id=announced)
         fit_seconds.append(time.monotonic() - started)
-        # a finished trial is never resumed: its checkpoint (weights + optimizer) is waste
-        (result.run_dir / CHECKPOINT).unlink(missing_ok=True)
         assert reporter.last is not None
         values.append(reporter.last)
         run_id = run_id or result.run_id
