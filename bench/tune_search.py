@@ -3,7 +3,8 @@
     python bench/tune_search.py --data breastmnist --time 5m [--objective accuracy]
 
 Both sides run through the same trial machinery (a subprocess per trial, the final retrain on
-train + validation, the test evaluation); only the sampler and the pruner differ. Each side
+train + validation, the test evaluation); only the search differs: Kaon's warm start, TPE and
+Hyperband against plain random search without pruning. Each side
 gets the full budget, one after the other, in the same run. Prints a table with test accuracy,
 test ROC AUC (binary tasks), the trial counts and the wall time against the budget.
 """
@@ -33,10 +34,11 @@ def main() -> None:
 
     budget = parse_duration(args.time)
     rows = []
-    for label, sampler, pruning in (("kaon tune (TPE + Hyperband)", "tpe", True),
-                                    ("Optuna random search", "random", False)):
+    for label, sampler, kaon in (("kaon tune (warm start, TPE + Hyperband)", "tpe", True),
+                                 ("Optuna random search", "random", False)):
         cfg = TuneConfig(dataset=args.data, time_seconds=budget, objective=args.objective,
-                         workers=args.workers, sampler=sampler, pruning=pruning,
+                         workers=args.workers, sampler=sampler, pruning=kaon,
+                         warm_start=kaon,
                          model_name=f"{args.data}-{sampler}")
         result = tune(cfg, progress=False)
         rows.append((label, result))

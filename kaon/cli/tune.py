@@ -25,6 +25,9 @@ def tune(
     cv: int | None = typer.Option(
         None, "--cv", help="Cross-validate each trial on K folds of train + val (0: off; "
                            "default: 3 when the validation split has under 1,000 images)."),
+    warm_start: bool = typer.Option(
+        True, "--warm-start/--no-warm-start",
+        help="Try a portfolio of known-good configurations before the sampler's own."),
     seed: int = typer.Option(0, "--seed"),
     resume: str | None = typer.Option(None, "--resume", help="Continue a killed study."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
@@ -56,7 +59,8 @@ def tune(
                               hint="Example: kaon tune --data breastmnist --time 5m")
         fields = {"dataset": data, "time_seconds": parse_duration(time_),
                   "objective": objective, "multi_objective": multi_objective, "seed": seed,
-                  "model_name": name, "sampler": sampler, "space": load_space(space)}
+                  "model_name": name, "sampler": sampler, "space": load_space(space),
+                  "warm_start": warm_start}
         if workers:
             fields["workers"] = workers
         if trial_time:

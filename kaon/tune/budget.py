@@ -14,6 +14,8 @@ from kaon.errors import ConfigError
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 STARTUP_SECONDS = 10.0  # a trial process: interpreter, torch (+dynamo) import, dataset load
 FINISH_SECONDS = 5.0  # test evaluation, plots, registration after the retrain
+EPOCH_OVERHEAD = 1.2  # an epoch against its bare training steps: batching, augmentation, logs
+TRIAL_SHARE = 0.4  # of the budget, the default cap of one trial
 
 
 def parse_duration(text: str) -> float:
@@ -51,6 +53,15 @@ def retrain_estimate(trial_seconds: float, n_train: int, n_val: int) -> float:
 
 def min_trial_seconds(seconds_per_image_epoch: float, n_train: int, min_epochs: int) -> float:
     return STARTUP_SECONDS + seconds_per_image_epoch * n_train * min_epochs * 1.3
+
+
+def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int,
+                  cap: float, low: int, high: int) -> int | None:
+    """The most epochs (at most ``high``) a trial of this cost finishes within ``cap`` seconds,
+    validation and every fold included; None when not even ``low`` fit."""
+    per_epoch = seconds_per_image * (n_train + n_val / 3) * EPOCH_OVERHEAD * max(folds, 1)
+    epochs = int((cap - STARTUP_SECONDS) / max(per_epoch, 1e-9))
+    return min(epochs, high) if epochs >= low else None
 
 
 def check_feasible(left: float, min_trial: float, n_train: int, n_val: int) -> None:

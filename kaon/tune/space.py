@@ -135,6 +135,53 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     }
 
 
+# Warm start: configurations that train well on small images in any domain, tried before the
+# sampler's own (decision 0013). Epochs are left out: the search fits them to the trial cap.
+PORTFOLIO: tuple[dict[str, Any], ...] = (
+    {"family": "cnn", "cnn_stages": 3, "cnn_width": 32, "dropout": 0.1, "optimizer": "adamw",
+     "adam_lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle", "batch_size": 128,
+     "random_shift": 0, "hflip": False},
+    {"family": "resnet-small", "resnet_width": 16, "resnet_blocks": 1, "dropout": 0.0,
+     "optimizer": "adamw", "adam_lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle",
+     "batch_size": 128, "random_shift": 1, "hflip": False},
+    {"family": "mlp", "mlp_depth": 2, "mlp_width": 512, "dropout": 0.2, "optimizer": "adam",
+     "adam_lr": 1e-3, "weight_decay": 1e-5, "schedule": "onecycle", "batch_size": 128,
+     "random_shift": 0, "hflip": False},
+)
+_FIELD = {"family": "families", "optimizer": "optimizers", "schedule": "schedules",
+          "batch_size": "batch_sizes"}
+
+
+def _project(value: Any, allowed: Any) -> Any:
+    """``value`` moved into ``allowed``: clamped into a range, else the nearest (or first)
+    choice."""
+    if isinstance(allowed, Range | IntRange):
+        return type(value)(min(max(value, allowed.low), allowed.high))
+    if value in allowed:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return min(allowed, key=lambda choice: abs(choice - value))
+    return allowed[0]
+
+
+def portfolio(space: SearchSpace) -> list[dict[str, Any]]:
+    """The warm-start configurations that ``space`` allows, each moved into it (distinct,
+    without epochs); an entry whose family the space leaves out is dropped."""
+    chosen: list[dict[str, Any]] = []
+    for entry in PORTFOLIO:
+        if entry["family"] not in space.families:
+            continue
+        params = {k: _project(v, getattr(space, _FIELD.get(k, k))) for k, v in entry.items()}
+        lr_name = "sgd_lr" if params["optimizer"] == "sgd" else "adam_lr"
+        if lr_name not in params:  # the space swapped the optimizer: the middle of its range
+            r = getattr(space, lr_name)
+            params.pop("adam_lr", None)
+            params[lr_name] = (r.low * r.high) ** 0.5 if r.log else (r.low + r.high) / 2
+        if params not in chosen:
+            chosen.append(params)
+    return chosen
+
+
 def to_spec(name: str, dataset: str, choice: dict[str, Any], seed: int = 0,
             loss: str = "cross_entropy") -> dict[str, Any]:
     """A full training spec (as a dict) from a trial's choices."""

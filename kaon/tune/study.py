@@ -35,7 +35,7 @@ from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
 from kaon.tune.runner import Outcome, kill_all, run_trial
-from kaon.tune.space import IntRange, SearchSpace, suggest, to_spec
+from kaon.tune.space import IntRange, SearchSpace, portfolio, suggest, to_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -57,6 +57,7 @@ class TuneConfig(BaseModel):
     model_name: str | None = Field(default=None, pattern=NAME_PATTERN)
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True
+    warm_start: bool = True  # try the portfolio's configurations first (decision 0013)
     # K-fold cross-validation of every trial on train + val (0: off; None: on, with 3 folds,
     # when the validation split is smaller than CV_BELOW images)
     cv_folds: int | None = Field(default=None, ge=0, le=10)
@@ -188,6 +189,8 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
                                 study_name=study_name, directions=directions)
     study.set_user_attr("kaon", cfg.model_dump(mode="json"))
     study.set_user_attr("spent", 0.0)
+    if cfg.warm_start:
+        _warm_start(study, cfg, sizes)
     return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
 
 
@@ -233,10 +236,10 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
                                                    len(dataset.splits["train"]))
     n_val = len(dataset.splits["val"]) if "val" in dataset.splits else round(0.1 * n_total)
     n_train = n_total if "val" in dataset.splits else n_total - n_val
-    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    per_image = _calibrate(dataset.shape, dataset.num_classes, threads)
+    per_image = _calibrate(dataset.shape, dataset.num_classes, trial_threads(cfg))
     return {"n_train": n_train, "n_val": n_val, "per_image": per_image,
-            "test_fraction": test_fraction}
+            "test_fraction": test_fraction, "shape": tuple(dataset.shape),
+            "classes": dataset.num_classes}
 
 
 def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
@@ -250,28 +253,68 @@ def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
 
 def _calibrate(shape: tuple[int, int, int], classes: int, threads: int) -> float:
     """Seconds per image per epoch of the cheapest model (an MLP), on a trial's threads."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(),
+                              torch.nn.Linear(shape[0] * shape[1] * shape[2], 128),
+                              torch.nn.ReLU(), torch.nn.Linear(128, classes))
+    return _seconds_per_image(mlp, shape, classes, threads, batch=256)
+
+
+def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, int, int], classes: int,
+                       threads: int, batch: int, steps: int = 4) -> float:
+    """Seconds per image of ``model``'s training steps on ``threads`` (after one warm-up)."""
+    from kaon.nn.preprocess import prefers_channels_last
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    fmt = torch.channels_last if prefers_channels_last(model) else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.randn(batch, *shape).to(memory_format=fmt)
+    y = torch.randint(0, classes, (batch,))
     try:
-        return _time_mlp(shape, classes)
+        for step in range(steps + 1):
+            if step == 1:
+                t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / (steps * batch)
     finally:
         torch.set_num_threads(before)
 
 
-def _time_mlp(shape: tuple[int, int, int], classes: int) -> float:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0] * shape[1] *
-                                                                    shape[2], 128),
-                                torch.nn.ReLU(), torch.nn.Linear(128, classes))
-    opt = torch.optim.Adam(model.parameters())
-    x, y = torch.randn(256, *shape), torch.randint(0, classes, (256,))
-    t0 = time.perf_counter()
-    for _ in range(5):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / (5 * 256)
+def trial_threads(cfg: TuneConfig) -> int:
+    """Torch threads of one trial process: the cores shared among the parallel trials."""
+    return max(1, (os.cpu_count() or 1) // cfg.workers)
+
+
+def trial_cap(cfg: TuneConfig, sizes: dict[str, Any]) -> float:
+    """Seconds one trial may run: ``--trial-time``, else a share of the budget."""
+    return cfg.trial_seconds or max(b.TRIAL_SHARE * cfg.time_seconds, 2 * sizes["min_trial"])
+
+
+def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any]) -> None:
+    """Queue the portfolio's configurations as the first trials, each with as many epochs
+    as fit the trial cap (measured on this machine); one that cannot fit is left out."""
+    from kaon.nn.families import FAMILIES
+    from kaon.nn.spec import FamilyModel
+
+    threads = trial_threads(cfg)
+    epochs = cfg.space.epochs
+    for params in portfolio(cfg.space):
+        choice = suggest(optuna.trial.FixedTrial({**params, "epochs": epochs.high}), cfg.space)
+        torch.manual_seed(cfg.seed)
+        model = FAMILIES[params["family"]](FamilyModel.model_validate(choice["model"]),
+                                           sizes["shape"], sizes["classes"])
+        per_image = _seconds_per_image(model, sizes["shape"], sizes["classes"], threads,
+                                       batch=choice["batch_size"])
+        fitted = b.fitted_epochs(per_image, int(sizes["n_train"]), int(sizes["n_val"]),
+                                 cfg.cv_folds or 0, trial_cap(cfg, sizes), epochs.low,
+                                 epochs.high)
+        if fitted is not None:
+            study.enqueue_trial({**params, "epochs": fitted}, user_attrs={"warm_start": True})
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -288,9 +331,8 @@ class _Search:
         self.spent_before = spent_before
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.trial_cap = cfg.trial_seconds or max(0.3 * cfg.time_seconds,
-                                                  2 * sizes["min_trial"])
-        self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        self.trial_cap = trial_cap(cfg, sizes)
+        self.threads = trial_threads(cfg)
         self.folder = get_settings().home / "studies" / study.study_name
         self._estimate = self._retrain_estimate()
 

@@ -9,8 +9,8 @@ import pytest
 
 from kaon.errors import ConfigError
 from kaon.nn.spec import parse_spec
-from kaon.tune.budget import Budget, check_feasible, parse_duration, retrain_estimate
-from kaon.tune.space import SearchSpace, load_space, suggest, to_spec
+from kaon.tune.budget import Budget, check_feasible, fitted_epochs, parse_duration, retrain_estimate
+from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
 from kaon.tune.study import TuneConfig, adapt, cv_sizes
 
 
@@ -103,3 +103,36 @@ def test_one_fit_under_cross_validation_holds_out_a_fold_of_train_and_val() -> N
 def test_one_fold_is_not_cross_validation() -> None:
     with pytest.raises(ValueError, match="cv_folds 1"):
         config(cv_folds=1)
+
+
+# ---- warm start ---------------------------------------------------------------------------------
+def test_every_portfolio_configuration_is_a_valid_training_spec() -> None:
+    entries = portfolio(SearchSpace())
+    assert [e["family"] for e in entries] == ["cnn", "resnet-small", "mlp"]
+    for params in entries:
+        choice = suggest(optuna.trial.FixedTrial({**params, "epochs": 5}), SearchSpace())
+        spec = parse_spec(to_spec("t", "mnist", choice))
+        assert spec.epochs == 5 and spec.data.augment.hflip is False  # safe for digits, X-rays
+
+
+def test_the_portfolio_moves_into_a_narrower_space_and_drops_what_it_leaves_out() -> None:
+    space = SearchSpace.model_validate({
+        "families": ["cnn", "resnet-small"], "cnn_width": [8, 16], "cnn_stages": {"low": 2,
+                                                                               "high": 2},
+        "optimizers": ["sgd"], "batch_sizes": [32, 64], "dropout": {"low": 0.2, "high": 0.3}})
+    entries = portfolio(space)
+    assert [e["family"] for e in entries] == ["cnn", "resnet-small"]  # no mlp in this space
+    cnn = entries[0]
+    assert (cnn["cnn_width"], cnn["cnn_stages"], cnn["batch_size"]) == (16, 2, 64)  # nearest
+    assert cnn["dropout"] == 0.2 and cnn["optimizer"] == "sgd" and "adam_lr" not in cnn
+    assert space.sgd_lr.low < cnn["sgd_lr"] < space.sgd_lr.high
+    for params in entries:  # every projected entry is a configuration of this space
+        suggest(optuna.trial.FixedTrial({**params, "epochs": 3}), space)
+
+
+def test_warm_start_epochs_fit_the_trial_cap() -> None:
+    # 1 ms per image, 1,000 train + 300 val images: 1.1 s of steps, 1.32 s an epoch
+    assert fitted_epochs(1e-3, 1000, 300, folds=0, cap=23.5, low=3, high=12) == 10
+    assert fitted_epochs(1e-3, 1000, 300, folds=0, cap=100, low=3, high=12) == 12
+    assert fitted_epochs(1e-3, 1000, 300, folds=2, cap=23.5, low=3, high=12) == 5
+    assert fitted_epochs(1e-3, 1000, 300, folds=3, cap=12, low=3, high=12) is None

@@ -22,7 +22,7 @@ from kaon.db.models import Run
 from kaon.errors import ConfigError, DataError
 from kaon.train.checkpoint import CHECKPOINT
 from kaon.tune import SearchSpace, TuneConfig, tune
-from kaon.tune.study import storage
+from kaon.tune.study import _check_inputs, _fit_sizes, _warm_start, adapt, storage
 
 TINY = {"families": ["mlp", "cnn"], "mlp_width": [64, 128], "cnn_width": [8],
         "cnn_stages": {"low": 2, "high": 2}, "epochs": {"low": 2, "high": 4},
@@ -62,6 +62,20 @@ def test_auc_objective_needs_a_binary_dataset(shared_datasets: Path) -> None:
         tune(tiny_config(dataset="mnist", objective="auc"))
 
 
+def test_warm_start_queues_the_portfolio_that_the_space_allows(shared_datasets: Path) -> None:
+    cfg = tiny_config()
+    sizes = _check_inputs(cfg)
+    cfg = adapt(cfg, sizes["n_train"], sizes["n_val"])
+    study = optuna.create_study()
+    _warm_start(study, cfg, _fit_sizes(cfg, sizes))
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    params = [t.system_attrs["fixed_params"] for t in queued]
+    assert [p["family"] for p in params] == ["cnn", "mlp"]  # TINY has no resnet-small
+    assert params[0]["cnn_width"] == 8 and params[0]["batch_size"] == 64  # moved into TINY
+    assert all(2 <= p["epochs"] <= 4 for p in params)  # TINY's range; these fit the cap
+    assert all(t.user_attrs["warm_start"] for t in queued)
+
+
 @pytest.mark.slow
 def test_search_registers_the_best_model_with_its_study_within_the_budget(
         shared_datasets: Path) -> None:
@@ -77,7 +91,9 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     for key in ("trials_csv", "best", "optimization_history"):
         assert result.report[key].is_file()
     # 78 validation images: every finished trial was scored by 3-fold cross-validation
-    best = optuna.load_study(study_name=result.study, storage=storage()).best_trial
+    study = optuna.load_study(study_name=result.study, storage=storage())
+    assert study.trials[0].user_attrs["warm_start"]  # the portfolio went first
+    best = study.best_trial
     folds = best.user_attrs["folds"]
     assert len(folds) == 3 and best.value == pytest.approx(sum(folds) / 3)
     assert 0 < 3 * best.user_attrs["fit_seconds"] < best.user_attrs["seconds"]

@@ -36,6 +36,7 @@ class TuneRequest(BaseModel):
     model_name: str | None = Field(default=None, max_length=58,
                                    pattern=r"^[a-z0-9][a-z0-9._-]*$")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    warm_start: bool = True
     max_attempts: int = Field(default=1, ge=1, le=10, exclude=True)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
