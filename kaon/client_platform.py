@@ -297,6 +297,27 @@ class PlatformMixin:
                                        f"{timeout:.0f}s.", hint="Is a job worker running?")
             time.sleep(poll_s)
 
+    # ---- datasets -------------------------------------------------------------------------
+    def datasets(self) -> list[dict[str, Any]]:
+        """The workspace's own datasets, then the shared catalog."""
+        return self._call("GET", "/datasets")
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        """One dataset: kind, classes, splits and image shape."""
+        return self._call("GET", f"/datasets/{name}")
+
+    def upload_dataset(self, name: str, npz: bytes | str | Path,
+                       overwrite: bool = False) -> dict[str, Any]:
+        """Upload an ``.npz`` (bytes, or a path to one) as ``name`` in the workspace; for an
+        image folder or CSV, build the bytes with :func:`kaon.data.dataset_npz`."""
+        body = npz if isinstance(npz, bytes) else Path(npz).read_bytes()
+        return self._call("PUT", f"/datasets/{name}", content=body,
+                          params={"overwrite": "true"} if overwrite else None,
+                          headers={"content-type": "application/octet-stream"})
+
+    def delete_dataset(self, name: str) -> None:
+        self._call("DELETE", f"/datasets/{name}")
+
     # ---- deployments and inference ---------------------------------------------------------
     def deploy(self, model: str, name: str | None = None, replicas: int = 1,
                max_batch_size: int = 32, max_wait_ms: float = 5.0) -> dict[str, Any]:

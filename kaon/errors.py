@@ -39,6 +39,13 @@ class NotFoundError(KaonError):
     http_status = 404
 
 
+class ConflictError(KaonError):
+    """The request clashes with what exists: a taken name, the last owner, a finished job."""
+
+    exit_code = 9
+    http_status = 409
+
+
 class DataError(KaonError):
     """A data file is corrupt, truncated or not in the expected format."""
 

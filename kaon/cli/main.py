@@ -11,6 +11,7 @@ from kaon.cli import (
     account,
     bench,
     data,
+    datasets,
     evaluate,
     models,
     serve,
@@ -49,6 +50,7 @@ app.command("plans")(account.plans)
 app.command("subscribe")(account.subscribe)
 app.command("usage")(account.usage)
 app.command("invoices")(account.invoices)
+app.add_typer(datasets.app, name="datasets")
 app.add_typer(workloads.jobs_app, name="jobs")
 app.command("deploy")(workloads.deploy)
 app.add_typer(workloads.deployments_app, name="deployments")

@@ -7,7 +7,8 @@ torch.Size([60000, 1, 28, 28])
 """
 
 from kaon.data.dataset import Dataset, Split
-from kaon.data.resolve import list_datasets, load_dataset
-from kaon.data.store import import_dataset
+from kaon.data.resolve import describe_dataset, list_datasets, load_dataset
+from kaon.data.store import dataset_npz, delete_dataset, import_dataset
 
-__all__ = ["Dataset", "Split", "import_dataset", "list_datasets", "load_dataset"]
+__all__ = ["Dataset", "Split", "dataset_npz", "delete_dataset", "describe_dataset",
+           "import_dataset", "list_datasets", "load_dataset"]

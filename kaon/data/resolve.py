@@ -1,8 +1,9 @@
 """Find a dataset by name: imported first, then KAON_DATA_PATH, then a verified download.
 
-Resolution order for ``load_dataset(name)``:
+Resolution order for ``load_dataset(name, workspace)``:
 
-1. an imported dataset, ``KAON_HOME/datasets/<name>/``;
+1. the workspace's imported dataset (``KAON_HOME/datasets/<name>/`` for the default workspace,
+   see :func:`kaon.data.store.datasets_root`);
 2. a catalog entry whose files sit in ``<dir>/<name>/`` for a ``dir`` on KAON_DATA_PATH;
 3. the same files in ``KAON_HOME/cache/<name>/``, downloaded and verified earlier;
 4. a download from the entry's URLs into that cache (only when KAON_DOWNLOAD is true).
@@ -19,13 +20,14 @@ from kaon.data import catalog, formats, store
 from kaon.data.catalog import CatalogEntry
 from kaon.data.dataset import Dataset
 from kaon.data.download import download_first
+from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import DataError, NotFoundError
 
 # (logical file name, resolved path, mtime_ns, size) for every file a dataset is read from
 Stamp = tuple[tuple[str, str, int, int], ...]
 
 
-def load_dataset(name: str) -> Dataset:
+def load_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> Dataset:
     """Load the dataset called ``name`` (see the module docstring for where it is looked for).
 
     Loaded datasets are cached in-process, keyed by the files' paths, sizes and mtimes; each call
@@ -34,13 +36,13 @@ def load_dataset(name: str) -> Dataset:
     """
     store.validate_name(name)
     settings = get_settings()
-    imported = settings.datasets_dir / name
+    imported = store.datasets_root(workspace) / name
     if (imported / store.META_FILE).is_file():
         return _fresh(_load("imported", name, None, _stamp(
             {f: imported / f for f in (store.META_FILE, store.DATA_FILE)})))
     entry = catalog.find(name)
     if entry is None:
-        known = sorted({*catalog.names(), *(m["name"] for m in store.list_imported())})
+        known = sorted({*catalog.names(), *(m["name"] for m in store.list_imported(workspace))})
         raise NotFoundError(f"unknown dataset {name!r}: it is neither imported (looked in "
                             f"{imported}) nor in the catalog. Known datasets: {', '.join(known)}",
                             hint="run `kaon data list`, or import your own data with "
@@ -64,35 +66,61 @@ def load_dataset(name: str) -> Dataset:
     )
 
 
-def list_datasets() -> list[dict[str, Any]]:
-    """One row per dataset name: imported datasets, then catalog entries they do not shadow.
+def list_datasets(workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
+    """One row per dataset name: the workspace's imports, then catalog entries they do not
+    shadow (each group by name).
 
     Each row has ``name``, ``kind`` (imported/catalog), ``status`` (available, downloadable,
     missing, or broken for an unreadable import), ``location`` (a folder or None), ``format``,
-    ``num_classes`` and ``description``.
+    ``num_classes``, ``class_names`` and ``description``; imports also ``splits``, ``shape``
+    and ``created_at``.
     """
+    own = [_imported_row(meta) for meta in store.list_imported(workspace)]
+    taken = {r["name"] for r in own}
+    shared = [_catalog_row(e) for e in sorted(catalog.entries(), key=lambda e: e.name)
+              if e.name not in taken]
+    return sorted(own, key=lambda r: r["name"]) + shared
+
+
+def describe_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    """The :func:`list_datasets` row of ``name`` (the workspace's import, else the catalog's
+    entry), without loading its images; NotFoundError when there is neither."""
+    store.validate_name(name)
+    folder = store.datasets_root(workspace) / name
+    if (folder / store.META_FILE).is_file():
+        meta = store.read_meta(folder)
+        return _imported_row(meta | {"name": name, "location": str(folder)})
+    entry = catalog.find(name)
+    if entry is None:
+        raise NotFoundError(f"No dataset {name!r} in this workspace or the catalog.",
+                            hint="List them with `kaon datasets list` (platform) or "
+                                 "`kaon data list`; upload one with `kaon datasets upload`.")
+    return _catalog_row(entry)
+
+
+def _imported_row(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": meta["name"], "kind": "imported",
+        "status": "broken" if "error" in meta else "available",
+        "location": meta["location"], "format": meta.get("format", ""),
+        "num_classes": len(meta["class_names"]), "class_names": meta["class_names"],
+        "splits": meta.get("splits"), "shape": meta.get("shape"),
+        "created_at": meta.get("created_at"),
+        "description": meta.get("error") or f"imported from {meta.get('source', '?')}",
+    }
+
+
+def _catalog_row(entry: CatalogEntry) -> dict[str, Any]:
     settings = get_settings()
-    rows: dict[str, dict[str, Any]] = {}
-    for meta in store.list_imported():
-        rows[meta["name"]] = {
-            "name": meta["name"], "kind": "imported",
-            "status": "broken" if "error" in meta else "available",
-            "location": meta["location"], "format": meta.get("format", ""),
-            "num_classes": len(meta["class_names"]),
-            "description": meta.get("error") or f"imported from {meta.get('source', '?')}",
-        }
-    for entry in catalog.entries():
-        if entry.name in rows:
-            continue
-        folders = [*(d / entry.name for d in settings.data_dirs), settings.cache_dir / entry.name]
-        location = next((f for f in folders if locate(entry, f)[0] is not None), None)
-        status = "available" if location else "downloadable" if settings.download else "missing"
-        rows[entry.name] = {
-            "name": entry.name, "kind": "catalog", "status": status,
-            "location": str(location) if location else None, "format": entry.format,
-            "num_classes": len(entry.class_names), "description": entry.description,
-        }
-    return [rows[name] for name in sorted(rows)]
+    folders = [*(d / entry.name for d in settings.data_dirs), settings.cache_dir / entry.name]
+    location = next((f for f in folders if locate(entry, f)[0] is not None), None)
+    status = "available" if location else "downloadable" if settings.download else "missing"
+    return {
+        "name": entry.name, "kind": "catalog", "status": status,
+        "location": str(location) if location else None, "format": entry.format,
+        "num_classes": len(entry.class_names), "class_names": list(entry.class_names),
+        "description": entry.description,
+    }
 
 
 def locate(entry: CatalogEntry, folder: Path) -> tuple[dict[str, Path] | None, str]:

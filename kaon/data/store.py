@@ -1,11 +1,15 @@
-"""Imported datasets: detect a user's format, validate, and keep a copy under KAON_HOME/datasets.
+"""Imported datasets: detect a user's format, validate, and keep a copy per workspace.
 
-Each import is a folder ``<datasets_dir>/<name>/`` holding ``data.npz`` (plain uint8 images and
-int64 labels in the MedMNIST key layout, so the npz reader loads it back) and ``meta.json``.
+Each import is a folder ``<root>/<name>/`` holding ``data.npz`` (plain uint8 images and int64
+labels in the MedMNIST key layout, so the npz reader loads it back, and the class names as a
+string array) and ``meta.json``. The root is ``KAON_HOME/datasets`` for the default workspace
+(what ``kaon data import`` fills) and ``KAON_HOME/workspaces/<id>/datasets`` for any other
+(what a platform upload fills): one workspace never sees another's.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,11 +25,13 @@ import numpy as np
 from kaon.config import get_settings
 from kaon.data import formats
 from kaon.data.dataset import Dataset, Split
-from kaon.errors import ConfigError, DataError, NotFoundError
+from kaon.db.models import DEFAULT_WORKSPACE
+from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from kaon.names import is_valid_name
 
 FORMATS = ("auto", "folder", "npz", "idx", "csv")
 DATA_FILE, META_FILE = "data.npz", "meta.json"
+CLASS_NAMES_KEY = "class_names"  # optional in an .npz: a string array, one name per label
 _IDX_IMAGES = re.compile(r"(?P<prefix>.+)-images-idx3-ubyte(?:\.gz)?")
 _SPLIT_WORDS = {"t10k": "test", "test": "test", "val": "val", "valid": "val",
                 "validation": "val", "train": "train"}
@@ -40,16 +46,56 @@ def validate_name(name: str) -> str:
     return name
 
 
+def datasets_root(workspace: str = DEFAULT_WORKSPACE) -> Path:
+    """Where ``workspace``'s imported datasets live."""
+    settings = get_settings()
+    if workspace == DEFAULT_WORKSPACE:
+        return settings.datasets_dir
+    if not is_valid_name(workspace):
+        raise ConfigError(f"invalid workspace id {workspace!r}")
+    return settings.home / "workspaces" / workspace / "datasets"
+
+
 def import_dataset(path: Path | str | Sequence[Path | str], name: str, format: str = "auto",
                    label_column: str = "label", size: tuple[int, int] | None = None, *,
-                   overwrite: bool = False) -> Dataset:
+                   overwrite: bool = False, workspace: str = DEFAULT_WORKSPACE,
+                   source: str | None = None) -> Dataset:
     """Read a dataset in the user's format, validate it and save it as ``name``.
 
     ``path`` is an image folder, an ``.npz``, a ``.csv``, a folder holding IDX pairs
     (``<prefix>-images-idx3-ubyte[.gz]`` + ``<prefix>-labels-idx1-ubyte[.gz]``), or two IDX
     files (images, labels). ``size`` (H, W) resizes image folders, or gives a CSV's image shape.
+    ``source`` is what the metadata says it came from (default: the paths).
     """
     validate_name(name)
+    target = datasets_root(workspace) / name
+    if target.exists() and not overwrite:
+        raise ConflictError(f"a dataset named {name!r} already exists"
+                            + (f" (imported at {target})" if source is None else ""),
+                            hint="choose another name, or pass --overwrite to replace it")
+    splits, class_names, fmt, paths = read_any(path, format, label_column, size)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    source = source or ", ".join(str(p.resolve()) for p in paths)
+    dataset = Dataset(name, splits, class_names, source=source,
+                      meta={"format": fmt, "created_at": created, "origin": "imported"})
+    _save(dataset, target)
+    return dataset
+
+
+def dataset_npz(path: Path | str | Sequence[Path | str], format: str = "auto",
+                label_column: str = "label", size: tuple[int, int] | None = None) -> bytes:
+    """Read and check a dataset in the user's format; return it as one ``.npz`` (plain
+    arrays and the class names), as the platform's upload takes it."""
+    splits, class_names, _, _ = read_any(path, format, label_column, size)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **_arrays(splits, class_names))  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def read_any(path: Path | str | Sequence[Path | str], format: str = "auto",
+             label_column: str = "label", size: tuple[int, int] | None = None,
+             ) -> tuple[dict[str, Split], list[str], str, list[Path]]:
+    """(splits, class names, format, paths) of a dataset in any format Kaon imports."""
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}", hint=f"use one of {', '.join(FORMATS)}")
     paths = [Path(p).expanduser() for p in
@@ -67,17 +113,8 @@ def import_dataset(path: Path | str | Sequence[Path | str], name: str, format: s
     if size is not None and fmt not in ("folder", "csv"):
         raise ConfigError(f"--size applies to image folders and CSV files, not {fmt}",
                           hint="drop --size")
-    target = get_settings().datasets_dir / name
-    if target.exists() and not overwrite:
-        raise ConfigError(f"a dataset named {name!r} is already imported at {target}",
-                          hint="choose another --name, or pass --overwrite to replace it")
     splits, class_names = _read(fmt, paths, label_column, size)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    source = ", ".join(str(p.resolve()) for p in paths)
-    dataset = Dataset(name, splits, class_names, source=source,
-                      meta={"format": fmt, "created_at": created, "origin": "imported"})
-    _save(dataset, target)
-    return dataset
+    return splits, class_names, fmt, paths
 
 
 def detect_format(path: Path) -> str:
@@ -99,6 +136,13 @@ def _read(fmt: str, paths: list[Path], label_column: str,
         return formats.read_csv(paths[0], label_column=label_column, shape=size)
     if fmt == "npz":
         splits = formats.read_npz(paths[0])
+        names = _npz_class_names(paths[0])
+        if names is not None:
+            top = max((int(s.labels.max()) for s in splits.values() if len(s)), default=-1)
+            if top >= len(names):
+                raise DataError(f"{paths[0]}: label {top} but only {len(names)} class names",
+                                hint="give one class name per label, in label order")
+            return splits, names
     elif len(paths) == 2:
         splits = {"train": formats.read_idx(*_order_idx_pair(paths))}
     else:
@@ -107,6 +151,22 @@ def _read(fmt: str, paths: list[Path], label_column: str,
     if top < 0:
         raise DataError(f"{paths[0]}: holds no images", hint="check that the right file was given")
     return splits, [str(i) for i in range(top + 1)]
+
+
+def _npz_class_names(path: Path) -> list[str] | None:
+    """The optional ``class_names`` array of an .npz (strings only: never a pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if CLASS_NAMES_KEY not in npz.files:
+                return None
+            names = npz[CLASS_NAMES_KEY]
+    except ValueError as exc:  # an object array would need pickle
+        raise DataError(f"{path}: class_names must be a plain string array ({exc})",
+                        hint="save it as np.array(['cat', 'dog'])") from None
+    if names.ndim != 1 or names.dtype.kind not in "US" or not len(names):
+        raise DataError(f"{path}: class_names must be a 1-D array of strings",
+                        hint="save it as np.array(['cat', 'dog'])")
+    return [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
 
 
 def _order_idx_pair(paths: list[Path]) -> tuple[Path, Path]:
@@ -142,12 +202,7 @@ def _save(dataset: Dataset, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     old = target.parent / f"{tmp.name}.old"
     try:
-        arrays: dict[str, np.ndarray] = {}
-        for split, data in dataset.splits.items():
-            images = data.images.permute(0, 2, 3, 1).contiguous().numpy()
-            arrays[f"{split}_images"] = images[..., 0] if images.shape[-1] == 1 else images
-            arrays[f"{split}_labels"] = data.labels.numpy()
-        # plain uint8/int64 arrays only, so nothing in the file needs pickle to load
+        arrays = _arrays(dataset.splits, dataset.class_names)
         np.savez(tmp / DATA_FILE, **arrays)  # type: ignore[arg-type]  # stubs: allow_pickle
         meta = {"name": dataset.name, "class_names": dataset.class_names,
                 "source": dataset.source, "shape": list(dataset.shape),
@@ -166,6 +221,16 @@ def _save(dataset: Dataset, target: Path) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _arrays(splits: dict[str, Split], class_names: list[str]) -> dict[str, np.ndarray]:
+    """The MedMNIST key layout: plain uint8 / int64 / str arrays, none needing pickle."""
+    arrays: dict[str, np.ndarray] = {CLASS_NAMES_KEY: np.array(class_names, dtype=str)}
+    for split, data in splits.items():
+        images = data.images.permute(0, 2, 3, 1).contiguous().numpy()
+        arrays[f"{split}_images"] = images[..., 0] if images.shape[-1] == 1 else images
+        arrays[f"{split}_labels"] = data.labels.numpy()
+    return arrays
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -199,9 +264,25 @@ def load_imported(folder: Path) -> Dataset:
                    meta=meta_strings)
 
 
-def list_imported() -> list[dict[str, Any]]:
+def delete_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Remove an imported dataset of ``workspace`` (a catalog dataset cannot be deleted)."""
+    validate_name(name)
+    folder = datasets_root(workspace) / name
+    if not (folder / META_FILE).is_file():
+        from kaon.data import catalog
+
+        where = " (it is in the shared catalog, which is read-only)" if catalog.find(name) \
+            else ""
+        raise NotFoundError(f"No dataset {name!r} of this workspace to delete{where}.",
+                            hint="List them with `kaon datasets list`.")
+    trash = folder.parent / f".{name}.deleted"
+    os.replace(folder, trash)  # one rename: never half a dataset in place
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def list_imported(workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
     """Metadata of every imported dataset, by name; an unreadable one has an ``error`` key."""
-    root = get_settings().datasets_dir
+    root = datasets_root(workspace)
     if not root.is_dir():
         return []
     rows: list[dict[str, Any]] = []

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaon.errors import KaonError
+from kaon.errors import ConflictError, KaonError
+
+__all__ = ["AuthError", "ConflictError", "ForbiddenError", "PlanLimitError", "QuotaExceeded",
+           "RateLimited"]
 
 
 class AuthError(KaonError):
@@ -19,13 +22,6 @@ class ForbiddenError(KaonError):
 
     exit_code = 8
     http_status = 403
-
-
-class ConflictError(KaonError):
-    """The request clashes with what exists: a taken name, the last owner, a finished job."""
-
-    exit_code = 9
-    http_status = 409
 
 
 class PlanLimitError(KaonError):

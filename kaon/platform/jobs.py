@@ -66,6 +66,12 @@ def submit_job(session: Session, workspace_id: str, kind: str, spec: dict[str, A
     validate_spec(kind, spec)
     if not 1 <= max_attempts <= 10:
         raise ConfigError("max_attempts must be between 1 and 10.")
+    from kaon.data import describe_dataset
+
+    # the workspace's own dataset or the catalog's, never another workspace's (404 now,
+    # rather than a job that fails later)
+    describe_dataset(spec["dataset"] if kind == "tune" else spec["data"]["dataset"],
+                     workspace_id)
     if plan is not None:
         feature = FEATURE_FOR_KIND.get(kind)
         if feature and not plan.has(feature):

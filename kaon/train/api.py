@@ -62,7 +62,7 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
     """
     if not isinstance(spec, TrainSpec):
         spec = load_spec(spec, overrides)
-    dataset = load_dataset(spec.data.dataset)
+    dataset = load_dataset(spec.data.dataset, workspace)
     setup = _Setup(spec, dataset, device or resolve_device(), keep_test=test)
     _check_before_run(setup, workspace)
     run = runs.create_run(spec.name, spec.model_dump(mode="json"), dataset.name,
@@ -88,7 +88,7 @@ def resume(run_id: str, *, progress: bool = False, device: torch.device | None =
         raise ConfigError(f"Run {run_id} has no checkpoint yet (it stopped in epoch 1).",
                           hint="Start it again with `kaon train SPEC`.")
     spec = parse_spec(run.spec, source=f"run {run_id}")
-    setup = _Setup(spec, load_dataset(run.dataset), device or resolve_device())
+    setup = _Setup(spec, load_dataset(run.dataset, workspace), device or resolve_device())
     if setup.dataset_hash != run.dataset_hash:
         raise DataError(f"Dataset {run.dataset!r} changed since run {run_id} started "
                         f"(content hash {setup.dataset_hash[:12]} ≠ {run.dataset_hash[:12]}).",

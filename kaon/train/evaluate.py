@@ -34,7 +34,7 @@ def evaluate(ref: str, data: str | None = None, split: str = "test",
     """Evaluate a registered model on ``data`` (default: the dataset it was trained on)."""
     loaded = load_model(ref, workspace)
     info = loaded.info
-    dataset = load_dataset(data or info.dataset)
+    dataset = load_dataset(data or info.dataset, workspace)
     holdout = (info.spec.get("data") or {}).get("test_fraction")
     if split == "test" and "test" not in dataset.splits and holdout and data in (None,
                                                                                 info.dataset):

@@ -33,7 +33,8 @@ runner = CliRunner()
 PLATFORM_VERBS = [
     ["login"], ["logout"], ["whoami"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
     ["members", "list"], ["members", "add"], ["members", "remove"], ["plans"], ["subscribe"],
-    ["usage"], ["invoices"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],
+    ["usage"], ["invoices"], ["datasets", "upload"], ["datasets", "list"],
+    ["datasets", "delete"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],
     ["jobs", "logs"], ["jobs", "cancel"], ["deploy"], ["deployments", "list"],
     ["deployments", "show"], ["deployments", "scale"], ["deployments", "delete"]]
 
@@ -246,6 +247,29 @@ def test_jobs_submit_of_a_bad_spec_is_a_clear_422(logged_in: Platform, tmp_path:
     assert "Hint:" in done.stderr
     missing = kaon_process("jobs", "submit", str(tmp_path / "nope.yaml"))
     assert missing.returncode == ConfigError.exit_code and "does not exist" in missing.stderr
+
+
+def test_datasets_upload_list_delete(logged_in: Platform, tmp_path: Path) -> None:
+    from tests.data.fixtures import write_image_folder
+
+    folder = write_image_folder(tmp_path / "pets", {"cat": 4, "dog": 3})
+    row = kaon_json("datasets", "upload", str(folder), "--name", "cli-pets")
+    assert row["class_names"] == ["cat", "dog"] and row["splits"] == {"train": 7}
+    assert "cli-pets" in kaon("datasets", "list").output
+    assert kaon_json("datasets", "list")[0]["name"] == "cli-pets"  # the workspace's first
+    taken = kaon_process("datasets", "upload", str(folder), "--name", "cli-pets",
+                         KAON_URL=logged_in.url, KAON_API_KEY=logged_in.key)
+    assert taken.returncode == 9 and "--overwrite" in taken.stderr
+    bad = kaon_process("datasets", "upload", str(tmp_path / "nope"), "--name", "x",
+                       KAON_URL=logged_in.url, KAON_API_KEY=logged_in.key)
+    assert bad.returncode == NotFoundError.exit_code and "no such file" in bad.stderr
+    with Client(logged_in.url, api_key=logged_in.key) as client:  # the SDK, with bytes
+        from kaon.data import dataset_npz
+
+        again = client.upload_dataset("cli-pets", dataset_npz(folder), overwrite=True)
+        assert again["num_classes"] == 2 and client.dataset("cli-pets")["kind"] == "imported"
+    assert kaon_json("datasets", "delete", "cli-pets") == {"deleted": "cli-pets"}
+    assert isinstance(kaon("datasets", "delete", "cli-pets").exception, NotFoundError)
 
 
 @pytest.mark.slow

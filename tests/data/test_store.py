@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kaon.config import get_settings
-from kaon.data import import_dataset, store
-from kaon.errors import ConfigError, DataError, NotFoundError
+from kaon.data import import_dataset, list_datasets, load_dataset, store
+from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from tests.data.fixtures import tiny_images, write_idx, write_image_folder
 
 
@@ -42,7 +42,8 @@ def test_import_image_folder_saves_plain_arrays_and_metadata(tmp_path: Path) -> 
     assert dataset.class_names == ["cat", "dog"] and dataset.shape == (1, 8, 8)
     folder = get_settings().datasets_dir / "pets"
     with np.load(folder / "data.npz", allow_pickle=False) as npz:
-        assert sorted(npz.files) == ["train_images", "train_labels"]
+        assert sorted(npz.files) == ["class_names", "train_images", "train_labels"]
+        assert npz["class_names"].tolist() == ["cat", "dog"]  # a string array: no pickle
         assert npz["train_images"].dtype == np.uint8 and npz["train_images"].shape == (5, 8, 8)
         assert npz["train_labels"].dtype == np.int64
     meta = json.loads((folder / "meta.json").read_text())
@@ -55,7 +56,7 @@ def test_import_image_folder_saves_plain_arrays_and_metadata(tmp_path: Path) -> 
 def test_import_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     import_dataset(write_image_folder(tmp_path / "v1", {"a": 1, "b": 1}), "pets")
     v2 = write_image_folder(tmp_path / "v2", {"a": 2, "b": 2, "c": 2})
-    with pytest.raises(ConfigError, match="already imported") as info:
+    with pytest.raises(ConflictError, match="already exists") as info:
         import_dataset(v2, "pets")
     assert "--overwrite" in (info.value.hint or "")
     assert import_dataset(v2, "pets", overwrite=True).class_names == ["a", "b", "c"]
@@ -129,3 +130,36 @@ def test_load_imported_round_trips_the_saved_copy(tmp_path: Path) -> None:
     loaded = store.load_imported(get_settings().datasets_dir / "rgb")
     assert loaded.content_hash() == original.content_hash()
     assert loaded.class_names == ["g", "r"] and loaded.shape == (3, 8, 8)
+
+
+def test_each_workspace_has_its_own_datasets(tmp_path: Path) -> None:
+    import_dataset(write_image_folder(tmp_path / "a", {"cat": 2, "dog": 2}), "pets",
+                   workspace="ws-aaaaaaaaaaaa")
+    assert load_dataset("pets", "ws-aaaaaaaaaaaa").class_names == ["cat", "dog"]
+    with pytest.raises(NotFoundError, match="pets"):
+        load_dataset("pets")  # the default workspace has none
+    with pytest.raises(NotFoundError):
+        load_dataset("pets", "ws-bbbbbbbbbbbb")
+    import_dataset(write_image_folder(tmp_path / "b", {"x": 2, "y": 2, "z": 2}), "pets",
+                   workspace="ws-bbbbbbbbbbbb")  # the same name elsewhere: no clash
+    assert load_dataset("pets", "ws-bbbbbbbbbbbb").num_classes == 3
+    assert list_datasets("ws-aaaaaaaaaaaa")[0]["name"] == "pets"  # its own come first
+    assert "pets" not in [r["name"] for r in list_datasets()]
+    store.delete_dataset("pets", "ws-aaaaaaaaaaaa")
+    with pytest.raises(NotFoundError):
+        load_dataset("pets", "ws-aaaaaaaaaaaa")
+    assert load_dataset("pets", "ws-bbbbbbbbbbbb").num_classes == 3
+    with pytest.raises(NotFoundError, match="catalog"):
+        store.delete_dataset("mnist", "ws-bbbbbbbbbbbb")
+
+
+def test_an_npz_round_trips_with_its_class_names(tmp_path: Path) -> None:
+    payload = store.dataset_npz(write_image_folder(tmp_path / "pets", {"cat": 3, "dog": 2}))
+    upload = tmp_path / "upload.npz"
+    upload.write_bytes(payload)
+    dataset = import_dataset(upload, "pets")
+    assert dataset.class_names == ["cat", "dog"] and len(dataset.splits["train"]) == 5
+    np.savez(upload, train_images=np.zeros((4, 8, 8), np.uint8),
+             train_labels=np.array([0, 1, 2, 1]), class_names=np.array(["a", "b"]))
+    with pytest.raises(DataError, match="label 2 but only 2 class names"):
+        import_dataset(upload, "three")

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaon.errors import KaonError
 from kaon.platform import billing
-from kaon.platform.api import subscription, tenancy, work
+from kaon.platform.api import data, subscription, tenancy, work
 from kaon.platform.api.deps import DB, Caller
 from kaon.platform.api.schemas import ErrorBody
 from kaon.platform.common import NAME_RULE
@@ -47,6 +47,7 @@ def create_platform_router(limiter: RateLimiter | None = None) -> APIRouter:
     router = APIRouter(prefix=PREFIX, responses=ERRORS, dependencies=dependencies)
     router.include_router(tenancy.router, tags=["workspaces, members and keys"])
     router.include_router(subscription.router, tags=["plans, usage and billing"])
+    router.include_router(data.router, tags=["datasets"])
     router.include_router(work.router, tags=["jobs and deployments"])
     return router
 

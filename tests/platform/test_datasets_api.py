@@ -1,0 +1,108 @@
+"""Workspace datasets over the control API: upload, list, describe, delete, and isolation."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from tests.platform.conftest import bearer
+from tests.platform.helpers import TRAIN_SPEC
+
+API = "/api/v1"
+NPZ = {"content-type": "application/octet-stream"}
+
+
+def npz_bytes(classes: tuple[str, ...] = ("cat", "dog"), **extra: Any) -> bytes:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    labels = np.arange(40) % len(classes)
+    arrays = {"train_images": images, "train_labels": labels, "test_images": images[:10],
+              "test_labels": labels[:10], "class_names": np.array(classes), **extra}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_a_workspace_uploads_lists_describes_and_deletes_its_datasets(
+        client: Any, admin_secret: str) -> None:
+    auth = bearer(admin_secret)
+    put = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=npz_bytes())
+    assert put.status_code == 201, put.text
+    row = put.json()
+    assert (row["name"], row["kind"], row["status"]) == ("pets", "imported", "available")
+    assert row["class_names"] == ["cat", "dog"] and row["num_classes"] == 2
+    assert row["splits"] == {"train": 40, "test": 10} and row["shape"] == [1, 8, 8]
+    assert "location" not in row and "source" not in row  # no server paths
+    listed = client.get(f"{API}/datasets", headers=auth).json()
+    assert listed[0]["name"] == "pets"  # the workspace's own first, then the catalog
+    assert {"mnist", "breastmnist"} <= {r["name"] for r in listed if r["kind"] == "catalog"}
+    assert client.get(f"{API}/datasets/mnist", headers=auth).json()["kind"] == "catalog"
+
+    again = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=npz_bytes())
+    assert again.status_code == 409 and "overwrite" in again.json()["hint"]
+    replaced = client.put(f"{API}/datasets/pets?overwrite=true", headers={**auth, **NPZ},
+                          content=npz_bytes(("a", "b", "c")))
+    assert replaced.status_code == 201 and replaced.json()["num_classes"] == 3
+
+    actions = [e["action"] for e in client.get(f"{API}/audit", headers=auth).json()]
+    assert actions.count("dataset.upload") == 2
+    assert client.delete(f"{API}/datasets/pets", headers=auth).status_code == 204
+    assert client.get(f"{API}/datasets/pets", headers=auth).status_code == 404
+    assert "dataset.delete" in [e["action"] for e in
+                                client.get(f"{API}/audit", headers=auth).json()]
+
+
+def test_another_workspace_neither_sees_nor_touches_a_dataset(client: Any,
+                                                              admin_secret: str) -> None:
+    a = bearer(admin_secret)
+    assert client.put(f"{API}/datasets/pets", headers={**a, **NPZ},
+                      content=npz_bytes()).status_code == 201
+    other = client.post(f"{API}/workspaces", headers=a, json={"name": "team-d"}).json()
+    b = bearer(other["key"]["secret"])
+    assert "pets" not in {r["name"] for r in client.get(f"{API}/datasets", headers=b).json()}
+    assert client.get(f"{API}/datasets/pets", headers=b).status_code == 404
+    assert client.delete(f"{API}/datasets/pets", headers=b).status_code == 404
+    job = client.post(f"{API}/jobs", headers=b, json={
+        "kind": "train", "spec": {**TRAIN_SPEC, "data": {"dataset": "pets"}}})
+    assert job.status_code == 404 and "pets" in job.json()["message"]
+    # the same name in B is B's own dataset; A's is untouched
+    assert client.put(f"{API}/datasets/pets", headers={**b, **NPZ},
+                      content=npz_bytes(("x", "y", "z"))).status_code == 201
+    assert client.get(f"{API}/datasets/pets", headers=a).json()["class_names"] == ["cat", "dog"]
+    assert client.post(f"{API}/jobs", headers=b, json={
+        "kind": "train", "spec": {**TRAIN_SPEC, "data": {"dataset": "pets"}}}).status_code == 201
+
+
+def test_bad_uploads_are_refused_with_the_reason(client: Any, admin_secret: str) -> None:
+    auth = {**bearer(admin_secret), **NPZ}
+    empty = client.put(f"{API}/datasets/pets", headers=auth, content=b"")
+    assert empty.status_code == 422 and "empty" in empty.json()["message"]
+    text = client.put(f"{API}/datasets/pets", headers=auth, content=b"name,label\n")
+    assert text.status_code == 422 and "not an .npz" in text.json()["message"]
+    pickled = npz_bytes(train_labels=np.array([{"evil": 1}] * 40, dtype=object))
+    refused = client.put(f"{API}/datasets/pets", headers=auth, content=pickled)
+    assert refused.status_code == 422 and "pickled" in refused.json()["message"]
+    missing = io.BytesIO()
+    np.savez(missing, images=np.zeros((4, 8, 8), dtype=np.uint8))
+    layout = client.put(f"{API}/datasets/pets", headers=auth, content=missing.getvalue())
+    assert layout.status_code == 422 and "train_images" in layout.json()["message"]
+    assert client.put(f"{API}/datasets/..%2Fetc", headers=auth,
+                      content=npz_bytes()).status_code in (404, 422)
+    assert client.put(f"{API}/datasets/Bad%20Name", headers=auth,
+                      content=npz_bytes()).status_code == 422
+    catalog = client.delete(f"{API}/datasets/mnist", headers=bearer(admin_secret))
+    assert catalog.status_code == 404 and "catalog" in catalog.json()["message"]
+    assert client.get(f"{API}/datasets", headers=bearer(admin_secret)).json()[0]["kind"] \
+        == "catalog"  # nothing was stored by any of these
+
+
+def test_uploading_needs_the_train_scope(client: Any, admin_secret: str) -> None:
+    auth = bearer(admin_secret)
+    viewer = client.post(f"{API}/keys", headers=auth,
+                         json={"name": "ro", "scopes": ["read"]}).json()["secret"]
+    put = client.put(f"{API}/datasets/pets", headers={**bearer(viewer), **NPZ},
+                     content=npz_bytes())
+    assert put.status_code == 403
+    assert client.get(f"{API}/datasets", headers=bearer(viewer)).status_code == 200
