@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kaon.db.engine import session_scope
+from kaon.errors import NotFoundError
 from kaon.platform import jobs, metering
 from kaon.platform.jobrun import job_dir
 from kaon.platform.models import Job
@@ -74,12 +75,17 @@ def test_a_train_job_runs_registers_and_meters_compute(shared_datasets: Path) ->
 
 @pytest.mark.slow
 def test_a_job_at_fault_fails_once_with_its_error(shared_datasets: Path) -> None:
-    job_id = submit(spec(dataset="breastmnist", model={"family": "mlp", "hidden": [4]},
-                         data={"dataset": "no-such-data"}))
+    # a valid spec whose model does not fit the data: found only once the data is loaded
+    job_id = submit(spec(model={"layers": [{"type": "flatten"}, {"type": "dense", "units": 3}]}))
     JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1)
     failed = job(job_id)
     assert failed.state == "failed" and failed.attempts == 1
-    assert "no-such-data" in (failed.error or "")
+    assert "needs 2" in (failed.error or "")
+
+
+def test_a_job_on_an_unknown_dataset_is_refused_at_submission(kaon_home: Path) -> None:
+    with pytest.raises(NotFoundError, match="no-such-data"):
+        submit(spec(data={"dataset": "no-such-data"}))
 
 
 @pytest.mark.slow
