@@ -218,7 +218,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
 
 # ---- checks before any work -------------------------------------------------------------------
 def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
-    dataset = load_dataset(cfg.dataset)
+    dataset = load_dataset(cfg.dataset, cfg.workspace)
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"Dataset {cfg.dataset!r} has no training images.")
     present = int((torch.bincount(dataset.splits["train"].labels) > 0).sum())
