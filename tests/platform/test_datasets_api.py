@@ -35,6 +35,7 @@ def test_a_workspace_uploads_lists_describes_and_deletes_its_datasets(
     assert row["class_names"] == ["cat", "dog"] and row["num_classes"] == 2
     assert row["splits"] == {"train": 40, "test": 10} and row["shape"] == [1, 8, 8]
     assert "location" not in row and "source" not in row  # no server paths
+    assert "/" not in row["description"]
     listed = client.get(f"{API}/datasets", headers=auth).json()
     assert listed[0]["name"] == "pets"  # the workspace's own first, then the catalog
     assert {"mnist", "breastmnist"} <= {r["name"] for r in listed if r["kind"] == "catalog"}

@@ -87,4 +87,7 @@ def _store(db: Session, principal: Principal, name: str, body: bytes,
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """A listing row without server paths (not the caller's business)."""
-    return {k: v for k, v in row.items() if k not in ("location", "source")}
+    out = {k: v for k, v in row.items() if k not in ("location", "source")}
+    if out["kind"] == "imported" and out["status"] == "available":
+        out["description"] = "a dataset of this workspace"  # not "imported from /srv/…"
+    return out
