@@ -154,8 +154,8 @@ def test_resume_refuses_changed_data(shared_datasets: Path, monkeypatch: pytest.
 
     real = api.load_dataset
 
-    def shifted(name: str):  # the same dataset with one pixel changed
-        ds = real(name)
+    def shifted(name: str, workspace: str = "default"):  # the same data, one pixel changed
+        ds = real(name, workspace)
         train_split = ds.splits["train"]
         images = train_split.images.clone()
         images[0, 0, 0, 0] ^= 1
