@@ -1,4 +1,5 @@
-"""``kaon data``: list datasets, inspect one, import your own. Parsing and printing only."""
+"""``kaon data``: list datasets, inspect one, import or delete your own. Parsing and printing
+only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from kaon.cli.output import console, print_json
-from kaon.data import import_dataset, list_datasets, load_dataset
+from kaon.data import delete_dataset, import_dataset, list_datasets, load_dataset
 from kaon.data.dataset import Dataset
 from kaon.errors import ConfigError
 
@@ -117,3 +118,19 @@ def import_cmd(
     console.print(f"Imported [bold]{dataset.name}[/] ({dataset.meta['format']}): "
                   f"{len(dataset.class_names)} classes, {splits}", highlight=False)
     console.print(_counts_table(dataset))
+
+
+@app.command("delete")
+def delete_cmd(
+    name: str = typer.Argument(..., help="An imported dataset (catalog ones cannot be deleted)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Delete an imported dataset from KAON_HOME/datasets (runs and models keep their data hash).
+
+    Example: kaon data delete chest-xrays
+    """
+    delete_dataset(name)
+    if as_json:
+        print_json({"deleted": name})
+    else:
+        console.print(f"Deleted dataset [bold]{name}[/].")

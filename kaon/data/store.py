@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from kaon.config import get_settings
-from kaon.data import formats
+from kaon.data import catalog, formats
 from kaon.data.dataset import Dataset, Split
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
@@ -269,14 +269,13 @@ def delete_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
     validate_name(name)
     folder = datasets_root(workspace) / name
     if not (folder / META_FILE).is_file():
-        from kaon.data import catalog
-
         where = " (it is in the shared catalog, which is read-only)" if catalog.find(name) \
             else ""
         raise NotFoundError(f"No dataset {name!r} of this workspace to delete{where}.",
-                            hint="List them with `kaon datasets list`.")
-    trash = folder.parent / f".{name}.deleted"
-    os.replace(folder, trash)  # one rename: never half a dataset in place
+                            hint="List them with `kaon data list` (this machine) or "
+                                 "`kaon datasets list` (the platform).")
+    trash = Path(tempfile.mkdtemp(prefix=f".{name}.deleted.", dir=folder.parent))
+    os.replace(folder, trash)  # one rename onto the empty folder: never half a dataset left
     shutil.rmtree(trash, ignore_errors=True)
 
 

@@ -94,7 +94,19 @@ def test_import_rejects_an_unsafe_name(tmp_path: Path) -> None:
     assert isinstance(result.exception, ConfigError)
 
 
-@pytest.mark.parametrize("command", ["list", "info", "import"])
+def test_delete_removes_an_import_and_refuses_the_catalog(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "shapes", {"circle": 2, "square": 1})
+    assert runner.invoke(data_cli.app, ["import", str(root), "--name", "shapes"]).exit_code == 0
+    result = runner.invoke(data_cli.app, ["delete", "shapes", "--json"])
+    assert result.exit_code == 0 and _json(result.output) == {"deleted": "shapes"}
+    assert not (get_settings().datasets_dir / "shapes").exists()
+    again = runner.invoke(data_cli.app, ["delete", "shapes"])
+    assert isinstance(again.exception, NotFoundError)
+    catalog = runner.invoke(data_cli.app, ["delete", "mnist"])
+    assert isinstance(catalog.exception, NotFoundError) and "read-only" in str(catalog.exception)
+
+
+@pytest.mark.parametrize("command", ["list", "info", "import", "delete"])
 def test_every_command_documents_an_example(command: str) -> None:
     result = runner.invoke(data_cli.app, [command, "--help"])
     assert result.exit_code == 0
