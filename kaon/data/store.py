@@ -31,6 +31,7 @@ from kaon.names import is_valid_name
 
 FORMATS = ("auto", "folder", "npz", "idx", "csv")
 DATA_FILE, META_FILE = "data.npz", "meta.json"
+MAX_CLASSES = 10_000  # labels are class indices; a label of 2**62 must not build 2**62 names
 CLASS_NAMES_KEY = "class_names"  # optional in an .npz: a string array, one name per label
 _IDX_IMAGES = re.compile(r"(?P<prefix>.+)-images-idx3-ubyte(?:\.gz)?")
 _SPLIT_WORDS = {"t10k": "test", "test": "test", "val": "val", "valid": "val",
@@ -134,15 +135,10 @@ def _read(fmt: str, paths: list[Path], label_column: str,
         return formats.read_image_folder(paths[0], size=size)
     if fmt == "csv":
         return formats.read_csv(paths[0], label_column=label_column, shape=size)
+    names: list[str] | None = None
     if fmt == "npz":
         splits = formats.read_npz(paths[0])
         names = _npz_class_names(paths[0])
-        if names is not None:
-            top = max((int(s.labels.max()) for s in splits.values() if len(s)), default=-1)
-            if top >= len(names):
-                raise DataError(f"{paths[0]}: label {top} but only {len(names)} class names",
-                                hint="give one class name per label, in label order")
-            return splits, names
     elif len(paths) == 2:
         splits = {"train": formats.read_idx(*_order_idx_pair(paths))}
     else:
@@ -150,7 +146,13 @@ def _read(fmt: str, paths: list[Path], label_column: str,
     top = max((int(s.labels.max()) for s in splits.values() if len(s)), default=-1)
     if top < 0:
         raise DataError(f"{paths[0]}: holds no images", hint="check that the right file was given")
-    return splits, [str(i) for i in range(top + 1)]
+    if names is not None and top >= len(names):
+        raise DataError(f"{paths[0]}: label {top} but only {len(names)} class names",
+                        hint="give one class name per label, in label order")
+    if top >= MAX_CLASSES:
+        raise DataError(f"{paths[0]}: label {top} means over {MAX_CLASSES:,} classes",
+                        hint="labels are class indices 0..K-1")
+    return splits, names or [str(i) for i in range(top + 1)]
 
 
 def _npz_class_names(path: Path) -> list[str] | None:

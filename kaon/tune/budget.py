@@ -51,15 +51,22 @@ def retrain_estimate(trial_seconds: float, n_train: int, n_val: int) -> float:
     return max(trial_seconds - STARTUP_SECONDS, 1.0) * (n_train + n_val) / max(n_train, 1) * 1.1
 
 
-def min_trial_seconds(seconds_per_image_epoch: float, n_train: int, min_epochs: int) -> float:
-    return STARTUP_SECONDS + seconds_per_image_epoch * n_train * min_epochs * 1.3
+def epoch_seconds(seconds_per_image: float, n_train: int, n_val: int) -> float:
+    """One epoch: training steps on ``n_train`` images, plus validation (a forward pass, about
+    a third of a step) on ``n_val``, plus overhead."""
+    return seconds_per_image * (n_train + n_val / 3) * EPOCH_OVERHEAD
+
+
+def min_trial_seconds(seconds_per_image: float, n_train: int, n_val: int,
+                      min_epochs: int) -> float:
+    return STARTUP_SECONDS + epoch_seconds(seconds_per_image, n_train, n_val) * min_epochs
 
 
 def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int,
                   cap: float, low: int, high: int) -> int | None:
     """The most epochs (at most ``high``) a trial of this cost finishes within ``cap`` seconds,
     validation and every fold included; None when not even ``low`` fit."""
-    per_epoch = seconds_per_image * (n_train + n_val / 3) * EPOCH_OVERHEAD * max(folds, 1)
+    per_epoch = epoch_seconds(seconds_per_image, n_train, n_val) * max(folds, 1)
     epochs = int((cap - STARTUP_SECONDS) / max(per_epoch, 1e-9))
     return min(epochs, high) if epochs >= low else None
 

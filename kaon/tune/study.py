@@ -246,7 +246,7 @@ def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
     """Images per fit (one fold under cross-validation) and the cheapest trial's seconds."""
     folds = cfg.cv_folds or 0
     n_train, n_val = cv_sizes(int(sizes["n_train"]), int(sizes["n_val"]), folds)
-    one_fit = b.min_trial_seconds(sizes["per_image"], n_train, cfg.space.epochs.low)
+    one_fit = b.min_trial_seconds(sizes["per_image"], n_train, n_val, cfg.space.epochs.low)
     min_trial = b.STARTUP_SECONDS + (one_fit - b.STARTUP_SECONDS) * max(folds, 1)
     return {**sizes, "n_train": n_train, "n_val": n_val, "min_trial": min_trial}
 
@@ -261,28 +261,38 @@ def _calibrate(shape: tuple[int, int, int], classes: int, threads: int) -> float
 
 
 def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, int, int], classes: int,
-                       threads: int, batch: int, steps: int = 4) -> float:
-    """Seconds per image of ``model``'s training steps on ``threads`` (after one warm-up)."""
+                       threads: int, batch: int, steps: int = 4,
+                       device: torch.device | None = None) -> float:
+    """Seconds per image of ``model``'s training steps on ``threads`` / ``device`` (after one
+    warm-up step)."""
     from kaon.nn.preprocess import prefers_channels_last
 
+    device = device or torch.device("cpu")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     fmt = torch.channels_last if prefers_channels_last(model) else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(device=device, memory_format=fmt)
     opt = torch.optim.Adam(model.parameters())
-    x = torch.randn(batch, *shape).to(memory_format=fmt)
-    y = torch.randint(0, classes, (batch,))
+    x = torch.randn(batch, *shape, device=device).to(memory_format=fmt)
+    y = torch.randint(0, classes, (batch,), device=device)
     try:
         for step in range(steps + 1):
             if step == 1:
+                _sync(device)
                 t0 = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        _sync(device)
         return (time.perf_counter() - t0) / (steps * batch)
     finally:
         torch.set_num_threads(before)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def trial_threads(cfg: TuneConfig) -> int:
@@ -297,19 +307,24 @@ def trial_cap(cfg: TuneConfig, sizes: dict[str, Any]) -> float:
 
 def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any]) -> None:
     """Queue the portfolio's configurations as the first trials, each with as many epochs
-    as fit the trial cap (measured on this machine); one that cannot fit is left out."""
-    from kaon.nn.families import FAMILIES
-    from kaon.nn.spec import FamilyModel
+    as fit the trial cap (timed on the trials' device and threads); one that cannot fit, or
+    cannot be built for these images, is left out."""
+    from kaon.nn.build import build_model
+    from kaon.nn.devices import resolve_device
 
-    threads = trial_threads(cfg)
+    device = resolve_device()  # where the trial processes will train
     epochs = cfg.space.epochs
     for params in portfolio(cfg.space):
         choice = suggest(optuna.trial.FixedTrial({**params, "epochs": epochs.high}), cfg.space)
         torch.manual_seed(cfg.seed)
-        model = FAMILIES[params["family"]](FamilyModel.model_validate(choice["model"]),
-                                           sizes["shape"], sizes["classes"])
-        per_image = _seconds_per_image(model, sizes["shape"], sizes["classes"], threads,
-                                       batch=choice["batch_size"])
+        try:
+            model = build_model(parse_spec(to_spec("warm-start", cfg.dataset, choice)),
+                                sizes["shape"], sizes["classes"])
+            per_image = _seconds_per_image(model, sizes["shape"], sizes["classes"],
+                                           trial_threads(cfg), choice["batch_size"],
+                                           device=device)
+        except (KaonError, RuntimeError):  # e.g. three poolings of a 6x6 image
+            continue
         fitted = b.fitted_epochs(per_image, int(sizes["n_train"]), int(sizes["n_val"]),
                                  cfg.cv_folds or 0, trial_cap(cfg, sizes), epochs.low,
                                  epochs.high)

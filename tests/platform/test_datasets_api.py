@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.platform.conftest import bearer
 from tests.platform.helpers import TRAIN_SPEC
@@ -89,6 +90,15 @@ def test_bad_uploads_are_refused_with_the_reason(client: Any, admin_secret: str)
     np.savez(missing, images=np.zeros((4, 8, 8), dtype=np.uint8))
     layout = client.put(f"{API}/datasets/pets", headers=auth, content=missing.getvalue())
     assert layout.status_code == 422 and "train_images" in layout.json()["message"]
+    assert "upload.npz" not in layout.text and "/tmp" not in layout.text  # no server paths
+    no_names = io.BytesIO()  # a label of 2**62 must not mean 2**62 class names
+    np.savez(no_names, train_images=np.zeros((4, 8, 8), np.uint8),
+             train_labels=np.full(4, 2**62))
+    huge = client.put(f"{API}/datasets/pets", headers=auth, content=no_names.getvalue())
+    assert huge.status_code == 422 and "classes" in huge.json()["message"]
+    short = client.put(f"{API}/datasets/pets", headers=auth, content=npz_bytes(
+        ("a",), train_labels=np.arange(40) % 2))
+    assert short.status_code == 422 and "class names" in short.json()["message"]
     assert client.put(f"{API}/datasets/..%2Fetc", headers=auth,
                       content=npz_bytes()).status_code in (404, 422)
     assert client.put(f"{API}/datasets/Bad%20Name", headers=auth,
@@ -97,6 +107,16 @@ def test_bad_uploads_are_refused_with_the_reason(client: Any, admin_secret: str)
     assert catalog.status_code == 404 and "catalog" in catalog.json()["message"]
     assert client.get(f"{API}/datasets", headers=bearer(admin_secret)).json()[0]["kind"] \
         == "catalog"  # nothing was stored by any of these
+
+
+def test_what_an_upload_inflates_to_is_bounded(client: Any, admin_secret: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaon.platform.api import data
+
+    monkeypatch.setattr(data, "MAX_UNPACKED", 1000)  # a 40-image upload is ~3 KB unpacked
+    put = client.put(f"{API}/datasets/pets", headers={**bearer(admin_secret), **NPZ},
+                     content=npz_bytes())
+    assert put.status_code == 422 and "unpacks to" in put.json()["message"]
 
 
 def test_uploading_needs_the_train_scope(client: Any, admin_secret: str) -> None:

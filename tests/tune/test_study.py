@@ -76,6 +76,22 @@ def test_warm_start_queues_the_portfolio_that_the_space_allows(shared_datasets: 
     assert all(t.user_attrs["warm_start"] for t in queued)
 
 
+def test_warm_start_leaves_out_what_cannot_be_built_for_tiny_images(tmp_path: Path) -> None:
+    npz = tmp_path / "tiny.npz"
+    images = np.random.default_rng(0).integers(0, 255, (60, 6, 6), dtype=np.uint8)
+    labels = (np.arange(60) % 2).reshape(-1, 1)
+    np.savez(npz, train_images=images, train_labels=labels, test_images=images[:10],
+             test_labels=labels[:10])
+    import_dataset(npz, "tiny6")
+    cfg = TuneConfig(dataset="tiny6", time_seconds=300, workers=2)
+    sizes = _check_inputs(cfg)
+    cfg = adapt(cfg, sizes["n_train"], sizes["n_val"])
+    study = optuna.create_study()
+    _warm_start(study, cfg, _fit_sizes(cfg, sizes))  # three poolings of 6x6: no CNN
+    assert [t.system_attrs["fixed_params"]["family"] for t in study.trials] == [
+        "resnet-small", "mlp"]
+
+
 @pytest.mark.slow
 def test_search_registers_the_best_model_with_its_study_within_the_budget(
         shared_datasets: Path) -> None:

@@ -10,6 +10,7 @@ control API's body limit (413 past it).
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -17,12 +18,13 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from kaon.errors import ConfigError
+from kaon.errors import ConfigError, DataError
 from kaon.platform.api.deps import DB, Reader, Trainer
 from kaon.platform.audit import audit
 from kaon.platform.auth import Principal
 
 router = APIRouter()
+MAX_UNPACKED = 512 * 1024**2  # bytes one upload may inflate to (the body limit is 16 MiB)
 DatasetName = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
                                   description="The dataset's name in this workspace.")]
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
@@ -77,17 +79,35 @@ def _store(db: Session, principal: Principal, name: str, body: bytes,
     with tempfile.TemporaryDirectory(dir=scratch) as folder:
         upload = FilePath(folder) / "upload.npz"
         upload.write_bytes(body)
-        dataset = import_dataset(upload, name, format="npz", workspace=workspace,
-                                 overwrite=overwrite, source="upload")  # 409 when taken
+        unpacked = _unpacked_bytes(upload)
+        if unpacked > MAX_UNPACKED:  # the body is bounded; what it inflates to must be too
+            raise DataError(f"The upload unpacks to {unpacked:,} bytes, over the "
+                            f"{MAX_UNPACKED:,}-byte limit of one upload.",
+                            hint="Split the data into several datasets.")
+        try:
+            dataset = import_dataset(upload, name, format="npz", workspace=workspace,
+                                     overwrite=overwrite, source="upload")  # 409 when taken
+        except DataError as exc:  # the reader names its file: not a path for the caller
+            raise DataError(exc.message.replace(str(upload), "the upload"),
+                            hint=exc.hint) from None
     audit(db, principal, "dataset.upload", name,  # committed with the request
           {"bytes": len(body), "images": sum(len(s) for s in dataset.splits.values()),
            "overwrite": overwrite})
     return _public(describe_dataset(name, workspace))
 
 
+def _unpacked_bytes(path: FilePath) -> int:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return 0  # not a zip at all: the reader says so, in its words
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """A listing row without server paths (not the caller's business)."""
-    out = {k: v for k, v in row.items() if k not in ("location", "source")}
-    if out["kind"] == "imported" and out["status"] == "available":
-        out["description"] = "a dataset of this workspace"  # not "imported from /srv/…"
+    out = {k: v for k, v in row.items() if k != "location"}
+    if out["kind"] == "imported":  # not "imported from /srv/…" nor an error naming a path
+        out["description"] = ("a dataset of this workspace" if out["status"] == "available"
+                              else "unreadable: re-upload it with ?overwrite=true")
     return out
