@@ -71,8 +71,7 @@ def import_dataset(path: Path | str | Sequence[Path | str], name: str, format: s
     validate_name(name)
     target = datasets_root(workspace) / name
     if target.exists() and not overwrite:
-        raise ConflictError(f"a dataset named {name!r} already exists"
-                            + (f" (imported at {target})" if source is None else ""),
+        raise ConflictError(f"a dataset named {name!r} already exists",
                             hint="choose another name, or pass --overwrite to replace it")
     splits, class_names, fmt, paths = read_any(path, format, label_column, size)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
