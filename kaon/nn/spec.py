@@ -211,6 +211,8 @@ class TrainSpec(Strict):
         Discriminator(_model_kind),
     ]
     loss: Literal["cross_entropy", "binary_cross_entropy", "mse"] = "cross_entropy"
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="balanced: weigh each class by n / (classes x its count)")
     optimizer: Optimizer = Optimizer()
     schedule: Schedule = Schedule()
     epochs: int = Field(default=5, gt=0, le=1000)

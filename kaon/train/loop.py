@@ -19,7 +19,13 @@ from torch import nn
 from kaon.nn.preprocess import Normalizer, random_hflip, random_shift
 from kaon.nn.spec import TrainSpec
 from kaon.train.checkpoint import TrainState
-from kaon.train.optim import make_loss, make_optimizer, make_scheduler, predictions
+from kaon.train.optim import (
+    balanced_weights,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    predictions,
+)
 from kaon.train.progress import ProgressBar
 
 
@@ -60,7 +66,9 @@ class Trainer:
             self.spec.schedule, self.optimizer, self.spec.epochs, self.steps_per_epoch)
         out_units = _out_units(self.model, self.data.x_train[:1].to(self.device),
                                self.normalizer)
-        self.loss_fn = make_loss(self.spec.loss, out_units, self.num_classes)
+        weights = (balanced_weights(self.data.y_train, self.num_classes).to(self.device)
+                   if self.spec.class_weight == "balanced" else None)
+        self.loss_fn = make_loss(self.spec.loss, out_units, self.num_classes, weights)
         self.generator = torch.Generator().manual_seed(self.spec.seed)
         self.autocast: Callable[[], Any] = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))

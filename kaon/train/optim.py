@@ -40,18 +40,38 @@ def make_scheduler(cfg: Schedule, opt: torch.optim.Optimizer, epochs: int,
     return None, False
 
 
-def make_loss(name: str, out_units: int, num_classes: int) -> LossFn:
-    """Losses take the model's logits; output activations are applied here."""
+def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``n / (classes * count)`` per class, as scikit-learn's ``class_weight="balanced"``;
+    0 for a class without examples."""
+    counts = torch.bincount(labels.long().view(-1), minlength=num_classes).double()
+    weights = torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), 0.0)
+    return weights.float()
+
+
+def make_loss(name: str, out_units: int, num_classes: int,
+              class_weights: torch.Tensor | None = None) -> LossFn:
+    """Losses take the model's logits; output activations are applied here. With
+    ``class_weights`` every loss is the weighted mean over the batch, as ``cross_entropy``'s
+    ``weight``."""
+    if name == "cross_entropy":
+        return lambda logits, y: F.cross_entropy(logits, y, weight=class_weights)
     if name == "binary_cross_entropy":
         if out_units == 1:
-            return lambda logits, y: F.binary_cross_entropy_with_logits(logits.view(-1),
-                                                                        y.float())
-        return lambda logits, y: F.binary_cross_entropy_with_logits(
-            logits, F.one_hot(y, num_classes).float())
-    if name == "mse":
-        return lambda logits, y: F.mse_loss(torch.softmax(logits.float(), 1),
-                                            F.one_hot(y, num_classes).float())
-    return F.cross_entropy
+            def each(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return F.binary_cross_entropy_with_logits(logits.view(-1), y.float(),
+                                                          reduction="none")
+        else:
+            def each(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return F.binary_cross_entropy_with_logits(
+                    logits, F.one_hot(y, num_classes).float(), reduction="none").mean(1)
+    else:  # mse
+        def each(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(torch.softmax(logits.float(), 1),
+                              F.one_hot(y, num_classes).float(), reduction="none").mean(1)
+    if class_weights is None:
+        return lambda logits, y: each(logits, y).mean()
+    return lambda logits, y: ((each(logits, y) * class_weights[y]).sum()
+                              / class_weights[y].sum())
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:

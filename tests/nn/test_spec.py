@@ -64,7 +64,7 @@ def test_json_dump_of_a_spec_parses_back_to_the_same_spec() -> None:
 def test_unknown_top_level_key_is_named_with_the_allowed_keys() -> None:
     message = config_error(spec_with(epochz=3))
     assert "epochz: unknown key" in message
-    assert "allowed: batch_size, data, early_stopping, epochs" in message
+    assert "allowed: batch_size, class_weight, data, early_stopping, epochs" in message
     assert "register" in message  # the key a file uses, not the Python attribute register_
 
 

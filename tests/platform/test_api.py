@@ -301,6 +301,13 @@ def test_job_logs_are_read_from_an_offset_and_tune_requests_queue_jobs(client: A
     assert tune.status_code == 201 and tune.json()["kind"] == "tune", tune.text
     bad = client.post("/api/v1/tune", headers=auth, json={"dataset": "breastmnist"})
     assert bad.status_code == 422 and "time_seconds" in bad.text
+    weighted = client.post("/api/v1/tune", headers=auth, json={
+        "dataset": "breastmnist", "time_seconds": 120, "space": {"class_weight": ["balanced"]}})
+    assert weighted.status_code == 201, weighted.text
+    assert weighted.json()["spec"]["space"] == {"class_weight": ["balanced"]}  # the rest: defaults
+    bad_space = client.post("/api/v1/tune", headers=auth, json={
+        "dataset": "breastmnist", "time_seconds": 120, "space": {"class_weight": ["inverse"]}})
+    assert bad_space.status_code == 422 and "class_weight" in bad_space.text
 
 
 def test_models_are_listed_per_workspace(client: Any, admin_secret: str) -> None:

@@ -19,6 +19,7 @@ from kaon.nn.spec import TrainSpec, parse_spec
 from kaon.registry.artifacts import load_weights
 from kaon.train import TrainingInterrupted, resume, train
 from kaon.train.checkpoint import CHECKPOINT, load_checkpoint
+from kaon.train.evaluate import evaluate
 from kaon.train.runs import get_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,6 +137,19 @@ def test_binary_task_with_one_sigmoid_unit(shared_datasets: Path) -> None:
     assert info.signature.output == "sigmoid"
     assert info.signature.class_names == ["malignant", "normal/benign"]
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+
+
+def test_balanced_class_weights_recall_more_of_the_minority_class(shared_datasets: Path) -> None:
+    def minority_recall(class_weight: str) -> float:
+        spec = parse_spec({
+            "name": f"breast-{class_weight}", "data": {"dataset": "breastmnist"},
+            "model": {"family": "mlp", "hidden": [64]}, "class_weight": class_weight,
+            "optimizer": {"name": "adam", "lr": 0.003}, "epochs": 4, "batch_size": 32,
+        })
+        report = evaluate(train(spec).model or "").report
+        return float(report["per_class"]["malignant"]["recall"])  # 147 of 546 in train
+
+    assert minority_recall("balanced") > minority_recall("none") + 0.05
 
 
 def test_normalisation_wrong_channel_count_is_a_config_error(shared_datasets: Path) -> None:

@@ -136,3 +136,16 @@ def test_warm_start_epochs_fit_the_trial_cap() -> None:
     assert fitted_epochs(1e-3, 1000, 300, folds=0, cap=100, low=3, high=12) == 12
     assert fitted_epochs(1e-3, 1000, 300, folds=2, cap=23.5, low=3, high=12) == 5
     assert fitted_epochs(1e-3, 1000, 300, folds=3, cap=12, low=3, high=12) is None
+
+
+def test_class_weights_are_a_dimension_of_the_space_and_reach_the_spec(tmp_path: Path) -> None:
+    assert SearchSpace().class_weight == ["none"]  # the default trains as the data is
+    file = tmp_path / "space.yaml"
+    file.write_text("class_weight: [balanced]\n")
+    space = load_space(file)
+    for params in portfolio(space):  # the warm start follows the space
+        choice = suggest(optuna.trial.FixedTrial({**params, "epochs": 3}), space)
+        assert parse_spec(to_spec("t", "mnist", choice)).class_weight == "balanced"
+    with pytest.raises(ConfigError, match="class_weight"):
+        file.write_text("class_weight: [inverse]\n")
+        load_space(file)

@@ -19,6 +19,7 @@ from kaon.platform.api.schemas import (
 )
 from kaon.platform.audit import audit
 from kaon.platform.jobrun import job_dir
+from kaon.tune.space import SearchSpace
 
 router = APIRouter()
 MAX_LOG_CHUNK = 1024 * 1024
@@ -37,6 +38,8 @@ class TuneRequest(BaseModel):
                                    pattern=r"^[a-z0-9][a-z0-9._-]*$")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     warm_start: bool = True
+    space: SearchSpace | None = Field(default=None, description=(
+        "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
     max_attempts: int = Field(default=1, ge=1, le=10, exclude=True)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -86,7 +89,7 @@ def job_logs(job_id: str, db: DB, principal: Reader,
              summary="Queue a `kaon tune` search (a job of kind 'tune')")
 def submit_tune(body: TuneRequest, db: DB, principal: Trainer) -> JobOut:
     plan = billing.current_plan(db, principal.workspace_id)
-    spec = body.model_dump(exclude_none=True)
+    spec = body.model_dump(exclude_none=True, exclude_unset=True)  # the space's own defaults
     job = jobs.submit_job(db, principal.workspace_id, "tune", spec, plan=plan,
                           max_attempts=body.max_attempts)
     audit(db, principal, "job.submit", job.id, {"kind": "tune"})
