@@ -308,12 +308,17 @@ class PlatformMixin:
 
     def upload_dataset(self, name: str, npz: bytes | str | Path,
                        overwrite: bool = False) -> dict[str, Any]:
-        """Upload an ``.npz`` (bytes, or a path to one) as ``name`` in the workspace; for an
-        image folder or CSV, build the bytes with :func:`kaon.data.dataset_npz`."""
-        body = npz if isinstance(npz, bytes) else Path(npz).read_bytes()
-        return self._call("PUT", f"/datasets/{name}", content=body,
-                          params={"overwrite": "true"} if overwrite else None,
-                          headers={"content-type": "application/octet-stream"})
+        """Upload an ``.npz`` (bytes, or a path to one, streamed from disk) as ``name`` in the
+        workspace; for an image folder or CSV, build the bytes with
+        :func:`kaon.data.dataset_npz`."""
+        params = {"overwrite": "true"} if overwrite else None
+        headers = {"content-type": "application/octet-stream"}
+        if isinstance(npz, bytes):
+            return self._call("PUT", f"/datasets/{name}", content=npz, params=params,
+                              headers=headers)
+        with Path(npz).open("rb") as file:
+            return self._call("PUT", f"/datasets/{name}", content=file, params=params,
+                              headers=headers)
 
     def delete_dataset(self, name: str) -> None:
         self._call("DELETE", f"/datasets/{name}")

@@ -6,8 +6,8 @@ from typing import Any
 
 from kaon.errors import ConflictError, KaonError
 
-__all__ = ["AuthError", "ConflictError", "ForbiddenError", "PlanLimitError", "QuotaExceeded",
-           "RateLimited"]
+__all__ = ["AuthError", "ConflictError", "ForbiddenError", "PayloadTooLarge", "PlanLimitError",
+           "QuotaExceeded", "RateLimited"]
 
 
 class AuthError(KaonError):
@@ -22,6 +22,13 @@ class ForbiddenError(KaonError):
 
     exit_code = 8
     http_status = 403
+
+
+class PayloadTooLarge(KaonError):
+    """A request body over the limit of its route (413)."""
+
+    exit_code = 4
+    http_status = 413
 
 
 class PlanLimitError(KaonError):

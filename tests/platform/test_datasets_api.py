@@ -127,3 +127,67 @@ def test_uploading_needs_the_train_scope(client: Any, admin_secret: str) -> None
                      content=npz_bytes())
     assert put.status_code == 403
     assert client.get(f"{API}/datasets", headers=bearer(viewer)).status_code == 200
+
+
+def test_uploads_are_metered_as_storage_and_a_hard_capped_plan_refuses_past_it(
+        client: Any, admin_secret: str, api_db: Any) -> None:
+    from sqlalchemy import update
+
+    from kaon.db.models import utcnow
+    from kaon.platform.common import period_of
+    from kaon.platform.models import UsageCounter
+    from kaon.platform.plans import load_plans
+
+    auth = bearer(admin_secret)
+    body = npz_bytes()
+    assert client.put(f"{API}/datasets/pets", headers={**auth, **NPZ},
+                      content=body).status_code == 201
+    usage = client.get(f"{API}/usage", headers=auth).json()
+    assert usage["plan"] == "free"
+    stored = usage["metrics"]["storage_bytes"]["used"]
+    assert 40 * 64 < stored < 2 * len(body)  # the unpacked arrays, counted once
+
+    limit = load_plans().plans["free"].storage_bytes  # the free plan is hard-capped
+    api_db.execute(update(UsageCounter).where(UsageCounter.metric == "storage_bytes",
+                                              UsageCounter.period == period_of(utcnow()))
+                   .values(used=limit - 100))
+    api_db.commit()
+    refused = client.put(f"{API}/datasets/more", headers={**auth, **NPZ}, content=body)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["plan"] == "free" and refused.json()["limit"] == limit
+    assert client.get(f"{API}/datasets/more", headers=auth).status_code == 404  # not stored
+    usage = client.get(f"{API}/usage", headers=auth).json()
+    assert usage["metrics"]["storage_bytes"]["used"] == limit - 100  # nothing counted
+
+
+def test_an_upload_past_the_16_mib_body_limit_streams_to_disk(client: Any,
+                                                              admin_secret: str) -> None:
+    auth = bearer(admin_secret)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (6000, 56, 56), dtype=np.uint8)  # 18.8 MB of noise
+    buffer = io.BytesIO()
+    np.savez(buffer, train_images=images, train_labels=np.arange(6000) % 2)
+    body = buffer.getvalue()
+    assert len(body) > 16 * 1024**2  # what any other control-API request may send
+    put = client.put(f"{API}/datasets/big", headers={**auth, **NPZ}, content=body)
+    assert put.status_code == 201, put.text
+    assert put.json()["splits"] == {"train": 6000} and put.json()["shape"] == [1, 56, 56]
+    assert client.post(f"{API}/workspaces", headers=auth,
+                       content=b"x" * (17 * 1024**2)).status_code == 413  # others still bounded
+
+
+def test_an_upload_over_the_upload_limit_is_413_declared_or_streamed(
+        client: Any, admin_secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaon.platform.api import data
+
+    monkeypatch.setattr(data, "MAX_UPLOAD", 1000)
+    auth = bearer(admin_secret)
+    declared = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=npz_bytes())
+    assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLarge"
+
+    def chunks() -> Any:  # no Content-Length: the route counts what arrives
+        yield npz_bytes()
+
+    streamed = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=chunks())
+    assert streamed.status_code == 413 and "1,000 bytes" in streamed.json()["message"]
+    assert client.get(f"{API}/datasets/pets", headers=auth).status_code == 404

@@ -114,6 +114,13 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
     from kaon.serve.app import BodyLimit, _noop_receive  # imports torch: only when serving
 
     class ControlBodyLimit(BodyLimit):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] == "PUT" \
+                    and scope["path"].startswith(data.UPLOAD_PREFIX):
+                await self.app(scope, receive, send)  # streamed; the route bounds it
+                return
+            await super().__call__(scope, receive, send)
+
         async def _reject(self, send: Any) -> None:
             response = JSONResponse(status_code=413, content={
                 "error": "PayloadTooLarge", "message": f"Request body is over {self.limit} bytes.",

@@ -3,13 +3,16 @@
 A dataset is uploaded as one ``.npz`` (``train_images`` / ``train_labels``, optionally
 ``val_*`` and ``test_*``: plain arrays, never pickles) and kept under the workspace; the jobs
 and tuning searches of that workspace find it by name before the catalog. Another
-workspace's dataset answers 404, like one that does not exist. Uploads are bounded by the
-control API's body limit (413 past it).
+workspace's dataset answers 404, like one that does not exist. An upload streams to disk
+and is bounded by ``MAX_UPLOAD`` (413 past it), not by the control API's 16 MiB body limit,
+and what it unpacks to by ``MAX_UNPACKED``. Their unpacked bytes are metered as ``storage_bytes``
+and count against a hard-capped plan's storage (429 past it), like model versions.
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -19,12 +22,16 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from kaon.errors import ConfigError, DataError
+from kaon.platform import billing, quota
 from kaon.platform.api.deps import DB, Reader, Trainer
 from kaon.platform.audit import audit
 from kaon.platform.auth import Principal
+from kaon.platform.errors import PayloadTooLarge
 
 router = APIRouter()
-MAX_UNPACKED = 512 * 1024**2  # bytes one upload may inflate to (the body limit is 16 MiB)
+MAX_UPLOAD = 512 * 1024**2  # bytes of one upload's body, streamed to disk
+MAX_UNPACKED = 512 * 1024**2  # bytes one upload may inflate to
+UPLOAD_PREFIX = "/api/v1/datasets/"  # PUT here is exempt from the control API's 16 MiB limit
 DatasetName = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
                                   description="The dataset's name in this workspace.")]
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
@@ -49,14 +56,33 @@ def get_dataset(name: DatasetName, principal: Reader) -> dict[str, Any]:
 
 
 @router.put("/datasets/{name}", status_code=201, openapi_extra=NPZ_BODY,
-            summary="Upload a dataset (.npz bytes as the body) under NAME")
+            responses={413: {"description": f"over {MAX_UPLOAD:,} bytes"}},
+            summary="Upload a dataset (.npz bytes as the body, streamed) under NAME")
 async def upload_dataset(name: DatasetName, request: Request, db: DB, principal: Trainer,
                          overwrite: Annotated[bool, Query()] = False) -> dict[str, Any]:
-    body = await request.body()  # the body limit middleware has bounded it already
-    if not body:
-        raise ConfigError("The body is empty: send the .npz file's bytes.",
-                          hint=f"kaon datasets upload FILE.npz --name {name}")
-    return await run_in_threadpool(_store, db, principal, name, body, overwrite)
+    from kaon.config import get_settings
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD:
+        raise PayloadTooLarge(f"The upload ({int(declared):,} bytes) is over {MAX_UPLOAD:,} "
+                              "bytes.", hint="Split the data into several datasets.")
+    scratch = get_settings().home / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        upload = FilePath(folder) / "upload.npz"
+        size = 0
+        with upload.open("wb") as out:  # to disk as it arrives: never the whole body in memory
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    raise PayloadTooLarge(
+                        f"The upload is over {MAX_UPLOAD:,} bytes.",
+                        hint="Split the data into several datasets.")
+                out.write(chunk)
+        if not size:
+            raise ConfigError("The body is empty: send the .npz file's bytes.",
+                              hint=f"kaon datasets upload FILE.npz --name {name}")
+        return await run_in_threadpool(_store, db, principal, name, upload, size, overwrite)
 
 
 @router.delete("/datasets/{name}", status_code=204, summary="Delete one of this workspace's "
@@ -68,30 +94,29 @@ def delete_dataset(name: DatasetName, db: DB, principal: Trainer) -> None:
     audit(db, principal, "dataset.delete", name)
 
 
-def _store(db: Session, principal: Principal, name: str, body: bytes,
+def _store(db: Session, principal: Principal, name: str, upload: FilePath, size: int,
            overwrite: bool) -> dict[str, Any]:
-    from kaon.config import get_settings
     from kaon.data import describe_dataset, import_dataset
 
     workspace = principal.workspace_id
-    scratch = get_settings().home / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as folder:
-        upload = FilePath(folder) / "upload.npz"
-        upload.write_bytes(body)
-        unpacked = _unpacked_bytes(upload)
-        if unpacked > MAX_UNPACKED:  # the body is bounded; what it inflates to must be too
-            raise DataError(f"The upload unpacks to {unpacked:,} bytes, over the "
-                            f"{MAX_UNPACKED:,}-byte limit of one upload.",
-                            hint="Split the data into several datasets.")
-        try:
-            dataset = import_dataset(upload, name, format="npz", workspace=workspace,
-                                     overwrite=overwrite, source="upload")  # 409 when taken
-        except DataError as exc:  # the reader names its file: not a path for the caller
-            raise DataError(exc.message.replace(str(upload), "the upload"),
-                            hint=exc.hint) from None
+    unpacked = _unpacked_bytes(upload)
+    if unpacked > MAX_UNPACKED:  # the body is bounded; what it inflates to must be too
+        raise DataError(f"The upload unpacks to {unpacked:,} bytes, over the "
+                        f"{MAX_UNPACKED:,}-byte limit of one upload.",
+                        hint="Split the data into several datasets.")
+    # stored bytes are usage, in this request's transaction (undone if the import fails);
+    # a hard-capped plan refuses what would pass its storage (429)
+    quota.check_and_consume(db, workspace, "storage_bytes", unpacked,
+                            billing.current_plan(db, workspace),
+                            event_key=f"dataset:{uuid.uuid4().hex}", source={"dataset": name})
+    try:
+        dataset = import_dataset(upload, name, format="npz", workspace=workspace,
+                                 overwrite=overwrite, source="upload")  # 409 when taken
+    except DataError as exc:  # the reader names its file: not a path for the caller
+        raise DataError(exc.message.replace(str(upload), "the upload"),
+                        hint=exc.hint) from None
     audit(db, principal, "dataset.upload", name,  # committed with the request
-          {"bytes": len(body), "images": sum(len(s) for s in dataset.splits.values()),
+          {"bytes": size, "images": sum(len(s) for s in dataset.splits.values()),
            "overwrite": overwrite})
     return _public(describe_dataset(name, workspace))
 
