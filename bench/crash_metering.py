@@ -31,13 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def open_plans(path: Path) -> Path:
-    """The shipped plans with the free plan uncapped and effectively unthrottled."""
+    """The shipped plans with the free plan uncapped, effectively unthrottled, and allowed a
+    few deployments of a few replicas."""
     shipped = (REPO / "kaon/platform/plans.toml").read_text()
     free = re.search(r"\[plans\.free\].*?(?=\n\[plans\.|\Z)", shipped, flags=re.S)
     assert free is not None
     block = re.sub(r"rate_limit_rps = [\d.]+", "rate_limit_rps = 100000.0", free[0])
     block = re.sub(r"burst = \d+", "burst = 100000", block)
     block = re.sub(r"hard_cap = true", "hard_cap = false", block)
+    block = re.sub(r"max_deployments = \d+", "max_deployments = 4", block)
+    block = re.sub(r"max_replicas = \d+", "max_replicas = 4", block)
     path.write_text(shipped.replace(free[0], block))
     return path
 

@@ -86,12 +86,12 @@ def ceiling(ref: str, batch: int, device: torch.device, seconds: float = 5.0) ->
 
 def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
           env: dict[str, str], threads: int = 0,
-          device: str = "auto") -> tuple[subprocess.Popen[bytes], str, str]:
+          device: str = "auto", replicas: int = 1) -> tuple[subprocess.Popen[bytes], str, str]:
     py = sys.executable
     if kind == "kaon":
         cmd = [py, "-m", "kaon.cli.main", "serve", ref, "--port", str(port),
                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
-               "--threads", str(threads), "--device", device]
+               "--threads", str(threads), "--device", device, "--replicas", str(replicas)]
         health, path = "/readyz", f"/v1/models/{ref.split(':')[0]}/predict"
     elif kind == "litserve":
         cmd = [py, str(REPO / "bench/servers/litserve_app.py"), ref, str(port), str(batch),

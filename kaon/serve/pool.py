@@ -194,8 +194,8 @@ class ReplicaPool:
             else:
                 headers[name] = value
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        target = (path or request.url.path) + (f"?{request.url.query}" if request.url.query
-                                               else "")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        target = (path or request.scope["path"]) + (f"?{query}" if query else "")
         client = replica.client
         replica.in_flight += 1
         released = False
