@@ -191,3 +191,33 @@ def test_an_upload_over_the_upload_limit_is_413_declared_or_streamed(
     streamed = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=chunks())
     assert streamed.status_code == 413 and "1,000 bytes" in streamed.json()["message"]
     assert client.get(f"{API}/datasets/pets", headers=auth).status_code == 404
+
+
+def test_a_slow_upload_holds_no_database_lock(client: Any, admin_secret: str,
+                                              kaon_home: Any) -> None:
+    import sqlite3
+
+    from kaon.config import get_settings
+
+    if not get_settings().db_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer lock is what a held transaction would block")
+    auth = bearer(admin_secret)
+    body = npz_bytes()
+    writes: list[bool] = []
+
+    def slowly() -> Any:  # the key's first use writes its last-used time before these bytes
+        yield body[:100]
+        other = sqlite3.connect(kaon_home / "kaon.db", timeout=0.5)
+        try:
+            with other:
+                other.execute("update api_keys set name = name")
+            writes.append(True)
+        except sqlite3.OperationalError:  # "database is locked"
+            writes.append(False)
+        finally:
+            other.close()
+        yield body[100:]
+
+    put = client.put(f"{API}/datasets/pets", headers={**auth, **NPZ}, content=slowly())
+    assert put.status_code == 201, put.text
+    assert writes == [True]

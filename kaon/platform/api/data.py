@@ -62,6 +62,7 @@ async def upload_dataset(name: DatasetName, request: Request, db: DB, principal:
                          overwrite: Annotated[bool, Query()] = False) -> dict[str, Any]:
     from kaon.config import get_settings
 
+    db.commit()  # the key check may have written (last used): no lock held while bytes arrive
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_UPLOAD:
         raise PayloadTooLarge(f"The upload ({int(declared):,} bytes) is over {MAX_UPLOAD:,} "
