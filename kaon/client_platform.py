@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -311,14 +312,10 @@ class PlatformMixin:
         """Upload an ``.npz`` (bytes, or a path to one, streamed from disk) as ``name`` in the
         workspace; for an image folder or CSV, build the bytes with
         :func:`kaon.data.dataset_npz`."""
-        params = {"overwrite": "true"} if overwrite else None
-        headers = {"content-type": "application/octet-stream"}
-        if isinstance(npz, bytes):
-            return self._call("PUT", f"/datasets/{name}", content=npz, params=params,
-                              headers=headers)
-        with Path(npz).open("rb") as file:
-            return self._call("PUT", f"/datasets/{name}", content=file, params=params,
-                              headers=headers)
+        with nullcontext(npz) if isinstance(npz, bytes) else Path(npz).open("rb") as body:
+            return self._call("PUT", f"/datasets/{name}", content=body,
+                              params={"overwrite": "true"} if overwrite else None,
+                              headers={"content-type": "application/octet-stream"})
 
     def delete_dataset(self, name: str) -> None:
         self._call("DELETE", f"/datasets/{name}")

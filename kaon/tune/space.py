@@ -7,13 +7,15 @@ The defaults suit small-image classification; a YAML file can override any part
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kaon.errors import ConfigError
+
+if TYPE_CHECKING:  # the platform's API imports SearchSpace: no optuna at its start-up
+    import optuna
 
 Item = TypeVar("Item")
 

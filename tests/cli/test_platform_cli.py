@@ -268,6 +268,10 @@ def test_datasets_upload_list_delete(logged_in: Platform, tmp_path: Path) -> Non
 
         again = client.upload_dataset("cli-pets", dataset_npz(folder), overwrite=True)
         assert again["num_classes"] == 2 and client.dataset("cli-pets")["kind"] == "imported"
+        npz = tmp_path / "pets.npz"  # a path: streamed from disk
+        npz.write_bytes(dataset_npz(folder))
+        assert client.upload_dataset("cli-pets-file", npz)["splits"] == {"train": 7}
+        client.delete_dataset("cli-pets-file")
     assert kaon_json("datasets", "delete", "cli-pets") == {"deleted": "cli-pets"}
     assert isinstance(kaon("datasets", "delete", "cli-pets").exception, NotFoundError)
 
