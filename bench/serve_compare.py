@@ -147,6 +147,17 @@ def wrk_window(url: str, body_file: Path, concurrency: int, seconds: float) -> d
             "errors": float(bad.group(1) if bad else 0) + float(errors.group(1) if errors else 0)}
 
 
+def wrk_script(body_file: Path, body: dict[str, Any],
+               headers: dict[str, str] | None = None) -> Path:
+    """Write ``body`` and the wrk script that POSTs it (``body_file`` with ``.lua``)."""
+    body_file.write_text(json.dumps(body))
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    body_file.with_suffix(".lua").write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + extra
+        + f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*all")\nf:close()\n')
+    return body_file
+
+
 def measure(url: str, body: dict[str, Any], concurrency: int, window: float,
             workdir: Path, headers: dict[str, str] | None = None) -> dict[str, float]:
     if shutil.which("wrk") is None:
@@ -156,12 +167,7 @@ def measure(url: str, body: dict[str, Any], concurrency: int, window: float,
                                           headers=headers))
         return {"rps": level.requests_per_s, "p50": level.p50_ms, "p99": level.p99_ms,
                 "errors": level.errors, "windows": level.windows, "stable": level.stable}
-    body_file = workdir / "body.json"
-    body_file.write_text(json.dumps(body))
-    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
-    body_file.with_suffix(".lua").write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + extra
-        + f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*all")\nf:close()\n')
+    body_file = wrk_script(workdir / "body.json", body, headers)
     wrk_window(url, body_file, concurrency, 2)  # warm-up
     windows: list[dict[str, float]] = []
     stable = False

@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse
 from kaon.config import get_settings
 from kaon.platform.api.app import create_control_app
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
-from kaon.platform.gateway import Gateway
+from kaon.platform.gateway import Gateway, GatewayFirst
 from kaon.platform.meterlog import MeterWriter
 from kaon.procs import die_with_parent, freeze_heap
 
@@ -92,6 +92,7 @@ def create_platform_app(*, workers: int = 1) -> FastAPI:
             meter.stop()
 
     app.router.lifespan_context = lifespan
+    app.add_middleware(GatewayFirst, gateway=gateway)
     app.include_router(gateway.router())
     # the gateway first: inference is the hot path, and its prefix matches nothing else
     app.router.routes.insert(0, app.router.routes.pop())

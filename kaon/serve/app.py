@@ -15,11 +15,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
+from kaon.serve.asgi import BodyLimit
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
@@ -30,62 +32,6 @@ from kaon.serve.service import Service
 from kaon.serve.service import router as service_router
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-class BodyLimit:
-    """Answer 413 for a body larger than ``limit`` bytes, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
-            return
-        # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._reject(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], receive), send)
-
-    async def _reject(self, send: Send) -> None:
-        response = JSONResponse(status_code=413, content={
-            "error": "PayloadTooLarge",
-            "message": f"Request body is over {self.limit} bytes.",
-            "hint": "Send fewer images per request."})
-        await response({"type": "http"}, _noop_receive, send)
-
-
-def _replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
-    """A receive() that hands out ``messages`` first, then defers to the real one."""
-    pending = list(messages)
-
-    async def replay() -> Any:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
-
-
-async def _noop_receive() -> dict[str, Any]:
-    return {"type": "http.disconnect"}
 
 
 class Observe:
@@ -143,7 +89,9 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
         return False, {"detail": str(runtime.error) if runtime.error else "loading"}
 
     app = _base_app("Kaon model server", lifespan, metrics, max_body, readiness,
-                    lambda: runtime.batcher.depth)
+                    lambda: runtime.batcher.depth,
+                    fast_path=Middleware(kaon_json.FastPredict, runtime=runtime,
+                                         errors=lambda exc: error_response(exc, metrics)))
     app.include_router(kaon_json.router(runtime))
     app.include_router(v2.router(runtime))
     app.include_router(stream.router(runtime))
@@ -198,24 +146,32 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES) -> Fast
     return app
 
 
+def error_response(exc: KaonError, metrics: ServerMetrics) -> JSONResponse:
+    """A KaonError as the server's JSON error, with Retry-After on 503s."""
+    headers = None
+    if isinstance(exc, Overloaded):
+        metrics.rejected.inc()
+        headers = {"Retry-After": f"{exc.retry_after:.0f}"}
+    elif exc.http_status == 503:
+        headers = {"Retry-After": "1"}
+    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+
+
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
-              depth: Callable[[], int]) -> FastAPI:
-    """What every Kaon server has: body limit, metrics, error mapping, health and readiness."""
+              depth: Callable[[], int], fast_path: Middleware | None = None) -> FastAPI:
+    """What every Kaon server has: body limit, metrics, error mapping, health and readiness.
+    ``fast_path``: a middleware that sees requests after the body limit, before FastAPI."""
     app = new_app(title=title, version="0.1.0", lifespan=lifespan)
+    if fast_path is not None:
+        app.add_middleware(fast_path.cls, *fast_path.args, **fast_path.kwargs)
     app.add_middleware(BodyLimit, limit=max_body)
 
     app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(KaonError)
     async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, Overloaded):
-            metrics.rejected.inc()
-            headers = {"Retry-After": f"{exc.retry_after:.0f}"}
-        elif exc.http_status == 503:
-            headers = {"Retry-After": "1"}
-        return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+        return error_response(exc, metrics)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:

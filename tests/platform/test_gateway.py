@@ -106,6 +106,20 @@ def test_bad_keys_get_401_and_other_tenants_get_404(deployed: dict[str, Any]) ->
 
 
 @pytest.mark.slow
+def test_a_body_over_the_limit_is_413_declared_or_streamed(deployed: dict[str, Any]) -> None:
+    url, key = deployed["url"], deployed["key"]
+    path = f"{url}/d/digits/v1/models/digits/predict"
+    big = b"x" * (17 * 1024**2)  # the gateway's limit is 16 MiB, like a replica's
+    declared = httpx.post(path, content=big, headers=_auth(key))
+    assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLarge"
+    assert declared.headers["x-request-id"]
+    streamed = httpx.post(path, content=iter([big[:9 << 20], big[9 << 20:]]),
+                          headers=_auth(key))  # chunked: no length to check up front
+    assert streamed.status_code == 413 and "16777216 bytes" in streamed.json()["message"]
+    assert httpx.post(path, headers=_auth(key), json={"inputs": [IMAGE]}).status_code == 200
+
+
+@pytest.mark.slow
 def test_a_stream_through_the_gateway_meters_each_frame(deployed: dict[str, Any]) -> None:
     from websockets.sync.client import connect
 
@@ -142,7 +156,9 @@ def test_64_requests_racing_for_the_last_10_units_let_exactly_10_through(
     responses = asyncio.run(race())
     codes = [r.status_code for r in responses]
     assert codes.count(200) == 10 and codes.count(429) == 54, codes
-    refused = next(r for r in responses if r.status_code == 429).json()
+    first = next(r for r in responses if r.status_code == 429)
+    refused = first.json()
+    assert first.headers["x-quota-reset"] == refused["reset_at"]
     assert refused["plan"] == "free" and refused["limit"] == CAP
     assert refused["reset_at"].endswith("Z") or "+00:00" in refused["reset_at"]
     assert used >= 0 and _settled(url, key, CAP) == CAP

@@ -12,6 +12,7 @@ import pytest
 
 from kaon.db.engine import session_scope
 from kaon.platform import metering
+from kaon.platform.metercommit import one_pass
 from kaon.platform.meterlog import MeterWriter, replay
 from kaon.platform.workspaces import bootstrap
 
@@ -61,6 +62,45 @@ def test_segments_left_by_a_crash_are_replayed_once(kaon_home: Path) -> None:
     assert list(journal.glob("*.jsonl")) == []
     with session_scope() as s:
         assert metering.usage(s, "default", "2026-11")["inference_requests"] == 5
+
+
+def test_the_committer_takes_whole_lines_and_deletes_only_finished_segments(
+        kaon_home: Path) -> None:
+    journal = kaon_home / "journal"
+    journal.mkdir()
+    event = {"workspace_id": "default", "metric": "inference_requests", "quantity": 1,
+             "source": {}, "occurred_at": "2026-11-26T20:00:00+00:00"}
+    line = [json.dumps({**event, "event_key": f"c-{i}"}) for i in range(6)]
+    old, current = journal / "0001.jsonl", journal / "0002.jsonl"
+    old.write_text(line[0] + "\n" + line[1] + "\n")
+    current.write_text(line[2] + "\n" + line[3][:20])  # the writer is mid-line
+    offsets: dict[Path, int] = {}
+    assert one_pass(journal, offsets) == 3
+    assert not old.exists() and current.exists()  # a newer segment exists: old is done
+    with current.open("a") as f:
+        f.write(line[3][20:] + "\n" + line[4] + "\n")
+    assert one_pass(journal, offsets) == 2  # the rest of line 3, and line 4
+    assert one_pass(journal, offsets) == 0 and current.exists()  # still the newest
+    with session_scope() as s:
+        assert metering.usage(s, "default", "2026-11")["inference_requests"] == 5
+
+
+def test_journaled_events_are_committed_while_the_writer_runs(kaon_home: Path) -> None:
+    writer = MeterWriter(journal=kaon_home / "journal", linger_s=0.05)
+    writer.start()
+    try:
+        async def calls() -> None:
+            for i in range(50):
+                await writer.record("default", "inference_requests", 1, f"live-{i}")
+
+        asyncio.run(calls())
+        deadline = time.monotonic() + 15  # the committer process starts, then follows
+        while _used() < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _used() == 50  # by the committer process: this one has not stopped yet
+    finally:
+        writer.stop()
+    assert _used() == 50 and list((kaon_home / "journal").glob("*.jsonl")) == []
 
 
 @pytest.mark.slow

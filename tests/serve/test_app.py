@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,23 @@ def test_predictions_are_the_registered_models_probabilities(client: TestClient)
     body = client.post(PREDICT, json={"inputs": [image.tolist()]}).json()
     expected = load_model("digits:1").predict_proba(torch.from_numpy(image)[None, None])[0]
     assert body["predictions"][0]["probabilities"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_the_plain_asgi_path_answers_as_the_fastapi_route_does(client: TestClient) -> None:
+    """Up to INLINE_DECODE images take kaon_json.FastPredict; more go through the route."""
+    from kaon.serve.protocols.kaon_json import INLINE_DECODE
+
+    image = digit_image(4).tolist()
+    fast = client.post(PREDICT, json={"inputs": [image]})
+    routed = client.post(PREDICT, json={"inputs": [image] * (INLINE_DECODE + 1)})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.json().keys() == routed.json().keys()
+    assert fast.json()["predictions"][0] == routed.json()["predictions"][0]
+    assert fast.headers["x-request-id"]
+    counted = re.search(r'kaon_request_seconds_count\{route="/v1/models/\{name\}/predict",'
+                        r'status="200"\} (\d+)', client.get("/metrics").text)
+    assert counted is not None and float(counted.group(1)) >= 2  # both, under the route
 
 
 def test_base64_png_gives_the_same_prediction_as_the_same_pixels_as_numbers(

@@ -147,3 +147,19 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
         results = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
     assert [r["seq"] for r in results] == list(range(5))
     assert all("latency_ms" in r for r in results)
+
+
+@pytest.mark.slow
+def test_the_front_bounds_bodies_and_passes_request_ids(model_front) -> None:
+    _, url = model_front
+    path = f"{url}/v1/models/digits/predict"
+    image = np.zeros((28, 28), dtype=int).tolist()
+    r = httpx.post(path, json={"inputs": [image]}, headers={"x-request-id": "trace-42"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-42"
+    assert r.json()["predictions"][0]["label"]
+    big = b"x" * (17 * 1024**2)  # the default limit is 16 MiB
+    declared = httpx.post(path, content=big)
+    assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLarge"
+    streamed = httpx.post(path, content=iter([big[:9 << 20], big[9 << 20:]]))  # chunked
+    assert streamed.status_code == 413 and streamed.headers["x-request-id"]
+    assert httpx.get(f"{url}/v1/models/nope", timeout=10).status_code == 404  # the replica's

@@ -111,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,
                        max_body: int = MAX_BODY_BYTES) -> FastAPI:
     """The control plane as an app: routes, error mapping, 413 past ``max_body`` bytes."""
-    from kaon.serve.app import BodyLimit, _noop_receive  # imports torch: only when serving
+    from kaon.serve.asgi import BodyLimit, noop_receive  # kaon.serve imports torch
 
     class ControlBodyLimit(BodyLimit):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -125,7 +125,7 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
             response = JSONResponse(status_code=413, content={
                 "error": "PayloadTooLarge", "message": f"Request body is over {self.limit} bytes.",
                 "hint": "Control-plane requests are small; check what is being sent."})
-            await response({"type": "http"}, _noop_receive, send)
+            await response({"type": "http"}, noop_receive, send)
 
     app = new_app(title="Kaon control plane", version="0.1.0",
                   description="Workspaces, members, API keys, plans, usage, billing, "

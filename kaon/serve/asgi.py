@@ -1,0 +1,76 @@
+"""Plain-ASGI pieces shared by every Kaon server: the body limit and its reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class BodyLimit:
+    """Answer 413 for a body larger than ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
+        body = await read_body(receive, self.limit)
+        if body is None:
+            await self._reject(send)
+            return
+        first = body if isinstance(body, dict) else {
+            "type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, replay([first], receive), send)
+
+    async def _reject(self, send: Send) -> None:
+        await too_large(self.limit)({"type": "http"}, noop_receive, send)
+
+
+def too_large(limit: int) -> JSONResponse:
+    """The 413 answer for a body over ``limit`` bytes."""
+    return JSONResponse(status_code=413, content={
+        "error": "PayloadTooLarge", "message": f"Request body is over {limit} bytes.",
+        "hint": "Send fewer images per request."})
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | dict[str, Any] | None:
+    """The whole request body; None once it passes ``limit`` bytes; a message that is not
+    part of the body (the client went away) is returned as it came."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return dict(message)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
+    """A receive() that hands out ``messages`` first, then defers to the real one."""
+    pending = list(messages)
+
+    async def replay() -> Any:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def noop_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
