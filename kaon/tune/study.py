@@ -188,9 +188,12 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
                                 study_name=study_name, directions=directions)
     study.set_user_attr("kaon", cfg.model_dump(mode="json"))
+    timed = _time_portfolio(cfg, sizes)
+    sizes["speedup"] = _speedups(cfg, timed)
+    study.set_user_attr("speedup", sizes["speedup"])
     study.set_user_attr("spent", 0.0)
     if cfg.warm_start:
-        _warm_start(study, cfg, sizes)
+        _warm_start(study, cfg, sizes, timed)
     return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
 
 
@@ -212,6 +215,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died with the old process
     sizes = _fit_sizes(cfg, _check_inputs(cfg))
+    sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
     spent = float(study.user_attrs.get("spent", 0.0))
     return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
 
@@ -305,31 +309,63 @@ def trial_cap(cfg: TuneConfig, sizes: dict[str, Any]) -> float:
     return cfg.trial_seconds or max(b.TRIAL_SHARE * cfg.time_seconds, 2 * sizes["min_trial"])
 
 
-def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any]) -> None:
-    """Queue the portfolio's configurations as the first trials, each with as many epochs
-    as fit the trial cap (timed on the trials' device and threads); one that cannot fit, or
-    cannot be built for these images, is left out."""
+@dataclass
+class _Timed:
+    """A portfolio configuration and its model's training seconds per image, on one trial's
+    threads and device, and on all cores (None on a GPU, or with no cores to spare)."""
+
+    params: dict[str, Any]
+    alone: float
+    all_cores: float | None
+
+
+def _time_portfolio(cfg: TuneConfig, sizes: dict[str, Any]) -> list[_Timed]:
+    """Time the portfolio's models; one that cannot be built for these images is left out."""
     from kaon.nn.build import build_model
     from kaon.nn.devices import resolve_device
 
-    device = resolve_device()  # where the trial processes will train
-    epochs = cfg.space.epochs
+    device, threads = resolve_device(), trial_threads(cfg)  # where trial processes train
+    cores = os.cpu_count() or 1
+    spare = device.type == "cpu" and cores > threads
+    timed = []
     for params in portfolio(cfg.space):
-        choice = suggest(optuna.trial.FixedTrial({**params, "epochs": epochs.high}), cfg.space)
+        choice = suggest(optuna.trial.FixedTrial({**params, "epochs": cfg.space.epochs.high}),
+                         cfg.space)
         torch.manual_seed(cfg.seed)
         try:
             model = build_model(parse_spec(to_spec("warm-start", cfg.dataset, choice)),
                                 sizes["shape"], sizes["classes"])
-            per_image = _seconds_per_image(model, sizes["shape"], sizes["classes"],
-                                           trial_threads(cfg), choice["batch_size"],
-                                           device=device)
+            alone = _seconds_per_image(model, sizes["shape"], sizes["classes"], threads,
+                                       choice["batch_size"], device=device)
+            all_cores = _seconds_per_image(model, sizes["shape"], sizes["classes"], cores,
+                                           choice["batch_size"]) if spare else None
         except (KaonError, RuntimeError):  # e.g. three poolings of a 6x6 image
             continue
-        fitted = b.fitted_epochs(per_image, int(sizes["n_train"]), int(sizes["n_val"]),
+        timed.append(_Timed(params, alone, all_cores))
+    return timed
+
+
+def _speedups(cfg: TuneConfig, timed: list[_Timed]) -> dict[str, float]:
+    """Per model family, how much faster the final retrain (all cores) trains the portfolio's
+    model of that family than a trial (its share of the cores) does: 90% of what was measured,
+    at least 1. Without it the search stopped early, budgeting the retrain as if it ran on one
+    trial's threads (0.76 of a 15-minute budget on Fashion-MNIST)."""
+    most = (os.cpu_count() or 1) / trial_threads(cfg)
+    return {t.params["family"]: round(max(1.0, min(0.9 * t.alone / t.all_cores, most)), 3)
+            for t in timed if t.all_cores}
+
+
+def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any],
+                timed: list[_Timed]) -> None:
+    """Queue the portfolio's configurations as the first trials, each with as many epochs
+    as fit the trial cap; one that cannot fit is left out."""
+    epochs = cfg.space.epochs
+    for t in timed:
+        fitted = b.fitted_epochs(t.alone, int(sizes["n_train"]), int(sizes["n_val"]),
                                  cfg.cv_folds or 0, trial_cap(cfg, sizes), epochs.low,
                                  epochs.high)
         if fitted is not None:
-            study.enqueue_trial({**params, "epochs": fitted}, user_attrs={"warm_start": True})
+            study.enqueue_trial({**t.params, "epochs": fitted}, user_attrs={"warm_start": True})
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -352,10 +388,12 @@ class _Search:
         self._estimate = self._retrain_estimate()
 
     def _retrain_estimate(self) -> float:
-        done = [_fit_seconds(t) for t in self.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-        longest = max(done) if done else self.trial_cap
-        return b.retrain_estimate(longest, int(self.sizes["n_train"]), int(self.sizes["n_val"]))
+        """The longest retrain any finished trial would need (the best may still change)."""
+        n_train, n_val = int(self.sizes["n_train"]), int(self.sizes["n_val"])
+        done = [b.retrain_estimate(_fit_seconds(t), n_train, n_val, _speedup(t, self.sizes))
+                for t in self.study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.COMPLETE,))]
+        return max(done) if done else b.retrain_estimate(self.trial_cap, n_train, n_val)
 
     def cutoff(self) -> float:
         """When running trials must stop; moves earlier as longer trials complete."""
@@ -457,6 +495,11 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
             hint=f"Run it again with `kaon tune --resume {study.study_name}`.") from None
 
 
+def _speedup(trial: optuna.trial.FrozenTrial, sizes: dict[str, Any]) -> float:
+    """How much faster the retrain runs this trial's model family than the trial did."""
+    return float(sizes.get("speedup", {}).get(trial.params.get("family"), 1.0))
+
+
 def _fit_seconds(trial: optuna.trial.FrozenTrial) -> float:
     """A finished trial's seconds as if it had made one fit (a cross-validated one made
     several), start-up included: what the retrain estimate scales."""
@@ -491,7 +534,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     raw["register"] = {"name": cfg.name}
     # the retrain must end inside the budget: cap its epochs by the time that is left
     per_epoch = max(_fit_seconds(best) - b.STARTUP_SECONDS, 0.1) / max(
-        best.params.get("epochs", 1), 1)
+        best.params.get("epochs", 1), 1) / _speedup(best, sizes)
     scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
     left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
     raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))

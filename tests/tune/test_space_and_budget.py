@@ -63,6 +63,12 @@ def test_the_retrain_estimate_scales_with_the_validation_images() -> None:
     assert retrain_estimate(110.0, n_train=900, n_val=100) == pytest.approx(100 * 1000 / 900 * 1.1)
 
 
+def test_the_retrain_estimate_divides_by_the_retrains_speedup_never_multiplies() -> None:
+    one = retrain_estimate(110.0, n_train=900, n_val=100)
+    assert retrain_estimate(110.0, n_train=900, n_val=100, speedup=1.6) == pytest.approx(one / 1.6)
+    assert retrain_estimate(110.0, n_train=900, n_val=100, speedup=0.5) == pytest.approx(one)
+
+
 def test_a_budget_too_small_for_one_trial_is_refused() -> None:
     with pytest.raises(ConfigError, match="too small"):
         check_feasible(left=20.0, min_trial=15.0, n_train=1000, n_val=100)

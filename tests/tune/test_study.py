@@ -22,7 +22,16 @@ from kaon.db.models import Run
 from kaon.errors import ConfigError, DataError
 from kaon.train.checkpoint import CHECKPOINT
 from kaon.tune import SearchSpace, TuneConfig, tune
-from kaon.tune.study import _check_inputs, _fit_sizes, _warm_start, adapt, storage
+from kaon.tune.study import (
+    _check_inputs,
+    _fit_sizes,
+    _speedups,
+    _time_portfolio,
+    _warm_start,
+    adapt,
+    storage,
+    trial_threads,
+)
 
 TINY = {"families": ["mlp", "cnn"], "mlp_width": [64, 128], "cnn_width": [8],
         "cnn_stages": {"low": 2, "high": 2}, "epochs": {"low": 2, "high": 4},
@@ -67,13 +76,23 @@ def test_warm_start_queues_the_portfolio_that_the_space_allows(shared_datasets: 
     sizes = _check_inputs(cfg)
     cfg = adapt(cfg, sizes["n_train"], sizes["n_val"])
     study = optuna.create_study()
-    _warm_start(study, cfg, _fit_sizes(cfg, sizes))
+    sizes = _fit_sizes(cfg, sizes)
+    timed = _time_portfolio(cfg, sizes)
+    _warm_start(study, cfg, sizes, timed)
     queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     params = [t.system_attrs["fixed_params"] for t in queued]
     assert [p["family"] for p in params] == ["cnn", "mlp"]  # TINY has no resnet-small
     assert params[0]["cnn_width"] == 8 and params[0]["batch_size"] == 64  # moved into TINY
     assert all(2 <= p["epochs"] <= 4 for p in params)  # TINY's range; these fit the cap
     assert all(t.user_attrs["warm_start"] for t in queued)
+    # each model also timed on all cores: the retrain's speed-up, between 1 and cores/threads
+    speedups = _speedups(cfg, timed)
+    if (os.cpu_count() or 1) > trial_threads(cfg):
+        assert set(speedups) == {"cnn", "mlp"}
+        assert all(1.0 <= v <= (os.cpu_count() or 1) / trial_threads(cfg)
+                   for v in speedups.values())
+    else:
+        assert speedups == {}
 
 
 def test_warm_start_leaves_out_what_cannot_be_built_for_tiny_images(tmp_path: Path) -> None:
@@ -87,7 +106,8 @@ def test_warm_start_leaves_out_what_cannot_be_built_for_tiny_images(tmp_path: Pa
     sizes = _check_inputs(cfg)
     cfg = adapt(cfg, sizes["n_train"], sizes["n_val"])
     study = optuna.create_study()
-    _warm_start(study, cfg, _fit_sizes(cfg, sizes))  # three poolings of 6x6: no CNN
+    sizes = _fit_sizes(cfg, sizes)
+    _warm_start(study, cfg, sizes, _time_portfolio(cfg, sizes))  # 3 poolings of 6x6: no CNN
     assert [t.system_attrs["fixed_params"]["family"] for t in study.trials] == [
         "resnet-small", "mlp"]
 
