@@ -59,6 +59,8 @@ def python_rounds(targets: dict[str, tuple[str, dict[str, str] | None]], body: d
     from kaon.serve.loadgen import measure as py_measure
 
     out: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    for url, headers in targets.values():  # warm-up
+        asyncio.run(py_measure(url, body, [concurrency], window_s=2, headers=headers))
     for _ in range(n):
         for name, (url, headers) in targets.items():
             (level,) = asyncio.run(py_measure(url, body, [concurrency], window_s=window,
@@ -134,7 +136,7 @@ def report(results: dict[tuple[int, int], dict[str, list[dict[str, float]]]],
                           f"{median(w['p50'] for w in ws):.2f}",
                           f"{median(w['p99'] for w in ws):.2f}",
                           f"{sum(w['errors'] for w in ws):.0f}",
-                          f"{max(rps) / min(rps) - 1:.0%}")
+                          f"{max(rps) / min(rps) - 1:.0%}" if min(rps) > 0 else "-")
         pairs = list(zip(sides["direct"], sides["gateway"], strict=True))
         hop = "in-process" if replicas == 1 else "behind kaon serve's front"
         lines.append(f"{replicas} replica(s) ({hop} when direct), concurrency {c}: the gateway "

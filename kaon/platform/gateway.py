@@ -34,17 +34,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kaon.db.engine import session_scope
 from kaon.errors import KaonError, NotFoundError, UnavailableError
 from kaon.platform import billing, quota
+from kaon.platform.api.app import error_response
 from kaon.platform.auth import Principal, authenticate, require
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
-from kaon.platform.errors import QuotaExceeded
 from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
-from kaon.serve.asgi import read_body, too_large
+from kaon.serve.asgi import METHODS, take_request
 from kaon.serve.pool import ReplicaPool
-
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 class _TTLCache:
@@ -123,8 +121,8 @@ class Gateway:
 
     # -- HTTP -----------------------------------------------------------------------------
     async def handle(self, request: Request, deployment: str, path: str,
-                     body: bytes | None = None) -> Response:
-        rid = logs.request_id(request.headers.get("x-request-id"))
+                     body: bytes | None = None, rid: str | None = None) -> Response:
+        rid = rid or logs.request_id(request.headers.get("x-request-id"))
         event_key = f"req:{rid}"
         started = time.perf_counter()
         metered = request.method == "POST"  # inference; health and metadata are free
@@ -157,18 +155,15 @@ class Gateway:
                    path: str) -> None:
         """The HTTP hot path as plain ASGI, ahead of FastAPI: its routing, dependency and
         middleware layers cost about 40 µs a request, as much as the gateway's checks."""
-        body = await read_body(receive, self.max_body)
-        if isinstance(body, dict):  # the caller left before sending its body
+        taken = await take_request(scope, receive, send, self.max_body)
+        if taken is None:  # answered 413, or the caller left
             return
-        if body is None:
-            response: Response = too_large(self.max_body)
-            response.headers["X-Request-ID"] = logs.request_id(None)
-        else:
-            try:
-                response = await self.handle(Request(scope, receive), deployment, path, body)
-            except OperationalError:
-                response = _error(UnavailableError("The database is busy or unreachable.",
-                                                   hint="Retry shortly."), logs.request_id(None))
+        request, rid, body = taken
+        try:
+            response = await self.handle(request, deployment, path, body, rid)
+        except OperationalError:
+            response = _error(UnavailableError("The database is busy or unreachable.",
+                                               hint="Retry shortly."), rid)
         await response(scope, receive, send)
 
     # -- WebSocket streams ----------------------------------------------------------------
@@ -220,11 +215,12 @@ class Gateway:
     def router(self) -> APIRouter:
         api = APIRouter(tags=["inference gateway"])
 
-        @api.api_route("/d/{deployment}/{path:path}", methods=_METHODS,
+        @api.api_route("/d/{deployment}/{path:path}", methods=sorted(METHODS),
                        summary="Inference on a deployment (Kaon JSON predict or Open "
                                "Inference Protocol V2), authenticated and metered",
                        responses={401: {}, 403: {}, 404: {}, 429: {}, 503: {}})
         async def infer(request: Request, deployment: str, path: str) -> Response:
+            # documents the path; in `kaon up` GatewayFirst answers these requests first
             return await self.handle(request, deployment, path)
 
         @api.websocket("/d/{deployment}/{path:path}")
@@ -235,15 +231,9 @@ class Gateway:
 
 
 def _error(exc: KaonError, rid: str) -> JSONResponse:
-    headers = {"X-Request-ID": rid}
-    retry = getattr(exc, "retry_after", None)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
-    if isinstance(exc, QuotaExceeded):
-        headers["X-Quota-Reset"] = exc.reset_at
-    if exc.http_status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+    response = error_response(exc)
+    response.headers["X-Request-ID"] = rid
+    return response
 
 
 def _authenticate(token: str) -> Principal | KaonError:
@@ -281,7 +271,8 @@ class GatewayFirst:
         self.app, self.gateway = app, gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/d/"):
+        if scope["type"] == "http" and scope["path"].startswith("/d/") \
+                and scope["method"] in METHODS:
             deployment, slash, path = scope["path"][3:].partition("/")
             if deployment and slash:
                 await self.gateway.asgi(scope, receive, send, deployment, path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -41,6 +42,8 @@ from kaon.platform.common import period_of
 from kaon.platform.models import UsageEvent
 from kaon.procs import die_with_parent
 
+logger = logging.getLogger("kaon.meter")
+
 
 @dataclass
 class _Pending:
@@ -53,9 +56,12 @@ class MeterWriter:
     def __init__(self, journal: Path | None = None, max_batch: int = 2000,
                  max_queue: int = 50_000, rotate_s: float = 2.0,
                  linger_s: float | None = None) -> None:
-        """``linger_s``: how long events collect before they are committed (like Kafka's
-        ``linger.ms``). Journaled events are already durable, so the committer waits 250 ms
-        and commits a few batches a second; without a journal callers wait, so 0."""
+        """With a ``journal``: ``rotate_s`` is how often a new segment starts and ``linger_s``
+        how long events collect before the committer commits them (like Kafka's
+        ``linger.ms``; 250 ms: journaled events are already durable). Without one (group
+        commit): at most ``max_queue`` events wait, committed ``max_batch`` at a time, as soon
+        as the writer thread is free. ``written`` counts what this process committed itself
+        (group commit, and the replays at start and stop)."""
         self.journal, self.max_batch, self.rotate_s = journal, max_batch, rotate_s
         self.linger_s = linger_s if linger_s is not None else (0.25 if journal else 0.0)
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue)
@@ -64,8 +70,10 @@ class MeterWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._rotated_at = 0.0
-        self.written = 0  # committed by this process (group commit, and replays)
+        self._named = 0  # the last segment's number: names sort in the order written
+        self.written = 0
         self.replayed = 0
+        self.committer_restarts = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -75,10 +83,15 @@ class MeterWriter:
             return
         self.journal.mkdir(parents=True, exist_ok=True)
         self.replayed = replay(self.journal)
+        self.written += self.replayed
         self._open_segment()
+        self._start_committer()
+
+    def _start_committer(self) -> None:
         self._committer = subprocess.Popen(
             [sys.executable, "-m", "kaon.platform.metercommit", str(self.journal),
-             "--linger", str(self.linger_s)], preexec_fn=die_with_parent)
+             "--writer", str(os.getpid()), "--linger", str(self.linger_s)],
+            preexec_fn=die_with_parent)
 
     def stop(self) -> None:
         """Commit what is queued or journaled (and drop the journal), then stop."""
@@ -103,8 +116,12 @@ class MeterWriter:
         self.written += replay(self.journal)
 
     def _open_segment(self) -> None:
+        """A new segment, named ``<number>-<pid>.jsonl``: the committer takes a segment as
+        complete once a later number of the same pid exists, so numbers only grow, even
+        when the wall clock steps back."""
         assert self.journal is not None
-        segment = self.journal / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+        self._named = max(self._named + 1, time.time_ns())
+        segment = self.journal / f"{self._named:020d}-{os.getpid()}.jsonl"
         self._fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._rotated_at = time.monotonic()
 
@@ -120,11 +137,7 @@ class MeterWriter:
                 if self._fd is None:
                     raise UnavailableError("Usage metering is stopping.", hint="Retry shortly.")
                 if time.monotonic() - self._rotated_at >= self.rotate_s:
-                    # a new segment first: once it exists, every line of the old one is
-                    # written, and the committer may delete the old one when it is through
-                    old = self._fd
-                    self._open_segment()
-                    os.close(old)
+                    self._rotate()
                 os.write(self._fd, line.encode() + b"\n")  # type: ignore[arg-type]
             return True
         loop = asyncio.get_running_loop()
@@ -135,6 +148,19 @@ class MeterWriter:
             raise UnavailableError("Usage metering is behind; the request was not served.",
                                    hint="Retry in a second.") from None
         return await pending.done
+
+    def _rotate(self) -> None:
+        """A new segment first: once it exists, every line of the old one is written, and
+        the committer may delete the old one when it is through. Also the committer's
+        watchdog: one that died (killed, out of memory) is started again."""
+        old = self._fd
+        self._open_segment()
+        os.close(old)  # type: ignore[arg-type]
+        if self._committer is not None and self._committer.poll() is not None:
+            logger.warning("the usage committer exited (%s); starting it again",
+                           self._committer.returncode)
+            self.committer_restarts += 1
+            self._start_committer()
 
     # -- the group-commit thread (no journal) ---------------------------------------------
     def _run(self) -> None:
@@ -193,7 +219,11 @@ def replay(journal: Path, chunk: int = 5000) -> int:
     Events already in the database (same key) are skipped. Returns how many were new."""
     new = 0
     for segment in sorted(journal.glob("*.jsonl")):
-        new += commit_events(parse_lines(segment.read_bytes()), chunk)
+        try:
+            data = segment.read_bytes()
+        except FileNotFoundError:  # a committer that outlived its writer got there first
+            continue
+        new += commit_events(parse_lines(data), chunk)
         segment.unlink(missing_ok=True)
     return new
 

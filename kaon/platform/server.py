@@ -92,10 +92,9 @@ def create_platform_app(*, workers: int = 1) -> FastAPI:
             meter.stop()
 
     app.router.lifespan_context = lifespan
-    app.add_middleware(GatewayFirst, gateway=gateway)
-    app.include_router(gateway.router())
-    # the gateway first: inference is the hot path, and its prefix matches nothing else
-    app.router.routes.insert(0, app.router.routes.pop())
+    app.add_middleware(GatewayFirst, gateway=gateway)  # HTTP inference, ahead of FastAPI
+    app.include_router(gateway.router())  # the OpenAPI entry, and WebSocket streams
+    app.router.routes.insert(0, app.router.routes.pop())  # its prefix matches nothing else
     app.state.runtime, app.state.meter, app.state.gateway = runtime, meter, gateway
 
     @app.get("/", include_in_schema=False)

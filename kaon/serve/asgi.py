@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kaon.serve import logs
+
+# what the forwarding paths pass on; others get FastAPI's 404/405
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 class BodyLimit:
@@ -18,12 +24,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
-            return
         # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
-        body = await read_body(receive, self.limit)
+        body = await read_body(scope, receive, self.limit)
         if body is None:
             await self._reject(send)
             return
@@ -35,16 +37,21 @@ class BodyLimit:
         await too_large(self.limit)({"type": "http"}, noop_receive, send)
 
 
-def too_large(limit: int) -> JSONResponse:
+def too_large(limit: int, hint: str = "Send fewer images per request.") -> JSONResponse:
     """The 413 answer for a body over ``limit`` bytes."""
     return JSONResponse(status_code=413, content={
         "error": "PayloadTooLarge", "message": f"Request body is over {limit} bytes.",
-        "hint": "Send fewer images per request."})
+        "hint": hint})
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | dict[str, Any] | None:
-    """The whole request body; None once it passes ``limit`` bytes; a message that is not
-    part of the body (the client went away) is returned as it came."""
+async def read_body(scope: Scope, receive: Receive,
+                    limit: int) -> bytes | dict[str, Any] | None:
+    """The whole request body; None when its declared length, or what arrives, passes
+    ``limit`` bytes; a message that is not part of the body (the client went away) is
+    returned as it came."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return None
     chunks: list[bytes] = []
     size, more = 0, True
     while more:
@@ -74,3 +81,24 @@ def replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
 
 async def noop_receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
+
+
+async def take_request(scope: Scope, receive: Receive, send: Send,
+                       limit: int) -> tuple[Request, str, bytes] | None:
+    """What a forwarding path needs of a request: the request, its id (the caller's
+    ``X-Request-ID`` when well-formed) and its body. None when the request is already dealt
+    with: a body over ``limit`` (answered 413 here, with the id, and logged), or a caller
+    that left before sending all of it."""
+    request = Request(scope, receive)
+    rid = logs.request_id(request.headers.get("x-request-id"))
+    body = await read_body(scope, receive, limit)
+    if isinstance(body, dict):
+        return None
+    if body is None:
+        response = too_large(limit)
+        response.headers["X-Request-ID"] = rid
+        await response(scope, noop_receive, send)
+        logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
+                     "status": 413})
+        return None
+    return request, rid, body

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import BodyLimit, read_body, too_large
+from kaon.serve.asgi import METHODS, take_request
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
@@ -37,20 +37,17 @@ class Forward:
         self.app, self.pool, self.max_body = app, pool, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OWN:
+        if scope["type"] != "http" or scope["path"] in self.OWN \
+                or scope["method"] not in METHODS:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request = Request(scope, receive)
-        rid = logs.request_id(request.headers.get("x-request-id"))
-        body = await read_body(receive, self.max_body)
-        if isinstance(body, dict):  # the caller left before sending its body
+        taken = await take_request(scope, receive, send, self.max_body)
+        if taken is None:  # answered 413, or the caller left
             return
-        if body is None:
-            response: Response = too_large(self.max_body)
-        else:
-            response = await self.pool.forward(request, body=body,
-                                               extra_headers={"x-request-id": rid})
+        request, rid, body = taken
+        response = await self.pool.forward(request, body=body,
+                                           extra_headers={"x-request-id": rid})
         response.headers["X-Request-ID"] = rid
         await response(scope, receive, send)
         logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
@@ -68,8 +65,7 @@ def create_front(pool: ReplicaPool, max_body: int) -> FastAPI:
 
     app = new_app(title="Kaon front", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # /docs and /openapi.json come from a replica
-    app.add_middleware(BodyLimit, limit=max_body)
-    app.add_middleware(Forward, pool=pool, max_body=max_body)
+    app.add_middleware(Forward, pool=pool, max_body=max_body)  # bounds every body it takes
     app.state.pool = pool
 
     @app.get("/healthz")

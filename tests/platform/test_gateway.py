@@ -110,9 +110,9 @@ def test_a_body_over_the_limit_is_413_declared_or_streamed(deployed: dict[str, A
     url, key = deployed["url"], deployed["key"]
     path = f"{url}/d/digits/v1/models/digits/predict"
     big = b"x" * (17 * 1024**2)  # the gateway's limit is 16 MiB, like a replica's
-    declared = httpx.post(path, content=big, headers=_auth(key))
+    declared = httpx.post(path, content=big, headers={**_auth(key), "X-Request-ID": "big-1"})
     assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLarge"
-    assert declared.headers["x-request-id"]
+    assert declared.headers["x-request-id"] == "big-1"  # the caller's id, as on a 2xx
     streamed = httpx.post(path, content=iter([big[:9 << 20], big[9 << 20:]]),
                           headers=_auth(key))  # chunked: no length to check up front
     assert streamed.status_code == 413 and "16777216 bytes" in streamed.json()["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,52 @@ def test_journaled_events_are_committed_while_the_writer_runs(kaon_home: Path) -
     finally:
         writer.stop()
     assert _used() == 50 and list((kaon_home / "journal").glob("*.jsonl")) == []
+
+
+def test_the_committer_leaves_other_writers_segments_alone(kaon_home: Path) -> None:
+    journal = kaon_home / "journal"
+    journal.mkdir()
+    event = {"workspace_id": "default", "metric": "inference_requests", "quantity": 1,
+             "source": {}, "occurred_at": "2026-11-26T20:00:00+00:00"}
+    for name, key in (("0001-111.jsonl", "a"), ("0002-222.jsonl", "b"), ("0003-111.jsonl", "c")):
+        (journal / name).write_text(json.dumps({**event, "event_key": key}) + "\n")
+    assert one_pass(journal, {}, writer=111) == 2
+    assert sorted(p.name for p in journal.glob("*.jsonl")) == ["0002-222.jsonl", "0003-111.jsonl"]
+
+
+def test_segment_names_only_grow_even_when_the_clock_steps_back(
+        kaon_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = MeterWriter(journal=kaon_home / "journal", rotate_s=0.0)
+    writer.journal.mkdir()  # type: ignore[union-attr]
+    clock = iter([3_000, 2_000, 1_000])
+    monkeypatch.setattr("kaon.platform.meterlog.time.time_ns", lambda: next(clock))
+    for _ in range(3):
+        writer._open_segment()
+        os.close(writer._fd)  # type: ignore[arg-type]
+    names = [p.name.split("-")[0] for p in writer.journal.glob("*.jsonl")]  # type: ignore[union-attr]
+    assert sorted(names) == [f"{n:020d}" for n in (3_000, 3_001, 3_002)]
+
+
+def test_a_committer_that_dies_is_started_again_and_nothing_is_lost(kaon_home: Path) -> None:
+    writer = MeterWriter(journal=kaon_home / "journal", rotate_s=0.0, linger_s=0.05)
+    writer.start()
+    try:
+        writer._committer.kill()  # type: ignore[union-attr]
+        writer._committer.wait()  # type: ignore[union-attr]
+
+        async def calls() -> None:
+            for i in range(20):
+                await writer.record("default", "inference_requests", 1, f"after-kill-{i}")
+
+        asyncio.run(calls())  # every record rotates (rotate_s=0), and rotation checks
+        assert writer.committer_restarts == 1
+        deadline = time.monotonic() + 15
+        while _used() < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _used() == 20  # by the new committer, before stop
+    finally:
+        writer.stop()
+    assert _used() == 20
 
 
 @pytest.mark.slow

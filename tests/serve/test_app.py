@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -84,6 +85,16 @@ def test_the_plain_asgi_path_answers_as_the_fastapi_route_does(client: TestClien
     counted = re.search(r'kaon_request_seconds_count\{route="/v1/models/\{name\}/predict",'
                         r'status="200"\} (\d+)', client.get("/metrics").text)
     assert counted is not None and float(counted.group(1)) >= 2  # both, under the route
+
+
+def test_a_body_that_is_not_declared_json_is_refused_as_the_route_does(
+        client: TestClient) -> None:
+    body = json.dumps({"inputs": [digit_image(5).tolist()]})
+    refused = client.post(PREDICT, content=body, headers={"content-type": "text/plain"})
+    assert refused.status_code == 422
+    for accepted in ("application/json; charset=utf-8", "application/vnd.kaon+json"):
+        assert client.post(PREDICT, content=body,
+                           headers={"content-type": accepted}).status_code == 200
 
 
 def test_base64_png_gives_the_same_prediction_as_the_same_pixels_as_numbers(

@@ -60,19 +60,26 @@ def _validation_message(errors: list[Any]) -> str:
     return "; ".join(parts) + ("; …" if len(errors) > 10 else "")
 
 
+def error_response(exc: KaonError) -> JSONResponse:
+    """A KaonError as the platform's JSON error, with the headers its kind calls for."""
+    headers = {}
+    if isinstance(exc, AuthError):
+        headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, QuotaExceeded):
+        headers["X-Quota-Reset"] = exc.reset_at
+    elif exc.http_status == 503:
+        headers["Retry-After"] = "1"
+    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """KaonError → its status and ``to_dict()``; validation → 422 naming the field(s)."""
 
     @app.exception_handler(KaonError)
     async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:
-        headers = {}
-        if isinstance(exc, AuthError):
-            headers["WWW-Authenticate"] = "Bearer"
-        elif isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(exc.retry_after)
-        elif isinstance(exc, QuotaExceeded):
-            headers["X-Quota-Reset"] = exc.reset_at
-        return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,7 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,
                        max_body: int = MAX_BODY_BYTES) -> FastAPI:
     """The control plane as an app: routes, error mapping, 413 past ``max_body`` bytes."""
-    from kaon.serve.asgi import BodyLimit, noop_receive  # kaon.serve imports torch
+    from kaon.serve.asgi import BodyLimit, noop_receive, too_large  # kaon.serve: torch
 
     class ControlBodyLimit(BodyLimit):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -122,9 +129,8 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
             await super().__call__(scope, receive, send)
 
         async def _reject(self, send: Any) -> None:
-            response = JSONResponse(status_code=413, content={
-                "error": "PayloadTooLarge", "message": f"Request body is over {self.limit} bytes.",
-                "hint": "Control-plane requests are small; check what is being sent."})
+            response = too_large(self.limit, "Control-plane requests are small; check what "
+                                             "is being sent.")
             await response({"type": "http"}, noop_receive, send)
 
     app = new_app(title="Kaon control plane", version="0.1.0",

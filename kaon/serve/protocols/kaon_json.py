@@ -71,6 +71,16 @@ def router(runtime: Runtime) -> APIRouter:
     return api
 
 
+def _json_or_none(scope: Scope) -> bool:
+    """A JSON content type, or none (FastAPI parses both as JSON; anything else is a 422)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media.startswith(b"application/") and (
+                media == b"application/json" or media.endswith(b"+json"))
+    return True
+
+
 class FastPredict:
     """The common case of ``POST /v1/models/{name}/predict`` as plain ASGI: a well-formed
     body of up to ``INLINE_DECODE`` images for the served model. FastAPI's routing, body model
@@ -93,7 +103,8 @@ class FastPredict:
             await self.app(scope, receive, send)
             return
         message = await receive()  # the body limit has read the whole body already
-        parsed = self._parse(path[len("/v1/models/"):-len("/predict")], message)
+        parsed = self._parse(path[len("/v1/models/"):-len("/predict")], message) \
+            if _json_or_none(scope) else None
         if parsed is None:
             await self.app(scope, replay([message], receive), send)
             return
