@@ -7,11 +7,12 @@ to ``kill -9``; every event has a unique key, so a replay never counts it twice.
 - With a journal directory (``kaon up``): the event is appended to the current journal
   segment (one ``write`` of one JSON line, no fsync: it survives the process, not the
   machine) and the request goes on at once. A committer *process*
-  (:mod:`kaon.platform.metercommit`) follows the segments and commits new lines in batches
-  every ``linger_s`` (250 ms), deleting a segment once a newer one exists and all of it is
-  committed. Committing in its own process keeps the database work (about 40 µs an event)
-  and its hold on the GIL off the gateway's event loop. Segments left by a crash are
-  replayed on the next start; ``stop()`` commits what is left before it returns.
+  (:mod:`kaon.platform.metercommit`) follows this process's segments and commits new lines
+  in batches every ``linger_s`` (250 ms), deleting a segment once a later one exists and all
+  of it is committed; it is started again at the next segment if it dies. Committing in
+  its own process keeps the database work (about 40 µs an event) and its hold on the GIL
+  off the gateway's event loop. Segments left by a crash are replayed on the next start;
+  ``stop()`` commits what is left before it returns.
 - Without one: each caller waits for the transaction that holds its event (group commit: one
   writer thread commits whatever queued up, so throughput grows with load).
 """
