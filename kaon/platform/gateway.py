@@ -32,9 +32,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.db.engine import session_scope
-from kaon.errors import KaonError, NotFoundError, UnavailableError
+from kaon.errors import KaonError, NotFoundError
 from kaon.platform import billing, quota
-from kaon.platform.api.app import error_response
+from kaon.platform.api.app import DATABASE_BUSY, error_response
 from kaon.platform.auth import Principal, authenticate, require
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
 from kaon.platform.meterlog import MeterWriter, refund
@@ -162,8 +162,7 @@ class Gateway:
         try:
             response = await self.handle(request, deployment, path, body, rid)
         except OperationalError:
-            response = _error(UnavailableError("The database is busy or unreachable.",
-                                               hint="Retry shortly."), rid)
+            response = _error(DATABASE_BUSY, rid)
         await response(scope, receive, send)
 
     # -- WebSocket streams ----------------------------------------------------------------
@@ -259,7 +258,6 @@ def _consume(workspace_id: str, metric: str, plan: Plan, event_key: str,
     with session_scope() as s:
         quota.check_and_consume(s, workspace_id, metric, 1, plan, event_key=event_key,
                                 source={"deployment": deployment})
-
 
 
 class GatewayFirst:

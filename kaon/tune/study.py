@@ -327,6 +327,8 @@ def _time_portfolio(cfg: TuneConfig, sizes: dict[str, Any]) -> list[_Timed]:
     device, threads = resolve_device(), trial_threads(cfg)  # where trial processes train
     cores = os.cpu_count() or 1
     spare = device.type == "cpu" and cores > threads
+    if not (cfg.warm_start or spare):  # neither the warm start nor a speed-up needs it
+        return []
     timed = []
     for params in portfolio(cfg.space):
         choice = suggest(optuna.trial.FixedTrial({**params, "epochs": cfg.space.epochs.high}),

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaon.errors import KaonError
+from kaon.errors import KaonError, UnavailableError
 from kaon.platform import billing
 from kaon.platform.api import data, subscription, tenancy, work
 from kaon.platform.api.deps import DB, Caller
@@ -58,6 +58,9 @@ def _validation_message(errors: list[Any]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) + ("; …" if len(errors) > 10 else "")
+
+
+DATABASE_BUSY = UnavailableError("The database is busy or unreachable.", hint="Retry shortly.")
 
 
 def error_response(exc: KaonError) -> JSONResponse:
@@ -110,9 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _busy(_: Request, exc: OperationalError) -> JSONResponse:
-        return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
-            "error": "UnavailableError", "message": "The database is busy or unreachable.",
-            "hint": "Retry shortly."})
+        return error_response(DATABASE_BUSY)
 
 
 def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,

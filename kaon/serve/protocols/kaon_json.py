@@ -131,4 +131,3 @@ class FastPredict:
         except Exception:  # the route says what was wrong, in its own words
             return None
         return p, np.ascontiguousarray(images.numpy())
-
