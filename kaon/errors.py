@@ -67,6 +67,12 @@ class UnavailableError(KaonError):
     http_status = 503
 
 
+class PredictionError(KaonError):
+    """The model raised on a request's input; other requests of its batch were served."""
+
+    http_status = 500
+
+
 class ArtifactError(KaonError):
     """A stored artifact is missing or not a file Kaon is willing to load."""
 

@@ -14,14 +14,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import BodyLimit
+from kaon.serve.asgi import BodyLimit, CancelOnDisconnect
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
@@ -63,6 +65,8 @@ class Observe:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if scope.get("kaon.gone"):
+                status = 499  # the client closed the request (nginx's code)
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started
             self.metrics.latency.labels(route, str(status)).observe(seconds)
@@ -88,8 +92,15 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
             return True, {"model": p.name, "version": p.version}
         return False, {"detail": str(runtime.error) if runtime.error else "loading"}
 
+    def expected() -> str | None:
+        p = runtime.predictor_or_none
+        return None if p is None else (
+            f"This model takes {p.signature.describe()}: send "
+            '{"inputs": [IMAGE, ...]}, each IMAGE a base64 PNG/JPEG string or nested pixel '
+            "lists shaped like the signature.")
+
     app = _base_app("Kaon model server", lifespan, metrics, max_body, readiness,
-                    lambda: runtime.batcher.depth,
+                    lambda: runtime.batcher.depth, expected=expected,
                     fast_path=Middleware(kaon_json.FastPredict, runtime=runtime,
                                          errors=lambda exc: error_response(exc, metrics)))
     app.include_router(kaon_json.router(runtime))
@@ -146,6 +157,19 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES) -> Fast
     return app
 
 
+def is_v2(path: str) -> bool:
+    """The Open Inference Protocol's routes, whose errors are ``{"error": message}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _error(request: Request, status: int, error: str, message: str, hint: str | None,
+           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An error in the protocol of the route asked for: V2's, else Kaon's."""
+    content = {"error": message} if is_v2(request.url.path) else {
+        "error": error, "message": message, "hint": hint, **extra}
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
 def error_response(exc: KaonError, metrics: ServerMetrics) -> JSONResponse:
     """A KaonError as the server's JSON error, with Retry-After on 503s."""
     headers = None
@@ -159,25 +183,49 @@ def error_response(exc: KaonError, metrics: ServerMetrics) -> JSONResponse:
 
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
-              depth: Callable[[], int], fast_path: Middleware | None = None) -> FastAPI:
+              depth: Callable[[], int], fast_path: Middleware | None = None,
+              expected: Callable[[], str | None] = lambda: None) -> FastAPI:
     """What every Kaon server has: body limit, metrics, error mapping, health and readiness.
-    ``fast_path``: a middleware that sees requests after the body limit, before FastAPI."""
+    ``fast_path``: a middleware that sees requests after the body limit, before FastAPI;
+    ``expected``: what a predict body must hold (the hint of a 422), once known."""
     app = new_app(title=title, version="0.1.0", lifespan=lifespan)
     if fast_path is not None:
         app.add_middleware(fast_path.cls, *fast_path.args, **fast_path.kwargs)
+    app.add_middleware(CancelOnDisconnect)  # a client that leaves: its queued work is dropped
     app.add_middleware(BodyLimit, limit=max_body)
 
     app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(KaonError)
-    async def _kaon_error(_: Request, exc: KaonError) -> JSONResponse:
-        return error_response(exc, metrics)
+    async def _kaon_error(request: Request, exc: KaonError) -> JSONResponse:
+        response = error_response(exc, metrics)
+        if is_v2(request.url.path):
+            return _error(request, exc.http_status, "", exc.message, None,
+                          headers={k: v for k, v in response.headers.items()
+                                   if k.lower() == "retry-after"})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")),
+                   "type": str(e.get("type"))} for e in list(exc.errors())[:20]]
+        where = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:3])
+        hint = expected() if request.url.path.endswith("/predict") else None
+        return _error(request, 422, "ValidationError", f"The request body is invalid: {where}.",
+                      hint or "Fix the field(s) named; /docs describes each route's body.",
+                      errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hint = "See /docs for this server's routes." if exc.status_code in (404, 405) else None
+        return _error(request, exc.status_code, "HTTPError", str(exc.detail), hint,
+                      headers=exc.headers)
 
     @app.exception_handler(RecursionError)
-    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={
-            "error": "SignatureError", "message": "The request nests arrays too deeply.",
-            "hint": "Send each image as [H, W] or [C, H, W] numbers, or as base64 PNG/JPEG."})
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        status = 400 if is_v2(request.url.path) else 422
+        return _error(request, status, "SignatureError", "The request nests arrays too deeply.",
+                      "Send each image as [H, W] or [C, H, W] numbers, or as base64 PNG/JPEG.")
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -27,14 +28,73 @@ class BodyLimit:
         # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
         body = await read_body(scope, receive, self.limit)
         if body is None:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         first = body if isinstance(body, dict) else {
             "type": "http.request", "body": body, "more_body": False}
         await self.app(scope, replay([first], receive), send)
 
-    async def _reject(self, send: Send) -> None:
-        await too_large(self.limit)({"type": "http"}, noop_receive, send)
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        response = too_large(self.limit)
+        path = scope.get("path", "")
+        if path == "/v2" or path.startswith("/v2/"):  # the Open Inference Protocol's format
+            response = JSONResponse(status_code=413, content={
+                "error": f"Request body is over {self.limit} bytes."})
+        await response({"type": "http"}, noop_receive, send)
+
+
+class CancelOnDisconnect:
+    """Cancel a request's handler when its client goes away, so queued work is dropped.
+
+    ASGI servers only report a disconnect to a ``receive()`` call; nothing cancels the
+    handler. Sits inside :class:`BodyLimit` (the body has been read): one task per request
+    waits on ``receive()`` and, if the client leaves before the response is complete,
+    cancels the handler. A handler waiting on the batcher then drops its items before they
+    reach the model. Such a request is logged with status 499 (``scope["kaon.gone"]``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body: dict[str, Any] | None = await receive()  # BodyLimit's replay: the whole body
+        gone = asyncio.Event()
+        complete = False
+        handler = asyncio.current_task()
+        assert handler is not None
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True  # from here the server's receive() answers "disconnect" too
+            await send(message)
+
+        async def app_receive() -> dict[str, Any]:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def watch() -> None:
+            if (await receive())["type"] == "http.disconnect" and not complete:
+                scope["kaon.gone"] = True
+                gone.set()
+                handler.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.app(scope, app_receive, tracked_send)
+        except asyncio.CancelledError:
+            if not gone.is_set() or handler.cancelling() > 1:
+                raise  # not (only) ours: the server is shutting down
+            handler.uncancel()
+        finally:
+            watcher.cancel()
 
 
 def too_large(limit: int, hint: str = "Send fewer images per request.") -> JSONResponse:

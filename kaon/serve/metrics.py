@@ -29,6 +29,9 @@ class ServerMetrics:
         self.stream_dropped = Counter("kaon_stream_dropped_frames_total",
                                       "Frames dropped by drop_oldest streams",
                                       registry=self.registry)
+        self.stream_dropped_per_stream = Histogram(
+            "kaon_stream_dropped_per_stream", "Frames dropped per stream, observed when it closes",
+            ["policy"], buckets=(0, 1, 5, 25, 100, 500, 2500), registry=self.registry)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

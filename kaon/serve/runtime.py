@@ -7,6 +7,7 @@ image arrays and call :meth:`Runtime.predict`; nothing else touches the model.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from kaon.errors import NotFoundError, UnavailableError
+from kaon.errors import KaonError, NotFoundError, PredictionError, UnavailableError
 from kaon.procs import freeze_heap
 from kaon.serve.batching import Batcher, BatchPolicy
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
+
+log = logging.getLogger("kaon.serve")
 
 
 class Runtime:
@@ -81,9 +84,15 @@ class Runtime:
         tasks = [asyncio.ensure_future(self.batcher.submit(img)) for img in images]
         try:
             results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:  # one image refused (queue full, timeout): drop the others
+        except BaseException as exc:
+            for task in tasks:  # one image refused or failed: drop the others
                 task.cancel()
+            if isinstance(exc, Exception) and not isinstance(exc, KaonError):
+                log.error("the model raised on a request's input", exc_info=exc)
+                raise PredictionError(
+                    f"The model failed on this request's input: {type(exc).__name__}: {exc}",
+                    hint="Other requests were served. Check this input; the server log has "
+                         "the traceback.") from exc
             raise
         finally:
             self.metrics.dropped.set(self.batcher.dropped)

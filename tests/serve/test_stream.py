@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -103,6 +104,35 @@ def test_block_policy_answers_every_frame() -> None:
             results = [ws.receive_json() for _ in range(15)]
     assert [r["seq"] for r in results] == list(range(15))
     assert all(r["dropped"] == [] for r in results)
+    # the sender was held back: never more than max_pending frames waited in the server
+    waiting = [r["pending"] for r in results]
+    assert max(waiting) == 1 and min(waiting) == 0, waiting  # ≤ max_pending - 1 behind each
+
+
+def test_a_closed_stream_is_logged_and_its_drops_observed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kaon.access"), serve(delay=0.05) as client:
+        wait_ready(client)
+        with client.websocket_connect(f"{STREAM}?policy=drop_oldest&max_pending=1",
+                                      headers={"X-Request-ID": "cam-7"}) as ws:
+            for i in range(10):
+                ws.send_bytes(tensor_frame(i))
+            ws.send_text('{"type": "close"}')
+            results = []
+            with contextlib.suppress(Exception):
+                while True:
+                    results.append(ws.receive_json())
+        metrics = client.get("/metrics").text
+    line = next(r.fields for r in caplog.records if "stream" in getattr(r, "fields", {}))
+    dropped = results[-1]["dropped_total"]
+    assert dropped > 0
+    assert line["stream"] == "cam-7" and line["policy"] == "drop_oldest"
+    assert (line["frames"], line["answered"], line["dropped"]) == (10, len(results), dropped)
+    assert line["close_code"] == 1000
+    assert 'kaon_stream_dropped_per_stream_count{policy="drop_oldest"} 1.0' in metrics
+    assert f'kaon_stream_dropped_per_stream_sum{{policy="drop_oldest"}} {float(dropped)}' in metrics
 
 
 def test_garbage_closes_only_that_stream(fast: TestClient) -> None:

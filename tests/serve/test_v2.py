@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 from fastapi.testclient import TestClient
 
-from tests.serve.test_app import PREDICT, client, digit_image  # noqa: F401 (fixture)
+from kaon.serve import create_app
+from kaon.serve.batching import BatchPolicy
+from tests.registry.fixtures import register_tiny
+from tests.serve.test_app import PREDICT, client, digit_image, wait_ready  # noqa: F401 (fixture)
 
 INFER = "/v2/models/digits/infer"
 
@@ -85,15 +90,111 @@ def test_an_unknown_model_is_a_404(client: TestClient) -> None:  # noqa: F811
     assert response.status_code == 404 and "digits" in response.json()["error"]
 
 
-def test_batches_form_under_concurrency_and_show_in_the_metrics(client: TestClient) -> None:  # noqa: F811
+def test_batches_and_routes_show_in_the_metrics(client: TestClient) -> None:  # noqa: F811
     body = {"inputs": [digit_image(i).tolist() for i in range(4)]}
-    with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: client.post(PREDICT, json=body).status_code, range(16)))
-    assert codes == [200] * 16
+    assert client.post(PREDICT, json=body).status_code == 200
     text = client.get("/metrics").text
+    sizes, calls = _batch_sizes(text)
+    assert calls >= 1 and sizes[2.0] < sizes[4.0]  # one request's 4 images: one call of 4
+    assert 'kaon_request_seconds_count{route="/v1/models/{name}/predict",status="200"}' in text
+
+
+# ---- over HTTP: batching, the queue bound, isolation, error formats --------------------------
+class _Poisonable:
+    """The registered model; a batch holding an image whose first pixel is 255 fails, and a
+    batch takes ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        from kaon.serve import RegistryPredictor
+
+        self.inner = RegistryPredictor.from_ref("digits:1")
+        self.name, self.version, self.signature = (self.inner.name, self.inner.version,
+                                                   self.inner.signature)
+        self.delay = delay
+
+    def predict(self, images: torch.Tensor) -> list[dict[str, object]]:
+        time.sleep(self.delay)
+        if bool((images[:, 0, 0, 0] == 255).any()):
+            raise ValueError("poisoned image")
+        return self.inner.predict(images)
+
+
+def _serving(policy: BatchPolicy, delay: float = 0.0) -> TestClient:
+    register_tiny("digits")
+    return TestClient(create_app(lambda: _Poisonable(delay), policy=policy))
+
+
+def _batch_sizes(text: str) -> tuple[dict[float, float], float]:
     sizes = {float(le): float(n) for le, n in
              re.findall(r'kaon_batch_size_bucket\{le="([\d.]+)"\} ([\d.]+)', text)}
-    total = float(re.search(r"kaon_batch_size_count ([\d.]+)", text)[1])  # type: ignore[index]
-    assert total < 64  # 64 images went through in fewer model calls: batches formed
-    assert sizes[1.0] < total  # some batch held more than one image
-    assert 'kaon_request_seconds_count{route="/v1/models/{name}/predict",status="200"}' in text
+    return sizes, float(re.search(r"kaon_batch_size_count ([\d.]+)", text)[1])  # type: ignore[index]
+
+
+def test_single_image_requests_batch_together_under_concurrency() -> None:
+    with _serving(BatchPolicy(max_batch_size=16, max_wait_ms=50)) as server:
+        wait_ready(server)
+        body = {"inputs": [digit_image(0).tolist()]}  # one image per request
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: server.post(PREDICT, json=body).status_code,
+                                  range(32)))
+        sizes, calls = _batch_sizes(server.get("/metrics").text)
+    assert codes == [200] * 32
+    assert calls < 32 and sizes[1.0] < calls  # some model call held several requests' images
+
+
+def test_a_full_queue_answers_503_with_retry_after() -> None:
+    policy = BatchPolicy(max_batch_size=1, max_wait_ms=0, max_queue=1)
+    with _serving(policy, delay=0.3) as server:
+        wait_ready(server)
+        body = {"inputs": [digit_image(0).tolist()]}
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda _: server.post(PREDICT, json=body), range(6)))
+        metrics = server.get("/metrics").text
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused and any(r.status_code == 200 for r in responses)
+    assert all(r.headers["Retry-After"] and r.json()["error"] == "Overloaded" for r in refused)
+    assert f"kaon_rejected_total {float(len(refused))}" in metrics
+
+
+def test_one_bad_item_fails_only_its_own_request_in_a_shared_batch() -> None:
+    with _serving(BatchPolicy(max_batch_size=8, max_wait_ms=200)) as server:
+        wait_ready(server)
+        poison = digit_image(0)
+        poison[0, 0] = 255
+        good = digit_image(1)
+        good[0, 0] = 0
+        bodies = [poison] + [good] * 3
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(
+                lambda img: server.post(PREDICT, json={"inputs": [img.tolist()]}), bodies))
+        sizes, calls = _batch_sizes(server.get("/metrics").text)
+    assert [r.status_code for r in responses[1:]] == [200] * 3
+    assert responses[0].status_code == 500 and "poisoned" in responses[0].json()["message"]
+    assert sizes[1.0] < calls  # the four went to the model together first
+
+
+def test_errors_come_in_each_protocols_format(client: TestClient) -> None:  # noqa: F811
+    invalid = client.post(PREDICT, json={"inputs": [5], "extra": 1})
+    assert invalid.status_code == 422
+    body = invalid.json()
+    assert body["error"] == "ValidationError" and "extra" in body["message"]
+    assert "1x28x28 uint8 images" in body["hint"]  # the signature the route expects
+    assert client.get("/nope").json()["error"] == "HTTPError"
+    assert client.get("/v2/nope").json() == {"error": "Not Found"}
+    deep = b'{"inputs": [{"name": "input", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    response = client.post(INFER, content=deep)
+    assert response.status_code == 400 and set(response.json()) == {"error"}
+
+
+def test_v2_server_metadata_versions_and_output_selection(client: TestClient) -> None:  # noqa: F811
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2/models/digits/versions/1").json()["name"] == "digits"
+    assert client.get("/v2/models/digits/versions/1/ready").json()["ready"] is True
+    missing = client.get("/v2/models/digits/versions/9")
+    assert missing.status_code == 404 and "version" in missing.json()["error"]
+    body = infer_body(digit_image()[None]) | {"outputs": [{"name": "label"}]}
+    answer = client.post("/v2/models/digits/versions/1/infer", json=body).json()
+    assert [o["name"] for o in answer["outputs"]] == ["label"]
+    wrong = client.post(INFER, json=infer_body(digit_image()[None]) | {
+        "outputs": [{"name": "logits"}]})
+    assert wrong.status_code == 400 and "logits" in wrong.json()["error"]

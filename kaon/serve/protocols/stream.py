@@ -3,7 +3,8 @@
 A client opens a stream (``?policy=drop_oldest|block&max_pending=8``), sends frames as binary
 messages — PNG/JPEG bytes, or a raw tensor: ``b"KTNS"`` + a 4-byte little-endian header length
 + a JSON header ``{"shape": [H, W] | [C, H, W], "dtype": "uint8"}`` + the pixel bytes — and
-receives one JSON result per frame, in order, with its server-side latency. When frames come
+receives one JSON result per frame, in order, with its server-side latency and the number of
+frames still waiting behind it. When frames come
 faster than the model keeps up, at most ``max_pending`` wait: ``drop_oldest`` discards the
 oldest waiting frame (and says which, in the next result), ``block`` stops reading the socket
 so the sender is held back by TCP. Garbage gets an error message and closes that stream only.
@@ -26,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kaon.errors import KaonError
 from kaon.registry.signature import Signature
+from kaon.serve import logs
 from kaon.serve.runtime import Runtime
 
 MAGIC = b"KTNS"
@@ -88,6 +90,7 @@ class Stream:
         self.changed = asyncio.Condition()
         self.dropped: list[int] = []
         self.dropped_total = 0
+        self.frames = self.answered = 0
         self.closed = False
 
     async def read(self) -> None:
@@ -116,6 +119,7 @@ class Stream:
                     self.pending.append(_Pending(seq, data))
                     self.changed.notify_all()
                 seq += 1
+                self.frames = seq
         finally:
             async with self.changed:
                 self.closed = True
@@ -128,6 +132,7 @@ class Stream:
                 if not self.pending:
                     return
                 frame = self.pending.popleft()
+                waiting = len(self.pending)
                 dropped, self.dropped = self.dropped, []
                 self.changed.notify_all()
             image = decode_frame(frame.data, self.sig)
@@ -136,7 +141,9 @@ class Stream:
             await self.ws.send_json({
                 "seq": frame.seq, **result,  # model_ms: the model call of this frame's batch
                 "latency_ms": round((done - frame.received) * 1000, 3),
+                "pending": waiting,  # frames still waiting behind this one
                 "dropped": dropped, "dropped_total": self.dropped_total})
+            self.answered += 1
 
 
 def router(runtime: Runtime) -> APIRouter:
@@ -158,6 +165,7 @@ def router(runtime: Runtime) -> APIRouter:
             return
         s = Stream(ws, runtime, p.signature, policy, max_pending)  # type: ignore[arg-type]
         runtime.metrics.streams.inc()
+        started, code = time.perf_counter(), 1000
         reader = asyncio.create_task(s.read())
         try:
             await s.process()
@@ -165,11 +173,19 @@ def router(runtime: Runtime) -> APIRouter:
             await ws.close(code=1000)
         except (BadFrame, KaonError) as exc:
             reader.cancel()
+            code = 1003 if isinstance(exc, BadFrame) else 1011
             await ws.send_json({"error": str(getattr(exc, "message", exc))})
-            await ws.close(code=1003 if isinstance(exc, BadFrame) else 1011)
+            await ws.close(code=code)
         except WebSocketDisconnect:
             reader.cancel()
+            code = 1001  # the client went away
         finally:
             runtime.metrics.streams.dec()
+            runtime.metrics.stream_dropped_per_stream.labels(policy).observe(s.dropped_total)
+            logs.access({"stream": logs.request_id(ws.headers.get("x-request-id")),
+                         "path": ws.url.path, "policy": policy, "frames": s.frames,
+                         "answered": s.answered, "dropped": s.dropped_total,
+                         "close_code": code,
+                         "ms": round((time.perf_counter() - started) * 1000, 3)})
 
     return api

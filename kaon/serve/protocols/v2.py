@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from kaon import __version__
 from kaon.errors import KaonError, SignatureError
 from kaon.registry.signature import Signature
 from kaon.serve.runtime import Runtime
@@ -109,30 +110,69 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
     return np.ascontiguousarray(np.rint(values).astype(np.uint8)), offset
 
 
+OUTPUTS = ("probabilities", "label")
+
+
+def requested_outputs(header: dict[str, Any]) -> tuple[list[str], bool]:
+    """The outputs the request names (all when it names none), and whether the
+    probabilities go back as binary data."""
+    wanted = header.get("outputs") or []
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise V2Error(400, "'outputs' must be a list of objects with a 'name'")
+    names = [o.get("name") for o in wanted]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise V2Error(400, f"unknown output(s) {', '.join(map(repr, unknown))}; this model "
+                           f"returns {', '.join(OUTPUTS)}")
+    binary = any((o.get("parameters") or {}).get("binary_data") for o in wanted) or bool(
+        (header.get("parameters") or {}).get("binary_data_output"))
+    return [n for n in OUTPUTS if n in names] if names else list(OUTPUTS), binary
+
+
 def encode_response(p: Any, results: list[dict[str, Any]], request_id: Any,
-                    binary_outputs: bool) -> Response:
+                    binary_outputs: bool, names: tuple[str, ...] | list[str] = OUTPUTS
+                    ) -> Response:
     proba = np.asarray([r["probabilities"] for r in results], dtype=np.float32)
     labels = [r["label"] for r in results]
-    outputs: list[dict[str, Any]] = [
-        {"name": "probabilities", "datatype": "FP32", "shape": list(proba.shape)},
-        {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels},
-    ]
+    outputs: list[dict[str, Any]] = []
+    raw = b""
+    if "probabilities" in names:
+        tensor: dict[str, Any] = {"name": "probabilities", "datatype": "FP32",
+                                  "shape": list(proba.shape)}
+        if binary_outputs:
+            raw = proba.astype("<f4").tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+        else:
+            tensor["data"] = proba.reshape(-1).tolist()
+        outputs.append(tensor)
+    if "label" in names:
+        outputs.append({"name": "label", "datatype": "BYTES", "shape": [len(labels)],
+                        "data": labels})
     body: dict[str, Any] = {"model_name": p.name, "model_version": str(p.version),
                             "outputs": outputs}
     if request_id is not None:
         body["id"] = request_id
-    if not binary_outputs:
-        outputs[0]["data"] = proba.reshape(-1).tolist()
+    if not raw:
         return JSONResponse(body)
-    raw = proba.astype("<f4").tobytes()
-    outputs[0]["parameters"] = {"binary_data_size": len(raw)}
     header = json.dumps(body).encode()
     return Response(header + raw, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
 
 
+def _check_version(runtime: Runtime, name: str, version: str | None) -> None:
+    p = runtime.predictor(name)
+    if version is not None and version != str(p.version):
+        raise V2Error(404, f"model {name!r} has no version {version!r} here; served: "
+                           f"{p.version}")
+
+
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    @api.get("", summary="V2 server metadata")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "kaon", "version": __version__,
+                "extensions": ["binary_tensor_data"]}
 
     @api.get("/health/live", summary="V2 liveness")
     async def live() -> dict[str, bool]:
@@ -144,24 +184,36 @@ def router(runtime: Runtime) -> APIRouter:
                             content={"ready": runtime.ready})
 
     @api.get("/models/{name}", summary="V2 model metadata")
-    async def metadata(name: str) -> JSONResponse:
+    @api.get("/models/{name}/versions/{version}", summary="V2 model metadata (one version)")
+    async def metadata(name: str, version: str | None = None) -> JSONResponse:
         try:
+            _check_version(runtime, name, version)
             return JSONResponse(_metadata(runtime, name))
+        except V2Error as exc:
+            return error_response(exc.status, exc.message)
         except KaonError as exc:
             return error_response(exc.http_status, exc.message)
 
     @api.get("/models/{name}/ready", summary="V2 model readiness")
-    async def model_ready(name: str) -> JSONResponse:
+    @api.get("/models/{name}/versions/{version}/ready",
+             summary="V2 model readiness (one version)")
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
         try:
-            runtime.predictor(name)
+            _check_version(runtime, name, version)
             return JSONResponse({"name": name, "ready": True})
+        except V2Error as exc:
+            return JSONResponse(status_code=exc.status,
+                                content={"name": name, "ready": False, "error": exc.message})
         except KaonError as exc:
             return JSONResponse(status_code=exc.http_status,
                                 content={"name": name, "ready": False, "error": exc.message})
 
     @api.post("/models/{name}/infer", summary="V2 inference (JSON or binary tensors)")
-    async def infer(name: str, request: Request) -> Response:
+    @api.post("/models/{name}/versions/{version}/infer",
+              summary="V2 inference on one version (JSON or binary tensors)")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
+            _check_version(runtime, name, version)
             p = runtime.predictor(name)
             raw_length = request.headers.get(HEADER_LENGTH)
             if raw_length is not None and not raw_length.isdigit():
@@ -177,12 +229,9 @@ def router(runtime: Runtime) -> APIRouter:
                 arrays.append(array)
             if len(arrays) != 1:
                 raise V2Error(400, f"the model takes one input tensor 'input', got {len(arrays)}")
+            names, binary_out = requested_outputs(header)
             results = await runtime.predict(arrays[0])
-            wanted = header.get("outputs") or []
-            binary_out = any(isinstance(o, dict) and (o.get("parameters") or {}).get(
-                "binary_data") for o in wanted) or bool(
-                (header.get("parameters") or {}).get("binary_data_output"))
-            return encode_response(p, results, header.get("id"), binary_out)
+            return encode_response(p, results, header.get("id"), binary_out, names)
         except V2Error as exc:
             return error_response(exc.status, exc.message)
         except SignatureError as exc:
