@@ -13,16 +13,24 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body."),
-    max_batch_size: int = typer.Option(32, "--max-batch-size", help="Images per model call."),
+    max_batch_size: int = typer.Option(
+        32, "--max-batch-size",
+        help="Images per model call (a service: items per batched-handler call, unless its "
+             "kaon.Batch sets its own)."),
     max_wait_ms: float = typer.Option(
         5.0, "--max-wait-ms", help="How long the first image of a batch waits for company."),
-    max_queue: int = typer.Option(1024, "--max-queue", help="Queued images before 503s."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a request gets 504."),
+    max_queue: int = typer.Option(
+        1024, "--max-queue",
+        help="Queued images before 503s (a service: queued items per batched handler, or "
+             "running and waiting calls per other handler)."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", help="Seconds before a request gets 504 (a service's streams: none)."),
     threads: int = typer.Option(
         0, "--threads", help="Torch threads per replica (0: the cores shared out among the "
                              "replicas)."),
     device: str = typer.Option(
-        "auto", "--device", help="auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N."),
+        "auto", "--device", help="auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N. "
+                                 "A registered model's; a service picks its own in setup()."),
     replicas: int = typer.Option(
         1, "--replicas",
         help="Replica processes behind one front on the port; a dead one is restarted."),
@@ -34,7 +42,7 @@ def serve(
 
         kaon serve mnist-mlp@production --port 8000 --max-batch-size 64 --max-wait-ms 2
 
-        kaon serve examples/services/echo.py:Echo --port 8000
+        kaon serve examples/services/echo.py:Echo --port 8000 --timeout 10
 
         kaon serve mnist-mlp@production --replicas 2
 
@@ -45,34 +53,28 @@ def serve(
     import uvicorn
 
     from kaon.errors import ConfigError
-    from kaon.nn.devices import resolve_device
-    from kaon.registry import get
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build, default_threads
     from kaon.serve.front import MAX_CONNECTIONS
-    from kaon.serve.service import load_service
 
     logs.configure()  # one JSON line per request on stderr
     if replicas < 1:
         raise ConfigError(f"--replicas {replicas} must be at least 1.")
+    try:
+        if timeout <= 0:
+            raise ValueError(f"--timeout {timeout} must be more than 0")
+        policy = BatchPolicy(max_batch_size, max_wait_ms, max_queue, timeout)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="Batch size and queue must be ≥ 1, waits ≥ 0, "
+                                         "the timeout > 0.") from None
     max_body = int(max_body_mb * 1024 * 1024)
+    config: dict[str, object] = {"target": model, "max_body": max_body,
+                                 "policy": policy.__dict__}
     if model.rpartition(":")[0].endswith(".py"):
-        name = type(load_service(model)).__name__  # fail fast on a bad FILE.py:Class
-        config: dict[str, object] = {"kind": "service", "target": model, "max_body": max_body}
-        routes = "docs at /docs"
+        name, routes = _service(config)
     else:
-        info = get(model)  # fail fast, before binding the port, on an unknown model
-        try:
-            policy = BatchPolicy(max_batch_size, max_wait_ms, max_queue, timeout)
-        except ValueError as exc:
-            raise ConfigError(str(exc),
-                              hint="Batch size and queue must be ≥ 1, waits ≥ 0.") from None
-        name = info.ref
-        config = {"kind": "model", "target": info.ref, "max_body": max_body,
-                  "policy": policy.__dict__, "device": str(resolve_device(device))}
-        routes = (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
-                  f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")
+        name, routes = _model(config, device)
     config["threads"] = threads or default_threads(replicas)
     console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
                       f"replica(s)  ({routes})", soft_wrap=True)
@@ -81,3 +83,24 @@ def serve(
                     limit_concurrency=MAX_CONNECTIONS)
         return
     front.run(config, replicas, host, port, max_body, timeout)
+
+
+def _service(config: dict[str, object]) -> tuple[str, str]:
+    """A ``FILE.py:Class`` target: its class name and routes; fails fast on a bad one."""
+    from kaon.serve.service import endpoints, load_service
+
+    service = load_service(str(config["target"]))
+    config["kind"] = "service"
+    paths = ", ".join(f"POST /{ep.path}" for ep in endpoints(service))
+    return type(service).__name__, f"{paths}, /metrics, docs at /docs"
+
+
+def _model(config: dict[str, object], device: str) -> tuple[str, str]:
+    """A registered model: its reference and routes; fails fast, before binding the port."""
+    from kaon.nn.devices import resolve_device
+    from kaon.registry import get
+
+    info = get(str(config["target"]))
+    config.update(kind="model", target=info.ref, device=str(resolve_device(device)))
+    return info.ref, (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
+                      f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")

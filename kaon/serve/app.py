@@ -30,7 +30,7 @@ from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 from kaon.serve.protocols import kaon_json, stream, v2
 from kaon.serve.runtime import Runtime
-from kaon.serve.service import Service
+from kaon.serve.service import Service, with_policy
 from kaon.serve.service import router as service_router
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -110,8 +110,12 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
     return app
 
 
-def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """A :class:`kaon.Service`'s server: ``setup()`` runs once in the background first."""
+def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
+                       policy: BatchPolicy | None = None) -> FastAPI:
+    """A :class:`kaon.Service`'s server: ``setup()`` runs once in the background first.
+    ``policy`` (``kaon serve``'s flags) bounds every handler and fills in ``kaon.Batch``."""
+    if policy is not None:
+        with_policy(service, policy)
     metrics = ServerMetrics()
     batchers: list[Batcher[Any, Any]] = []
     routes = service_router(service, batchers)  # validates the handlers before serving

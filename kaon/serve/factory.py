@@ -37,13 +37,14 @@ def build(config: dict[str, Any]) -> FastAPI:
 
     torch.set_num_threads(int(config.get("threads") or default_threads(1)))
     max_body = int(config["max_body"])
-    if config["kind"] == "service":
-        return create_service_app(load_service(config["target"]), max_body=max_body)
+    policy = BatchPolicy(**config.get("policy", {}))
+    if config["kind"] == "service":  # the flags bound every handler and fill in kaon.Batch
+        return create_service_app(load_service(config["target"]), max_body=max_body,
+                                  policy=policy)
     ref, workspace = config["target"], config.get("workspace", DEFAULT_WORKSPACE)
     device = resolve_device(str(config.get("device", "cpu")))
     return create_app(lambda: RegistryPredictor.from_ref(ref, workspace, device),
-                      max_body=max_body,
-                      policy=BatchPolicy(**config["policy"]))
+                      max_body=max_body, policy=policy)
 
 
 def app_from_env() -> FastAPI:

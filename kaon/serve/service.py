@@ -22,33 +22,70 @@
 and the request and response models (from the type hints) appear in the OpenAPI docs.
 A batched handler takes one item per request (``{"text": ...}`` for ``texts: list[str]``) and
 Kaon groups concurrent requests into the list it receives.
+
+A handler may be ``async def`` (awaited on the event loop; a plain ``def`` runs in a worker
+thread), an ``async def`` generator streams like a generator, and a batched handler may be
+``async def`` too. ``kaon serve``'s ``--timeout`` and ``--max-queue`` bound every handler
+(504 past the deadline, 503 with ``Retry-After`` past the bound; a stream has no deadline), and
+its ``--max-batch-size`` and ``--max-wait-ms`` fill in what a handler's ``kaon.Batch`` leaves out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import importlib.util
 import inspect
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, create_model
+from starlette.types import Receive, Scope, Send
 
 from kaon.errors import ConfigError
-from kaon.serve.batching import Batcher, BatchPolicy
-
-Batch = BatchPolicy  # kaon.Batch(max_batch_size=16, max_wait_ms=5): the same policy as serve's
-
+from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout
 
 _MARK = "__kaon_handler__"
+_POLICY = "__kaon_policy__"
 
 
-def handler(fn: Callable[..., Any] | None = None, *, batch: Batch | None = None,
+@dataclass(frozen=True)
+class Batch:
+    """A batched handler's policy, e.g. ``kaon.Batch(max_batch_size=16, max_wait_ms=5)``.
+
+    A field left ``None`` takes ``kaon serve``'s flag (``--max-batch-size``, ``--max-wait-ms``,
+    ``--max-queue``, ``--timeout``); ``kaon.Batch()`` takes them all.
+    """
+
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+    max_queue: int | None = None
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.over(BatchPolicy())  # refuse a bad value where it is written
+
+    def over(self, default: BatchPolicy) -> BatchPolicy:
+        """This policy, with ``default``'s value for every field left ``None``."""
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        try:
+            if given.get("timeout_s", 1) <= 0:
+                raise ValueError("timeout_s must be > 0")
+            return dataclasses.replace(default, **given)
+        except ValueError:
+            raise ConfigError(f"Invalid {self}.",
+                              hint="max_batch_size and max_queue must be ≥ 1, max_wait_ms ≥ 0 "
+                                   "and timeout_s > 0.") from None
+
+
+def handler(fn: Callable[..., Any] | None = None, *, batch: Batch | BatchPolicy | None = None,
             path: str | None = None) -> Any:
     """Mark a method as an HTTP endpoint (``POST /{path or name}``)."""
 
@@ -66,6 +103,19 @@ class Service:
         """Load models and other state. Runs once, before the server reports ready."""
 
 
+def with_policy(service: Service, policy: BatchPolicy) -> Service:
+    """Serve ``service`` under ``kaon serve``'s flags: every handler's timeout and bound
+    (``timeout_s``, ``max_queue``), and what a batched handler's ``kaon.Batch`` leaves out."""
+    setattr(service, _POLICY, policy)
+    return service
+
+
+def policy_of(service: Service) -> BatchPolicy:
+    """The policy :func:`with_policy` gave ``service`` (``kaon serve``'s defaults if none)."""
+    policy = getattr(service, _POLICY, None)
+    return policy if isinstance(policy, BatchPolicy) else BatchPolicy()
+
+
 @dataclass
 class _Endpoint:
     name: str
@@ -73,81 +123,81 @@ class _Endpoint:
     method: Callable[..., Any]
     request: type[BaseModel]
     response: Any
-    batch: Batch | None
+    batch: Batch | BatchPolicy | None
     streams: bool
+    is_async: bool  # ``async def``: awaited on the event loop, not run in a thread
 
 
 def endpoints(service: Service) -> list[_Endpoint]:
     """The handlers of a service, with request models built from their signatures."""
-    found = []
-    for name, member in inspect.getmembers(type(service), predicate=inspect.isfunction):
-        spec = getattr(member, _MARK, None)
-        if spec is None:
-            continue
-        method = getattr(service, name)
-        hints = get_type_hints(member)
-        params = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
-        fields: dict[str, Any] = {}
-        for p in params:
-            if p.name not in hints:
-                raise ConfigError(f"Handler {name}: parameter {p.name!r} has no type hint.",
-                                  hint="Annotate every parameter; the hints make the API.")
-            annotation = hints[p.name]
-            if spec["batch"] is not None:  # a batched handler receives lists of items
-                if len(params) != 1 or get_origin(annotation) is not list:
-                    raise ConfigError(f"Batched handler {name} must take one list parameter.",
-                                      hint="e.g. def shout(self, texts: list[str]) -> list[str]")
-                annotation = get_args(annotation)[0]
-            default = ... if p.default is inspect.Parameter.empty else p.default
-            fields[p.name] = (annotation, default)
-        request = create_model(f"{type(service).__name__}_{name}_Request",
-                               __config__=ConfigDict(extra="forbid"), **fields)
-        returns = hints.get("return", Any)
-        streams = inspect.isgeneratorfunction(member)
-        if spec["batch"] is not None and get_origin(returns) is list:
-            returns = get_args(returns)[0]
-        found.append(_Endpoint(name, spec["path"], method, request, returns, spec["batch"],
-                               streams))
+    found = [_endpoint(service, name, member, spec)
+             for name, member in inspect.getmembers(type(service), predicate=inspect.isfunction)
+             if (spec := getattr(member, _MARK, None)) is not None]
     if not found:
         raise ConfigError(f"{type(service).__name__} has no @kaon.handler methods.",
                           hint="Decorate at least one method with @kaon.handler.")
     return found
 
 
+def _endpoint(service: Service, name: str, member: Callable[..., Any],
+              spec: dict[str, Any]) -> _Endpoint:
+    batch = spec["batch"]
+    streams = inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member)
+    if batch is not None and streams:
+        raise ConfigError(f"Batched handler {name} is a generator; a batch cannot stream.",
+                          hint="Return one list with a result per item, or drop batch=.")
+    hints = get_type_hints(member)
+    request = create_model(f"{type(service).__name__}_{name}_Request",
+                           __config__=ConfigDict(extra="forbid"),
+                           **_request_fields(name, member, hints, batched=batch is not None))
+    returns = hints.get("return", Any)
+    if batch is not None and get_origin(returns) is list:
+        returns = get_args(returns)[0]
+    is_async = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+    return _Endpoint(name, spec["path"], getattr(service, name), request, returns, batch,
+                     streams, is_async)
+
+
+def _request_fields(name: str, member: Callable[..., Any], hints: dict[str, Any],
+                    batched: bool) -> dict[str, Any]:
+    params = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.name not in hints:
+            raise ConfigError(f"Handler {name}: parameter {p.name!r} has no type hint.",
+                              hint="Annotate every parameter; the hints make the API.")
+        annotation = hints[p.name]
+        if batched:  # a batched handler receives lists of items
+            if len(params) != 1 or get_origin(annotation) is not list:
+                raise ConfigError(f"Batched handler {name} must take one list parameter.",
+                                  hint="e.g. def shout(self, texts: list[str]) -> list[str]")
+            annotation = get_args(annotation)[0]
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (annotation, default)
+    return fields
+
+
 def router(service: Service, batchers: list[Batcher[Any, Any]]) -> APIRouter:
     """Routes for every handler; batched handlers get a Batcher (started by the app)."""
     api = APIRouter(tags=[type(service).__name__])
+    policy = policy_of(service)
     for ep in endpoints(service):
-        api.add_api_route(f"/{ep.path}", _route(ep, batchers), methods=["POST"],
+        api.add_api_route(f"/{ep.path}", _route(ep, policy, batchers), methods=["POST"],
                           name=ep.name, summary=(ep.method.__doc__ or ep.name).strip(),
                           response_model=None if ep.streams else ep.response)
     return api
 
 
-def _route(ep: _Endpoint, batchers: list[Batcher[Any, Any]]) -> Callable[..., Any]:
-    from fastapi.concurrency import run_in_threadpool
-
+def _route(ep: _Endpoint, policy: BatchPolicy,
+           batchers: list[Batcher[Any, Any]]) -> Callable[..., Any]:
     route: Callable[..., Any]
     if ep.batch is not None:
-        (param,) = ep.request.model_fields
-        batcher: Batcher[Any, Any] = Batcher(lambda items: ep.method(list(items)), ep.batch)
-        batchers.append(batcher)
-
-        async def batched(body: BaseModel) -> Any:
-            return await batcher.submit(getattr(body, param))
-
-        route = batched
+        batch = ep.batch if isinstance(ep.batch, BatchPolicy) else ep.batch.over(policy)
+        route = _batched_route(ep, batch, batchers)
     elif ep.streams:
-        async def streamed(body: BaseModel) -> StreamingResponse:
-            items = ep.method(**_fields(body))
-            return StreamingResponse(_sse(items), media_type="text/event-stream")
-
-        route = streamed
+        route = _streamed_route(ep, _Slots(policy.max_queue))
     else:
-        async def plain(body: BaseModel) -> Any:
-            return await run_in_threadpool(ep.method, **_fields(body))
-
-        route = plain
+        route = _plain_route(ep, _Slots(policy.max_queue), policy.timeout_s)
     # FastAPI reads the body model from the signature: give it the real class
     route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -155,23 +205,159 @@ def _route(ep: _Endpoint, batchers: list[Batcher[Any, Any]]) -> Callable[..., An
     return route
 
 
+def _batched_route(ep: _Endpoint, policy: BatchPolicy,
+                   batchers: list[Batcher[Any, Any]]) -> Callable[..., Awaitable[Any]]:
+    (param,) = ep.request.model_fields
+    batcher: Batcher[Any, Any] = (
+        _LoopBatcher(ep.method, policy) if ep.is_async
+        else Batcher(lambda items: ep.method(list(items)), policy))
+    batchers.append(batcher)
+
+    async def batched(body: BaseModel) -> Any:
+        return await batcher.submit(getattr(body, param))
+
+    return batched
+
+
+def _plain_route(ep: _Endpoint, slots: _Slots,
+                 timeout: float) -> Callable[..., Awaitable[Any]]:
+    async def plain(body: BaseModel) -> Any:
+        slots.take()
+        call = (ep.method(**_fields(body)) if ep.is_async
+                else run_in_threadpool(ep.method, **_fields(body)))
+        task = asyncio.ensure_future(call)
+        task.add_done_callback(slots.give)  # free when the call ends, not when the request does
+        return await _within(task, timeout, ep.name, cancel=ep.is_async)
+
+    return plain
+
+
+def _streamed_route(ep: _Endpoint, slots: _Slots) -> Callable[..., Awaitable[Any]]:
+    async def streamed(body: BaseModel) -> StreamingResponse:
+        items = ep.method(**_fields(body))  # a generator: nothing runs before the first event
+        slots.take()
+        return _EventStream(_sse(items), slots.give)
+
+    return streamed
+
+
+class _Slots:
+    """At most ``limit`` calls of one handler running or waiting to run; past it, 503."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.taken = limit, 0
+
+    def take(self) -> None:
+        if self.taken >= self.limit:
+            raise Overloaded(self.taken, retry_after=1.0)
+        self.taken += 1
+
+    def give(self, *_: object) -> None:
+        self.taken -= 1
+
+
+_abandoned: set[asyncio.Future[Any]] = set()  # calls that outlive their request
+
+
+async def _within(task: asyncio.Future[Any], timeout: float, name: str, cancel: bool) -> Any:
+    """``task``'s result, or 504 after ``timeout`` seconds.
+
+    A coroutine is cancelled when nobody waits for it any more; a thread cannot be, so a
+    timed-out ``def`` handler runs to its end (and holds its slot until then).
+    """
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:  # the client went away
+        _abandon(task, cancel)
+        raise
+    if not done:
+        _abandon(task, cancel)
+        raise RequestTimeout(f"No result from {name} within {timeout:.1f}s.",
+                             hint="Retry later; if the handler needs longer, raise "
+                                  "`kaon serve --timeout`.")
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any], cancel: bool) -> None:
+    if cancel:
+        task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody is told about it, and asyncio need not warn
+
+
+class _LoopBatcher(Batcher[Any, Any]):
+    """A Batcher for an ``async def`` batch handler: each batch is awaited on the event loop
+    while the batcher's worker thread waits for it, so batches still run one at a time."""
+
+    def __init__(self, method: Callable[[list[Any]], Awaitable[Sequence[Any]]],
+                 policy: BatchPolicy) -> None:
+        super().__init__(self._on_loop, policy)
+        self._method = method
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        super().start()
+
+    def _on_loop(self, items: Sequence[Any]) -> Sequence[Any]:
+        assert self._loop is not None, "start() the batcher first"
+        return asyncio.run_coroutine_threadsafe(self._awaited(list(items)), self._loop).result()
+
+    async def _awaited(self, items: list[Any]) -> Sequence[Any]:
+        return await self._method(items)
+
+
+class _EventStream(StreamingResponse):
+    """Server-Sent Events that give the handler's slot back however the stream ends."""
+
+    def __init__(self, events: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(events, media_type="text/event-stream")
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 def _fields(body: BaseModel) -> dict[str, Any]:
     """The validated fields as Python objects (nested models stay models)."""
     return {name: getattr(body, name) for name in type(body).model_fields}
 
 
-async def _sse(items: Iterator[Any]) -> AsyncIterator[bytes]:
-    """Server-Sent Events: one ``data:`` line per yielded item, then ``event: end``."""
-    from fastapi.concurrency import run_in_threadpool
+_END = object()
 
-    sentinel = object()
-    while True:
-        item = await run_in_threadpool(next, items, sentinel)
-        if item is sentinel:
-            break
-        payload = item.model_dump(mode="json") if isinstance(item, BaseModel) else item
-        yield f"data: {json.dumps(payload, default=str)}\n\n".encode()
-    yield b"event: end\ndata: {}\n\n"
+
+async def _sse(items: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """Server-Sent Events: one ``data:`` line per yielded item, then ``event: end``."""
+    try:
+        while (item := await _next(items)) is not _END:
+            payload = item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+            yield f"data: {json.dumps(payload, default=str)}\n\n".encode()
+        yield b"event: end\ndata: {}\n\n"
+    finally:  # a client that went away closes the handler's generator (its finally runs)
+        await _close(items)
+
+
+async def _next(items: Iterator[Any] | AsyncIterator[Any]) -> Any:
+    """The next item: an async generator's on the loop, a generator's in a worker thread."""
+    if isinstance(items, AsyncIterator):
+        return await anext(items, _END)
+    return await run_in_threadpool(next, items, _END)
+
+
+async def _close(items: Iterator[Any] | AsyncIterator[Any]) -> None:
+    if inspect.isasyncgen(items):
+        await items.aclose()
+    elif inspect.isgenerator(items):
+        items.close()
 
 
 def load_service(target: str) -> Service:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from fastapi.testclient import TestClient
 import kaon
 from kaon.errors import ConfigError
 from kaon.serve import create_service_app
-from kaon.serve.service import load_service
+from kaon.serve.batching import BatchPolicy
+from kaon.serve.service import load_service, with_policy
 
 ECHO = Path(__file__).resolve().parents[2] / "examples" / "services" / "echo.py"
 
@@ -113,3 +115,124 @@ def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
         load_service("nowhere.py:Echo")
     with pytest.raises(ConfigError, match=r"no kaon\.Service subclass"):
         load_service(f"{ECHO}:Nope")
+
+
+def test_an_async_handler_is_awaited_on_the_event_loop() -> None:
+    class Greeter(kaon.Service):
+        @kaon.handler
+        async def greet(self, name: str) -> dict[str, str]:
+            await asyncio.sleep(0)
+            return {"hello": name}
+
+    with TestClient(create_service_app(Greeter())) as client:
+        response = ready(client).post("/greet", json={"name": "ada"})
+    assert response.status_code == 200 and response.json() == {"hello": "ada"}
+
+
+def test_an_async_generator_streams_and_gives_its_slot_back() -> None:
+    class Ticker(kaon.Service):
+        @kaon.handler
+        async def tick(self, n: int) -> AsyncIterator[int]:
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i
+
+    service = with_policy(Ticker(), BatchPolicy(max_queue=1))
+    with TestClient(create_service_app(service)) as client:
+        ready(client)
+        for n in (3, 2):  # a bound of one: the second stream needs the first one's slot back
+            with client.stream("POST", "/tick", json={"n": n}) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                lines = list(response.iter_lines())
+            events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+            assert events[:n] == list(range(n)) and "event: end" in lines
+
+
+def test_an_async_batched_handler_receives_concurrent_requests_as_one_list() -> None:
+    sizes: list[int] = []
+
+    class Upper(kaon.Service):
+        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
+        async def shout(self, texts: list[str]) -> list[str]:
+            await asyncio.sleep(0)
+            sizes.append(len(texts))
+            return [t.upper() for t in texts]
+
+    with TestClient(create_service_app(Upper())) as client:
+        ready(client)
+        with ThreadPoolExecutor(8) as pool:
+            out = list(pool.map(lambda i: client.post("/shout", json={"texts": f"t{i}"}).json(),
+                                range(8)))
+    assert out == [f"T{i}" for i in range(8)]
+    assert max(sizes) > 1 and sum(sizes) == 8
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_a_slow_handler_answers_504_after_the_configured_timeout(kind: str) -> None:
+    gate = threading.Event()
+
+    class Slow(kaon.Service):
+        @kaon.handler
+        def blocking(self) -> str:
+            gate.wait(10)
+            return "late"
+
+        @kaon.handler
+        async def waiting(self) -> str:
+            await asyncio.sleep(10)
+            return "late"
+
+    service = with_policy(Slow(), BatchPolicy(timeout_s=0.2))
+    try:
+        with TestClient(create_service_app(service)) as client:
+            path = "/blocking" if kind == "def" else "/waiting"
+            response = ready(client).post(path, json={})
+            gate.set()  # let the abandoned thread finish before the server stops
+    finally:
+        gate.set()
+    assert response.status_code == 504
+    body = response.json()
+    assert body["error"] == "RequestTimeout" and "within 0.2s" in body["message"]
+    assert "--timeout" in body["hint"]
+
+
+def test_past_the_bound_a_handler_answers_503_with_retry_after() -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    class Busy(kaon.Service):
+        @kaon.handler
+        def work(self) -> str:
+            entered.set()
+            gate.wait(10)
+            return "done"
+
+    service = with_policy(Busy(), BatchPolicy(max_queue=1))
+    try:
+        with TestClient(create_service_app(service)) as client, ThreadPoolExecutor(1) as pool:
+            ready(client)
+            first = pool.submit(client.post, "/work", json={})
+            assert entered.wait(10)  # the one slot is taken
+            refused = client.post("/work", json={})
+            gate.set()
+            assert first.result().json() == "done"
+            again = client.post("/work", json={})  # the slot came back with the answer
+            metrics = client.get("/metrics").text
+    finally:
+        gate.set()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "Overloaded"
+    assert again.status_code == 200 and again.json() == "done"
+    assert "kaon_rejected_total 1.0" in metrics
+
+
+def test_a_bad_batch_setting_and_a_streaming_batch_are_refused() -> None:
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        kaon.Batch(max_batch_size=0)
+
+    class Streams(kaon.Service):
+        @kaon.handler(batch=kaon.Batch())
+        def each(self, xs: list[int]) -> Iterator[int]:
+            yield from xs
+
+    with pytest.raises(ConfigError, match="cannot stream"):
+        create_service_app(Streams())
