@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.table import Table
 
+from kaon.cli.data import parse_size
 from kaon.cli.output import console, print_json
 from kaon.errors import ConfigError
 
+if TYPE_CHECKING:
+    from kaon.tune.study import TuneResult
+
 
 def tune(
-    data: str | None = typer.Option(None, "--data", help="Dataset name (catalog or imported)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset name (catalog or imported), or the path of an image "
+                             "folder, .npz or .csv to import first."),
+    size: str | None = typer.Option(
+        None, "--size", help="With --data PATH: resize folder images to HEIGHTxWIDTH."),
     time_: str = typer.Option("10m", "--time", help="Wall-clock budget incl. the final retrain."),
     objective: str = typer.Option("accuracy", "--objective", help="accuracy or auc."),
     multi_objective: str | None = typer.Option(
@@ -20,7 +30,8 @@ def tune(
         None, "--workers", help="Parallel trials (default: GPUs, else cores)."),
     trial_time: str | None = typer.Option(None, "--trial-time", help="Cap per trial, e.g. 2m."),
     space: Path | None = typer.Option(None, "--space", help="YAML overriding the search space."),
-    name: str | None = typer.Option(None, "--name", help="Model name (default DATA-tuned)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Model name (default DATA-tuned; with --pick N, DATA-tuned-tN)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default) or random."),
     cv: int | None = typer.Option(
         None, "--cv", help="Cross-validate each trial on K folds of train + val (0: off; "
@@ -30,6 +41,9 @@ def tune(
         help="Try a portfolio of known-good configurations before the sampler's own."),
     seed: int = typer.Option(0, "--seed"),
     resume: str | None = typer.Option(None, "--resume", help="Continue a killed study."),
+    pick: int | None = typer.Option(
+        None, "--pick", help="With --resume STUDY: retrain this finished trial (e.g. a smaller "
+                             "point of the Pareto front) and register it."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
 ) -> None:
     """Find a good architecture and hyperparameters for a dataset, retrain, register.
@@ -42,22 +56,31 @@ def tune(
 
         kaon tune --data fashion-mnist --time 15m --multi-objective latency
 
-        kaon tune --data my-xrays --time 30m --cv 5
+        kaon tune --data ./my-xrays --size 64x64 --time 30m --cv 5
 
         kaon tune --resume tune-3f9c1a2b
+
+        kaon tune --resume tune-3f9c1a2b --pick 7
     """
-    from kaon.tune import TuneConfig, load_space
+    from kaon.tune import TuneConfig, dataset_for, load_space
+    from kaon.tune import pick as pick_trial
     from kaon.tune import resume as resume_study
     from kaon.tune import tune as run_tune
     from kaon.tune.budget import parse_duration
 
-    if resume:
+    if pick is not None and not resume:
+        raise ConfigError("--pick needs the study: --resume STUDY --pick TRIAL.",
+                          hint="Example: kaon tune --resume tune-3f9c1a2b --pick 7")
+    if resume and pick is not None:
+        result = pick_trial(resume, pick, name=name, progress=not json_)
+    elif resume:
         result = resume_study(resume, progress=not json_)
     else:
         if not data:
-            raise ConfigError("Give --data NAME (or --resume STUDY).",
+            raise ConfigError("Give --data NAME or PATH (or --resume STUDY).",
                               hint="Example: kaon tune --data breastmnist --time 5m")
-        fields = {"dataset": data, "time_seconds": parse_duration(time_),
+        choice = dataset_for(data, parse_size(size) if size else None)
+        fields = {"dataset": choice.name, "time_seconds": parse_duration(time_),
                   "objective": objective, "multi_objective": multi_objective, "seed": seed,
                   "model_name": name, "sampler": sampler, "space": load_space(space),
                   "warm_start": warm_start}
@@ -71,17 +94,58 @@ def tune(
             cfg = TuneConfig.model_validate(fields)
         except ValueError as exc:
             raise ConfigError(f"Invalid tune options: {exc}") from None
+        if choice.path is not None and not json_:
+            console.print(f"Importing {choice.path} as dataset [bold]{choice.name}[/] …",
+                          highlight=False)
+        choice.prepare(cfg.workspace)
         result = run_tune(cfg, progress=not json_)
     if json_:
         print_json(result.to_dict())
         return
-    console.print(f"Study [bold]{result.study}[/]: trials {result.trials}; best validation "
+    _print_result(result)
+
+
+def _print_result(result: TuneResult) -> None:
+    what = (f"trial {result.trial} (picked), validation" if result.picked
+            else "best validation")
+    console.print(f"Study [bold]{result.study}[/]: trials {result.trials}; {what} "
                   f"{result.best_value:.4f}; registered [bold]{result.model}[/] in "
                   f"{result.seconds:.0f}s.", soft_wrap=True)
     console.print(f"Test: {result.test_metrics}", soft_wrap=True)
     if result.pareto:
-        console.print("Pareto front (objective vs second objective):")
-        for p in result.pareto:
-            console.print(f"  trial {p['trial']}: {p}", soft_wrap=True)
+        console.print(pareto_table(result.pareto, result.trial))
+        console.print(f"Train a point: `kaon train SPEC`, or `kaon tune --resume {result.study} "
+                      "--pick TRIAL` (registers NAME-tTRIAL with lineage to the study).",
+                      soft_wrap=True, highlight=False)
     for key, path in result.report.items():
         console.print(f"  {key}: {path}", soft_wrap=True, highlight=False)
+
+
+_SECOND = {"latency_ms": "latency ms", "params": "params"}
+
+
+def pareto_table(points: list[dict[str, Any]], registered: int | None = None) -> Table:
+    """The Pareto front, most accurate first; ``registered``: the trial retrained and
+    registered (marked *)."""
+    objective = "auc" if "auc" in points[0] else "accuracy"
+    second = "latency_ms" if "latency_ms" in points[0] else "params"
+    table = Table(title="Pareto front (pick a smaller model for an edge device)",
+                  caption="* retrained and registered by this search" if registered is not None
+                  else None)
+    for column in ("trial", objective, _SECOND[second], *(["params"] if second != "params"
+                                                          else []), "family", "epochs"):
+        table.add_column(column, justify="left" if column == "family" else "right")
+    table.add_column("spec", overflow="fold")
+    for p in points:
+        mark = "*" if p["trial"] == registered else ""
+        cells = [f"{p['trial']}{mark}", f"{p[objective]:.4f}", _number(p[second])]
+        if second != "params":
+            cells.append(_number(p.get("params")))
+        table.add_row(*cells, str(p.get("family", "")), str(p.get("epochs", "")), p["spec"])
+    return table
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) and value < 1000 else f"{value:,.0f}"

@@ -12,7 +12,8 @@ from typing import Any
 _EXPORTS = {
     "SearchSpace": "kaon.tune.space", "load_space": "kaon.tune.space",
     "TuneConfig": "kaon.tune.study", "TuneResult": "kaon.tune.study",
-    "tune": "kaon.tune.study", "resume": "kaon.tune.study",
+    "tune": "kaon.tune.study", "resume": "kaon.tune.study", "pick": "kaon.tune.study",
+    "dataset_for": "kaon.tune.data",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -2,7 +2,9 @@
 
 A process per trial means nothing a trial allocates can outlive it, and a stuck trial can
 always be stopped. Each trial gets its own process group, so killing it takes any helper
-processes with it; whatever is still running when the search exits is killed too.
+processes with it; whatever is still running when the search exits is killed too. On a machine
+with several GPUs each running trial sees one of its own (``CUDA_VISIBLE_DEVICES``, from
+:class:`GpuSlots`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,51 @@ from kaon.tune.worker import PREFIX
 _live: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
 LOG_TAIL_BYTES = 4096
+WORKER: tuple[str, ...] = ("-m", "kaon.tune.worker")  # after the interpreter
+
+
+class GpuSlots:
+    """Hands each running trial a GPU: the one with the fewest trials on it, round-robin among
+    ties, so N trials on N GPUs get one each. With fewer than two GPUs there is nothing to
+    choose and trials inherit the environment as it is."""
+
+    def __init__(self, count: int, visible: str | None = None) -> None:
+        """``count``: the GPUs PyTorch sees; ``visible``: the ``CUDA_VISIBLE_DEVICES`` they
+        were picked by (a trial gets that list's entry, not the bare index)."""
+        listed = [v.strip() for v in (visible or "").split(",") if v.strip()]
+        self.ids = listed[:count] if listed else [str(i) for i in range(count)]
+        self.busy = [0] * len(self.ids)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int | None:
+        """The index of the GPU the next trial runs on (None: no choice to make)."""
+        if len(self.ids) < 2:
+            return None
+        with self._lock:
+            n = len(self.ids)
+            index = min(((self._next + k) % n for k in range(n)), key=lambda i: self.busy[i])
+            self.busy[index] += 1
+            self._next = (index + 1) % n
+            return index
+
+    def release(self, index: int | None) -> None:
+        if index is not None:
+            with self._lock:
+                self.busy[index] -= 1
+
+    def env(self, index: int | None) -> dict[str, str] | None:
+        """The variables a trial on GPU ``index`` runs with (None: inherit them all)."""
+        return None if index is None else {"CUDA_VISIBLE_DEVICES": self.ids[index]}
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[dict[str, str] | None]:
+        """A GPU for one trial, given back when it ends: ``with slots.slot() as env``."""
+        index = self.acquire()
+        try:
+            yield self.env(index)
+        finally:
+            self.release(index)
 
 
 @dataclass
@@ -51,20 +98,23 @@ def report_step(epoch: int, epochs: int, max_epochs: int) -> int:
 
 
 def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], float],
-              log: Path, prune: bool, report: bool = True, max_epochs: int = 1) -> Outcome:
+              log: Path, prune: bool, report: bool = True, max_epochs: int = 1,
+              env: dict[str, str] | None = None) -> Outcome:
     """Run ``job`` (see kaon.tune.worker) until it finishes, is pruned, or ``deadline()``.
 
     ``deadline`` is re-read while the trial runs, so a search whose final retrain turns out to
     need more time can cut running trials earlier. ``report`` sends each epoch's value to
-    Optuna (single-objective studies only).
+    Optuna (single-objective studies only). ``env``: variables set for the trial process on
+    top of this one's (its GPU).
     """
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
     epochs = int(job["spec"].get("epochs", 1))
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "kaon.tune.worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, *WORKER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+                                start_new_session=True,
+                                env={**os.environ, **env} if env else None)
         with _live_lock:
             _live.add(proc)
         timed_out, finished = threading.Event(), threading.Event()

@@ -1,7 +1,9 @@
 """``kaon tune``: Optuna ask-and-tell over subprocess trials, under one wall-clock budget.
 
 Search (parallel trials, Hyperband pruning) → retrain the best configuration on train +
-validation → evaluate on test → register with lineage to the study → save the report.
+validation → evaluate on test → register with lineage to the study → save the report (with,
+for a multi-objective search, a training spec per Pareto point). ``pick`` retrains another
+finished trial of a study (a smaller model from the front) the same way.
 The study lives in Kaon's own database through Optuna's RDB storage.
 """
 
@@ -21,6 +23,7 @@ from typing import Any, Literal
 
 import optuna
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.live import Live
@@ -29,12 +32,12 @@ from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError
-from kaon.names import NAME_PATTERN
+from kaon.names import NAME_PATTERN, is_valid_name
 from kaon.nn.spec import parse_spec
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
-from kaon.tune.runner import Outcome, kill_all, run_trial
+from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial
 from kaon.tune.space import IntRange, SearchSpace, portfolio, suggest, to_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -70,6 +73,10 @@ class TuneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names_fit(self) -> TuneConfig:
+        if not is_valid_name(self.dataset):  # a path: the CLI imports it first, this does not
+            raise ValueError(f"dataset {self.dataset!r} is not a dataset name; import a folder "
+                             "or file first with `kaon data import PATH --name NAME "
+                             "[--size HxW]` (or give the path to `kaon tune --data`)")
         if not re.fullmatch(NAME_PATTERN, f"{self.name}-trial"):
             raise ValueError(f"model name {self.name!r} is too long or not allowed "
                              "(trials are named NAME-trial, at most 64 characters)")
@@ -114,10 +121,14 @@ def cv_sizes(n_train: int, n_val: int, folds: int) -> tuple[int, int]:
     return pooled - pooled // folds, pooled // folds
 
 
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def default_workers() -> int:
     """One trial per GPU where there are GPUs, else one per core."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return max(1, gpus or (os.cpu_count() or 1))
+    return max(1, gpu_count() or (os.cpu_count() or 1))
+
 
 @dataclass
 class TuneResult:
@@ -129,13 +140,16 @@ class TuneResult:
     trials: dict[str, int]
     seconds: float
     report: dict[str, Path] = field(default_factory=dict)
-    pareto: list[dict[str, Any]] = field(default_factory=list)
+    pareto: list[dict[str, Any]] = field(default_factory=list)  # each with its spec's path
+    trial: int | None = None  # the trial that was retrained
+    picked: bool = False  # by `--pick`, not as the search's best
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.study, "model": self.model, "best_value": self.best_value,
                 "best_params": self.best_params, "test": self.test_metrics,
                 "trials": self.trials, "seconds": round(self.seconds, 1),
-                "report": {k: str(v) for k, v in self.report.items()}, "pareto": self.pareto}
+                "report": {k: str(v) for k, v in self.report.items()}, "pareto": self.pareto,
+                "trial": self.trial, "picked": self.picked}
 
 
 def storage() -> optuna.storages.RDBStorage:
@@ -200,12 +214,7 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
 def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     """Continue a killed search with the budget it had left; finished trials are kept."""
     started = time.monotonic()
-    try:
-        summary = optuna.study.load_study(study_name=study_name, storage=storage())
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage())]
-        raise KaonError(f"No tuning study {study_name!r}. Known: {', '.join(names) or '(none)'}.",
-                        hint="Study names are printed by `kaon tune` (and in --json).") from None
+    summary = _load_study(study_name)
     cfg = TuneConfig.model_validate(summary.user_attrs["kaon"])
     if summary.user_attrs.get("model"):
         raise ConfigError(f"Study {study_name} already finished and registered "
@@ -218,6 +227,15 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
     spent = float(study.user_attrs.get("spent", 0.0))
     return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
+
+
+def _load_study(study_name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage())
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage())]
+        raise KaonError(f"No tuning study {study_name!r}. Known: {', '.join(names) or '(none)'}.",
+                        hint="Study names are printed by `kaon tune` (and in --json).") from None
 
 
 # ---- checks before any work -------------------------------------------------------------------
@@ -386,6 +404,7 @@ class _Search:
         self.stop = threading.Event()
         self.trial_cap = trial_cap(cfg, sizes)
         self.threads = trial_threads(cfg)
+        self.gpus = GpuSlots(gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.folder = get_settings().home / "studies" / study.study_name
         self._estimate = self._retrain_estimate()
 
@@ -427,11 +446,13 @@ class _Search:
                "workspace": self.cfg.workspace, "folds": self.cfg.cv_folds or 0,
                "latency": self.cfg.multi_objective == "latency"}
         cap = launched + self.trial_cap
-        outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
-                            self.folder / f"trial-{trial.number}.log",
-                            prune=isinstance(self.study.pruner, optuna.pruners.HyperbandPruner),
-                            report=not self.cfg.multi_objective,
-                            max_epochs=self.cfg.space.max_epochs)
+        with self.gpus.slot() as env:
+            outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
+                                self.folder / f"trial-{trial.number}.log",
+                                prune=isinstance(self.study.pruner,
+                                                 optuna.pruners.HyperbandPruner),
+                                report=not self.cfg.multi_objective,
+                                max_epochs=self.cfg.space.max_epochs, env=env)
         with self.lock:
             self._tell(trial, outcome)
             self._estimate = self._retrain_estimate()
@@ -511,51 +532,148 @@ def _fit_seconds(trial: optuna.trial.FrozenTrial) -> float:
 
 
 # ---- the final model --------------------------------------------------------------------------
-def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, Any],
-            budget: b.Budget, progress: bool) -> TuneResult:
+def retrain_spec(cfg: TuneConfig, trial: optuna.trial.FrozenTrial, test_fraction: float | None,
+                 name: str | None = None) -> dict[str, Any]:
+    """The training spec that refits ``trial``'s configuration on train + validation and
+    registers it as ``name`` (default: the search's model name)."""
+    choice = suggest(optuna.trial.FixedTrial(trial.params), cfg.space)
+    raw = to_spec(name or cfg.name, cfg.dataset, choice, cfg.seed)
+    raw["data"].update(train_on_val=True, test_fraction=test_fraction)
+    raw["register"] = {"name": name or cfg.name}
+    return raw
+
+
+def point_name(cfg: TuneConfig, number: int) -> str:
+    """The model name of trial ``number`` retrained on its own: ``NAME-tN``."""
+    name = f"{cfg.name}-t{number}"
+    return name if is_valid_name(name) else cfg.name
+
+
+def second_key(cfg: TuneConfig) -> str:
+    """The Pareto points' key of the second objective."""
+    return "latency_ms" if cfg.multi_objective == "latency" else "params"
+
+
+def pareto_front(study: optuna.Study, cfg: TuneConfig, test_fraction: float | None,
+                 folder: Path) -> list[dict[str, Any]]:
+    """The Pareto front, most accurate first; each point's training spec (train + validation,
+    registered as ``NAME-tN``) is saved as ``folder/trial-N.yaml`` for ``kaon train``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    points = []
+    for t in sorted(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number)):
+        path = folder / f"trial-{t.number}.yaml"
+        point = {"trial": t.number, cfg.objective: t.values[0], second_key(cfg): t.values[1],
+                 "family": t.params.get("family"), "epochs": t.params.get("epochs"),
+                 "spec": str(path)}
+        if "params" in t.user_attrs:
+            point.setdefault("params", t.user_attrs["params"])
+        spec = retrain_spec(cfg, t, test_fraction, point_name(cfg, t.number))
+        note = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in point.items() if k not in ("trial", "spec"))
+        path.write_text(f"# Pareto point: trial {t.number} of {study.study_name} ({note}).\n"
+                        f"# Train it: kaon train {path}  (or: kaon tune --resume "
+                        f"{study.study_name} --pick {t.number})\n"
+                        + yaml.safe_dump(spec, sort_keys=False))
+        points.append(point)
+    return points
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s: sum(1 for t in trials if t.user_attrs.get("outcome") == s)
+            for s in ("complete", "pruned", "timeout", "failed")}
+
+
+def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
+             trial: optuna.trial.FrozenTrial, progress: bool,
+             ) -> tuple[str, dict[str, Any], Path, int]:
+    """Train ``raw`` (a :func:`retrain_spec`), evaluate it on test and register it with lineage
+    to ``trial`` of ``study``: (model, test metrics, its report folder, epochs trained)."""
     from kaon.train.evaluate import evaluate
 
+    spec = parse_spec(raw, source=f"trial {trial.number} of {study.study_name}")
+    result = train(spec, progress=progress, test=False,
+                   lineage={"study": study.study_name, "trial": trial.number},
+                   workspace=cfg.workspace)
+    assert result.model is not None
+    evaluation = evaluate(result.model, workspace=cfg.workspace)
+    test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
+            if k in evaluation.report}
+    report_dir = registry.get(result.model, cfg.workspace).artifact.parent / "tune-report"
+    registry.update_lineage(result.model, {"report": str(report_dir)}, cfg.workspace)
+    return result.model, test, report_dir, spec.epochs
+
+
+def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, Any],
+            budget: b.Budget, progress: bool) -> TuneResult:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    counts = {s: sum(1 for t in study.get_trials(deepcopy=False)
-                     if t.user_attrs.get("outcome") == s)
-              for s in ("complete", "pruned", "timeout", "failed")}
+    counts = _counts(study)
     if not complete:
         raise KaonError(f"No trial of {study.study_name} finished within the budget "
                         f"({counts}).", hint="Give a larger --time or a smaller --space.")
-    pareto: list[dict[str, Any]] = []
-    if cfg.multi_objective:
-        front = sorted(study.best_trials, key=lambda t: -t.values[0])
-        pareto = [{"trial": t.number, cfg.objective: t.values[0],
-                   cfg.multi_objective: t.values[1], "config": t.params} for t in front]
-        best = front[0]
+    if cfg.multi_objective:  # the most accurate point of the front
+        best = min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
     else:
         best = study.best_trial
-    choice = suggest(optuna.trial.FixedTrial(best.params), cfg.space)
-    raw = to_spec(cfg.name, cfg.dataset, choice, cfg.seed)
-    raw["data"].update(train_on_val=True, test_fraction=sizes.get("test_fraction"))
-    raw["register"] = {"name": cfg.name}
+    raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
     # the retrain must end inside the budget: cap its epochs by the time that is left
     per_epoch = max(_fit_seconds(best) - b.STARTUP_SECONDS, 0.1) / max(
         best.params.get("epochs", 1), 1) / _speedup(best, sizes)
     scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
     left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
     raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
-    spec = parse_spec(raw, source=f"best trial {best.number} of {study.study_name}")
-    result = train(spec, progress=progress, test=False,
-                   lineage={"study": study.study_name, "trial": best.number},
-                   workspace=cfg.workspace)
-    assert result.model is not None
-    evaluation = evaluate(result.model, workspace=cfg.workspace)
-    test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
-            if k in evaluation.report}
+    model, test, report_dir, epochs = _retrain(study, cfg, raw, best, progress)
+    pareto = pareto_front(study, cfg, sizes.get("test_fraction"), report_dir / "pareto") \
+        if cfg.multi_objective else []
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
-               "retrain_epochs": spec.epochs, "cv_folds": cfg.cv_folds or 0, "test": test,
+               "retrain_epochs": epochs, "cv_folds": cfg.cv_folds or 0, "test": test,
                "pareto": pareto, "trials": counts}
-    report_dir = registry.get(result.model, cfg.workspace).artifact.parent / "tune-report"
     files = write_report(study, report_dir, summary)
-    registry.update_lineage(result.model, {"report": str(report_dir)}, cfg.workspace)
-    study.set_user_attr("model", result.model)
+    if pareto:
+        files["pareto_specs"] = report_dir / "pareto"
+    study.set_user_attr("model", model)
     study.set_user_attr("spent", search.spent())
-    return TuneResult(study.study_name, result.model, best.values[0], best.params, test, counts,
-                      search.spent(), files, pareto)
+    return TuneResult(study.study_name, model, best.values[0], best.params, test, counts,
+                      search.spent(), files, pareto, trial=best.number)
+
+
+def pick(study_name: str, number: int, *, name: str | None = None,
+         progress: bool = False) -> TuneResult:
+    """Retrain finished trial ``number`` of a study (e.g. a smaller model from its Pareto
+    front) on train + validation with the epochs it had, evaluate it on test and register it
+    as ``name`` (default ``NAME-tN``) with lineage to the study. No time budget applies."""
+    started = time.monotonic()
+    study = _load_study(study_name)
+    cfg = TuneConfig.model_validate(study.user_attrs["kaon"])
+    trial = _finished_trial(study, cfg, number)
+    sizes = _check_inputs(cfg)
+    raw = retrain_spec(cfg, trial, sizes.get("test_fraction"), name or point_name(cfg, number))
+    model, test, report_dir, epochs = _retrain(study, cfg, raw, trial, progress)
+    counts = _counts(study)
+    summary = {"study": study.study_name, "picked_trial": number, "values": trial.values,
+               "params": trial.params, "retrain_epochs": epochs, "test": test,
+               "trials": counts}
+    files = write_report(study, report_dir, summary)
+    return TuneResult(study.study_name, model, trial.values[0], trial.params, test, counts,
+                      time.monotonic() - started, files, trial=number, picked=True)
+
+
+def _finished_trial(study: optuna.Study, cfg: TuneConfig,
+                    number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of ``study`` if it finished, else a ConfigError listing those that did."""
+    trials = study.get_trials(deepcopy=False)
+    found = next((t for t in trials if t.number == number), None)
+    if found is not None and found.state == optuna.trial.TrialState.COMPLETE:
+        return found
+    finished = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    front = sorted(t.number for t in study.best_trials) if cfg.multi_objective and finished \
+        else []
+    what = (f"has no trial {number}" if found is None else
+            f"trial {number} did not finish "
+            f"({found.user_attrs.get('outcome', found.state.name.lower())})")
+    hint = (f"Pick one of its Pareto front: {', '.join(map(str, front))}." if front else
+            f"Finished trials: {', '.join(map(str, finished[:40]))}." if finished else
+            "None of its trials finished; continue the search with --resume.")
+    raise ConfigError(f"Study {study.study_name} {what}; only a finished trial can be picked.",
+                      hint=hint)

@@ -20,6 +20,7 @@ from kaon.data import import_dataset
 from kaon.db.engine import session_scope
 from kaon.db.models import Run
 from kaon.errors import ConfigError, DataError
+from kaon.nn.spec import load_spec
 from kaon.train.checkpoint import CHECKPOINT
 from kaon.tune import SearchSpace, TuneConfig, tune
 from kaon.tune.study import (
@@ -152,6 +153,10 @@ def test_multi_objective_search_reports_a_pareto_front(shared_datasets: Path) ->
     order = sorted(range(len(params)), key=lambda i: params[i])
     assert [accuracy[i] for i in order] == sorted(accuracy)
     assert result.report["pareto_front"].is_file()
+    # each point is a training spec next to the report, named after its trial
+    for point in result.pareto:
+        spec = load_spec(point["spec"])
+        assert spec.name == f"breastmnist-tuned-t{point['trial']}" and spec.data.train_on_val
 
 
 @pytest.mark.slow

@@ -1,0 +1,251 @@
+"""The search's parts, fast: per-epoch reports and pruning, GPUs per trial, the latency objective,
+the Pareto front's training specs and ``--pick``.
+
+Most trials here run ``tests/tune/fake_worker.py`` in place of ``kaon.tune.worker``: a real
+subprocess speaking the real protocol, without the training, so the search, the runner and
+Optuna's pruner are the code under test. One test runs the real worker on a tiny dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from kaon import registry
+from kaon.cli.main import app
+from kaon.data import import_dataset
+from kaon.errors import ConfigError
+from kaon.nn.spec import load_spec
+from kaon.train import train
+from kaon.tune import budget as b
+from kaon.tune import pick, runner, study
+from kaon.tune.runner import GpuSlots, run_trial
+from kaon.tune.space import SearchSpace, suggest, to_spec
+from kaon.tune.study import TuneConfig, _pruner, _Search, pareto_front, storage
+
+FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
+MLP = {"families": ["mlp"], "mlp_width": [16], "mlp_depth": {"low": 1, "high": 1},
+       "batch_sizes": [16], "epochs": {"low": 4, "high": 4}}
+SIZES = {"n_train": 100, "n_val": 20, "min_trial": 1.0, "speedup": {}}
+
+
+def mlp_space(epochs: int) -> SearchSpace:
+    return SearchSpace.model_validate({**MLP, "epochs": {"low": epochs, "high": epochs}})
+
+
+@pytest.fixture
+def fake_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "WORKER", (str(FAKE_WORKER),))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> str:
+    """An imported two-class dataset of 6x6 images (train 60, test 20)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (80, 6, 6), dtype=np.uint8)
+    labels = (np.arange(80) % 2).reshape(-1, 1)
+    images[labels[:, 0] == 1] //= 4  # a learnable difference: darker images are class 1
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_images=images[:60], train_labels=labels[:60],
+             test_images=images[60:], test_labels=labels[60:])
+    import_dataset(npz, "tiny")
+    return "tiny"
+
+
+def config(**changes: object) -> TuneConfig:
+    fields: dict[str, object] = {"dataset": "tiny", "time_seconds": 600, "workers": 1,
+                                 "space": SearchSpace.model_validate(MLP)}
+    fields.update(changes)
+    return TuneConfig.model_validate(fields)
+
+
+def search_for(cfg: TuneConfig, name: str) -> _Search:
+    directions = ["maximize"] + (["minimize"] if cfg.multi_objective else [])
+    created = optuna.create_study(storage=storage(), pruner=_pruner(cfg), study_name=name,
+                                  directions=directions)
+    created.set_user_attr("kaon", cfg.model_dump(mode="json"))
+    return _Search(created, cfg, dict(SIZES), b.Budget(time.monotonic(), 600), 0.0)
+
+
+def run_one(search: _Search, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    search._run(search.study.ask(), time.monotonic())
+
+
+# ---- per-epoch reports and pruning ----------------------------------------------------------
+def test_the_pruner_gets_every_epoch_and_a_pruned_trial_is_killed(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    search = search_for(config(), "prune-test")
+    assert isinstance(search.study.pruner, optuna.pruners.HyperbandPruner)
+    for _ in range(3):
+        run_one(search, monkeypatch, FAKE_VALUE="0.9")
+    marker = tmp_path / "finished"
+    run_one(search, monkeypatch, FAKE_VALUE="0.1", FAKE_PAUSE="30", FAKE_MARKER=str(marker))
+    good, bad = search.study.trials[0], search.study.trials[-1]
+    assert good.state == optuna.trial.TrialState.COMPLETE
+    assert good.intermediate_values == {1: 0.9, 2: 0.9, 3: 0.9, 4: 0.9}  # one per epoch
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert bad.user_attrs["outcome"] == "pruned"
+    assert set(bad.intermediate_values.values()) == {0.1}
+    assert len(bad.intermediate_values) < 4  # stopped at a rung, before its last epoch
+    assert not marker.exists()  # killed, not left to run its 30 s to the end
+
+
+def test_multi_objective_trials_are_neither_reported_nor_pruned(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    search = search_for(config(multi_objective="latency"), "no-prune-test")
+    assert isinstance(search.study.pruner, optuna.pruners.NopPruner)
+    run_one(search, monkeypatch, FAKE_VALUE="0.1", FAKE_LATENCY="3.5")
+    trial = search.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.intermediate_values == {}
+
+
+# ---- --multi-objective latency and the Pareto front -----------------------------------------
+def test_latency_is_the_second_objective_and_each_pareto_point_is_a_training_spec(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: str) -> None:
+    cfg = config(multi_objective="latency", space=mlp_space(2))
+    search = search_for(cfg, "latency-test")
+    for value, latency, params in (("0.9", "5.0", "9000"), ("0.8", "1.0", "900"),
+                                   ("0.7", "2.0", "2000")):  # the last is dominated
+        run_one(search, monkeypatch, FAKE_VALUE=value, FAKE_LATENCY=latency, FAKE_PARAMS=params)
+    assert [t.values for t in search.study.trials] == [[0.9, 5.0], [0.8, 1.0], [0.7, 2.0]]
+    assert search.study.trials[1].user_attrs["latency_ms"] == 1.0
+
+    points = pareto_front(search.study, cfg, None, tmp_path / "pareto")
+    assert [(p["trial"], p["accuracy"], p["latency_ms"], p["params"]) for p in points] == [
+        (0, 0.9, 5.0, 9000), (1, 0.8, 1.0, 900)]
+    assert sorted(f.name for f in (tmp_path / "pareto").iterdir()) == ["trial-0.yaml",
+                                                                       "trial-1.yaml"]
+    spec = load_spec(points[1]["spec"])
+    assert spec.name == "tiny-tuned-t1" and spec.data.train_on_val and spec.epochs == 2
+    assert spec.model.family == "mlp"  # type: ignore[union-attr]
+    result = train(points[1]["spec"])  # what `kaon train trial-1.yaml` does
+    assert result.model == "tiny-tuned-t1:1"
+
+
+def test_the_cli_prints_the_front_as_a_table_with_the_spec_paths() -> None:
+    from rich.console import Console
+
+    from kaon.cli.tune import pareto_table
+
+    points = [{"trial": 3, "accuracy": 0.91, "latency_ms": 0.42, "params": 52000,
+               "family": "cnn", "epochs": 9, "spec": "/r/pareto/trial-3.yaml"},
+              {"trial": 8, "accuracy": 0.88, "latency_ms": 0.05, "params": 12000,
+               "family": "mlp", "epochs": 6, "spec": "/r/pareto/trial-8.yaml"}]
+    console = Console(record=True, width=200)
+    console.print(pareto_table(points, registered=3))
+    text = console.export_text()
+    assert "latency ms" in text and "params" in text
+    rows = [line for line in text.splitlines() if "trial-" in line]
+    assert "3*" in rows[0] and "0.9100" in rows[0] and "52,000" in rows[0] and "cnn" in rows[0]
+    assert "0.05" in rows[1] and "/r/pareto/trial-8.yaml" in rows[1]
+
+
+def test_the_real_worker_reports_each_epoch_and_its_latency(tiny: str, tmp_path: Path) -> None:
+    trial = optuna.create_study(direction="maximize").ask()
+    choice = suggest(optuna.trial.FixedTrial({"family": "mlp", "mlp_depth": 1, "mlp_width": 16,
+                                              "dropout": 0.0, "optimizer": "adam",
+                                              "adam_lr": 1e-3, "weight_decay": 1e-5,
+                                              "schedule": "cosine", "batch_size": 16,
+                                              "epochs": 3, "random_shift": 0, "hflip": False,
+                                              "class_weight": "none"}), mlp_space(3))
+    job = {"spec": to_spec("tiny-trial", tiny, choice), "objective": "accuracy", "threads": 1,
+           "folds": 0, "latency": True}
+    outcome = run_trial(trial, job, lambda: time.monotonic() + 300, tmp_path / "trial.log",
+                        prune=False, report=True, max_epochs=3)
+    assert outcome.state == "complete", outcome.error
+    assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3]
+    assert outcome.info["latency_ms"] > 0 and outcome.info["params"] == 6 * 6 * 16 + 16 + 34
+
+
+# ---- a GPU per trial -------------------------------------------------------------------------
+def test_gpu_slots_give_running_trials_distinct_gpus_round_robin() -> None:
+    slots = GpuSlots(4)
+    taken = [slots.acquire() for _ in range(4)]
+    assert taken == [0, 1, 2, 3]
+    slots.release(1)
+    assert slots.acquire() == 1  # the only free one
+    slots.release(2)
+    slots.release(0)
+    assert slots.acquire() == 2  # round-robin among the free ones, after the last given
+    assert slots.acquire() == 0
+    assert slots.busy == [1, 1, 1, 1]
+    assert [slots.acquire() for _ in range(3)] == [1, 2, 3]  # all busy: round-robin on
+    assert slots.env(3) == {"CUDA_VISIBLE_DEVICES": "3"}
+
+
+def test_gpu_slots_follow_the_visible_devices_and_skip_a_single_gpu() -> None:
+    slots = GpuSlots(2, visible="GPU-aa, GPU-bb,GPU-cc")
+    assert [slots.env(slots.acquire()) for _ in range(2)] == [
+        {"CUDA_VISIBLE_DEVICES": "GPU-aa"}, {"CUDA_VISIBLE_DEVICES": "GPU-bb"}]
+    for count in (0, 1):
+        one = GpuSlots(count)
+        assert one.acquire() is None and one.env(None) is None
+        with one.slot() as env:
+            assert env is None
+
+
+def test_each_trial_process_is_given_its_gpu(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(study, "gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    search = search_for(config(pruning=False), "gpu-test")
+    for _ in range(3):
+        run_one(search, monkeypatch, FAKE_VALUE="gpu")
+    assert [t.value for t in search.study.trials] == [5.0, 7.0, 5.0]
+    assert search.gpus.busy == [0, 0]  # given back after each trial
+
+
+# ---- --pick -----------------------------------------------------------------------------------
+def picked_study(cfg: TuneConfig) -> optuna.Study:
+    """A stored search with trial 0 finished (epochs 2) and trial 1 pruned."""
+    made = optuna.create_study(storage=storage(), study_name="pick-test",
+                               directions=["maximize", "minimize"])
+    made.set_user_attr("kaon", cfg.model_dump(mode="json"))
+    made.enqueue_trial({"family": "mlp", "mlp_depth": 1, "mlp_width": 16, "epochs": 2})
+    first = made.ask()
+    suggest(first, cfg.space)
+    made.tell(first, [0.8, 0.2])
+    second = made.ask()
+    suggest(second, cfg.space)
+    second.set_user_attr("outcome", "pruned")
+    made.tell(second, state=optuna.trial.TrialState.PRUNED)
+    return made
+
+
+def test_pick_retrains_a_finished_trial_and_registers_it_with_lineage(tiny: str) -> None:
+    cfg = config(multi_objective="latency", space=mlp_space(2))
+    picked_study(cfg)
+    out = CliRunner().invoke(app, ["tune", "--resume", "pick-test", "--pick", "0", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    assert result["model"] == "tiny-tuned-t0:1" and result["trial"] == 0 and result["picked"]
+    info = registry.get(result["model"])
+    assert info.lineage["study"] == "pick-test" and info.lineage["trial"] == 0
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    summary = json.loads(Path(result["report"]["best"]).read_text())
+    assert summary["picked_trial"] == 0 and summary["retrain_epochs"] == 2
+
+
+def test_pick_refuses_a_trial_that_did_not_finish(tiny: str) -> None:
+    cfg = config(multi_objective="latency", space=mlp_space(2))
+    picked_study(cfg)
+    with pytest.raises(ConfigError, match="trial 1 did not finish") as pruned:
+        pick("pick-test", 1)
+    assert "Pareto front: 0" in (pruned.value.hint or "")
+    with pytest.raises(ConfigError, match="has no trial 9"):
+        pick("pick-test", 9)
+    assert registry.list_models() == []
+
+
+def test_pick_needs_a_study() -> None:
+    result = CliRunner().invoke(app, ["tune", "--pick", "3"])
+    assert isinstance(result.exception, ConfigError)
+    assert "--resume STUDY --pick TRIAL" in result.exception.message
