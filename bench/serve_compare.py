@@ -2,6 +2,7 @@
 
     python bench/serve_compare.py [--models mnist-cnn,resnet18] [--concurrency 1,16,64]
                                   [--window 4] [--batch 32] [--wait-ms 5] [--skip-litserve]
+                                  [--v2-images 32,128]
 
 Every server runs the same registered model (random weights) through the same Kaon
 ``RegistryPredictor`` with one model worker process, so only the serving stack differs.
@@ -10,6 +11,8 @@ the model once per request. Load comes from ``wrk`` (C, one thread) when it is i
 else from Kaon's Python load generator; either way the Triton perf_analyzer method: warm up,
 then fixed windows until the last three agree within 10%, and report those three.
 The ceiling is the model's own batched throughput in this process, without HTTP.
+``--v2-images`` adds a table for clients that send many images per request (Kaon alone,
+Open Inference Protocol binary tensors): images/s against the same ceiling.
 Needs ``pip install litserve`` and, for the lighter load generator, ``apt-get install wrk``.
 """
 
@@ -86,12 +89,14 @@ def ceiling(ref: str, batch: int, device: torch.device, seconds: float = 5.0) ->
 
 def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
           env: dict[str, str], threads: int = 0,
-          device: str = "auto", replicas: int = 1) -> tuple[subprocess.Popen[bytes], str, str]:
+          device: str = "auto", replicas: int = 1,
+          extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, str]:
     py = sys.executable
     if kind == "kaon":
         cmd = [py, "-m", "kaon.cli.main", "serve", ref, "--port", str(port),
                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
-               "--threads", str(threads), "--device", device, "--replicas", str(replicas)]
+               "--threads", str(threads), "--device", device, "--replicas", str(replicas),
+               *extra]
         health, path = "/readyz", f"/v1/models/{ref.split(':')[0]}/predict"
     elif kind == "litserve":
         cmd = [py, str(REPO / "bench/servers/litserve_app.py"), ref, str(port), str(batch),
@@ -158,8 +163,26 @@ def wrk_script(body_file: Path, body: dict[str, Any],
     return body_file
 
 
+def v2_binary_script(body_file: Path, images: np.ndarray) -> Path:
+    """Write an Open Inference Protocol request carrying ``images`` (uint8 N×H×W) as binary
+    tensor data, and the wrk script that POSTs it (``body_file`` with ``.lua``)."""
+    header = json.dumps({
+        "inputs": [{"name": "input", "shape": list(images.shape), "datatype": "UINT8",
+                    "parameters": {"binary_data_size": images.nbytes}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
+    body_file.write_bytes(header + images.tobytes())
+    body_file.with_suffix(".lua").write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
+        f'wrk.headers["Inference-Header-Content-Length"] = "{len(header)}"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n')
+    return body_file
+
+
 def measure(url: str, body: dict[str, Any], concurrency: int, window: float,
-            workdir: Path, headers: dict[str, str] | None = None) -> dict[str, float]:
+            workdir: Path, headers: dict[str, str] | None = None,
+            script: Path | None = None) -> dict[str, float]:
+    """perf_analyzer's method on ``url``: warm-up, then windows until three agree; ``script``
+    (a body file with its ``.lua``) replaces the JSON ``body``, and needs wrk."""
     if shutil.which("wrk") is None:
         from kaon.serve.loadgen import measure as py_measure
 
@@ -167,7 +190,7 @@ def measure(url: str, body: dict[str, Any], concurrency: int, window: float,
                                           headers=headers))
         return {"rps": level.requests_per_s, "p50": level.p50_ms, "p99": level.p99_ms,
                 "errors": level.errors, "windows": level.windows, "stable": level.stable}
-    body_file = wrk_script(workdir / "body.json", body, headers)
+    body_file = script or wrk_script(workdir / "body.json", body, headers)
     wrk_window(url, body_file, concurrency, 2)  # warm-up
     windows: list[dict[str, float]] = []
     stable = False
@@ -198,6 +221,9 @@ def main() -> None:
                         help="kaon serve --threads (0: its default)")
     parser.add_argument("--device", default="auto",
                         help="auto (the GPU when there is one), cpu or cuda[:N]; all servers")
+    parser.add_argument("--v2-images", default="",
+                        help="also: Kaon alone, Open Inference Protocol binary requests of "
+                             "these many images each (e.g. 32,128), against the ceiling")
     parser.add_argument("--json", dest="json_out", type=Path, help="also write rows here")
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
@@ -257,9 +283,49 @@ def main() -> None:
                           f"{k['rps'] / fa['rps']:.2f}x" if fa else "-",
                           f"{k['rps'] / k['ceiling']:.2f}")
     console.print(table)
+    if args.v2_images:
+        rows += batched_clients(names, [int(n) for n in args.v2_images.split(",")], levels,
+                                args, env, home, device,
+                                {r["model"]: r["ceiling"] for r in rows})
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
     shutil.rmtree(home, ignore_errors=True)
+
+
+def batched_clients(names: list[str], sizes: list[int], levels: list[int],
+                    args: argparse.Namespace, env: dict[str, str], home: Path,
+                    device: torch.device, ceilings: dict[str, float]) -> list[dict[str, Any]]:
+    """Kaon with clients that send many images per request (V2 binary tensors): images/s
+    against the in-process ceiling. The queue holds every image in flight (no 503s)."""
+    from kaon.net import free_port
+
+    rows: list[dict[str, Any]] = []
+    table = Table(title=f"Kaon, Open Inference Protocol binary requests of N images, batch ≤ "
+                        f"{args.batch}, wait {args.wait_ms} ms")
+    for col in ("model", "N", "concurrency", "req/s", "p50 / p99 ms", "images/s",
+                "÷ ceiling"):
+        table.add_column(col, justify="right")
+    queue = str(max(sizes) * max(levels))
+    for name in names:
+        proc, _, base = start("kaon", f"{name}:1", free_port(), args.batch, args.wait_ms, env,
+                              args.threads, str(device), extra=("--max-queue", queue))
+        try:
+            for n in sizes:
+                images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+                script = v2_binary_script(home / f"v2-{n}.bin", images)
+                for c in levels:
+                    r = measure(f"{base}/v2/models/{name}/infer", {}, c, args.window, home,
+                                script=script)
+                    rows.append({"model": name, "server": "kaon-v2-binary", "images": n,
+                                 "concurrency": c, **r, "ceiling": ceilings[name]})
+                    table.add_row(name, str(n), str(c), f"{r['rps']:.0f}",
+                                  f"{r['p50']:.1f} / {r['p99']:.1f}", f"{r['rps'] * n:,.0f}",
+                                  f"{r['rps'] * n / ceilings[name]:.2f}"
+                                  + (f" ({r['errors']:.0f} errors)" if r["errors"] else ""))
+        finally:
+            stop(proc)
+    console.print(table)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Dynamic batching: single requests in, batches out, with bounded memory.
 
 The wait window opens when the *first* item of a batch arrives (no fixed poll) and the batch
-is flushed at ``max_batch_size`` items or ``max_wait_ms``, whichever comes first. The queue is
-bounded (a full queue is an immediate 503 with Retry-After), every item has a deadline (504),
-an item whose caller went away is dropped before it reaches the model, and an exception for
-one item fails that item only.
+is flushed at ``max_batch_size`` units or ``max_wait_ms``, whichever comes first. An item is
+one unit unless submitted as more (a request's images travel as one item of that many units:
+one future for the lot, not one per image). The queue is bounded in units (past
+``max_queue``, an immediate 503 with Retry-After), every item has a deadline (504), an item
+whose caller went away is dropped before it reaches the model, and an exception for one item
+fails that item only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Overloaded(KaonError):
     http_status = 503
 
     def __init__(self, depth: int, retry_after: float) -> None:
-        super().__init__(f"The server is at capacity ({depth} requests queued).",
+        super().__init__(f"The server is at capacity ({depth} items queued).",
                          hint=f"Retry after {retry_after:.0f}s, or add replicas.")
         self.retry_after = retry_after
 
@@ -53,6 +55,7 @@ class BatchPolicy:
 class _Item(Generic[T]):
     value: T
     future: asyncio.Future[Any]
+    units: int = 1
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -89,16 +92,18 @@ class Batcher(Generic[T, R]):
     def __init__(self, fn: BatchFn[T], policy: BatchPolicy, *,
                  on_batch: Callable[[int, float], None] | None = None, threads: int = 1) -> None:
         self.fn, self.policy, self.on_batch = fn, policy, on_batch
-        self.queue: asyncio.Queue[_Item[T]] = asyncio.Queue(maxsize=policy.max_queue)
+        self.queue: asyncio.Queue[_Item[T]] = asyncio.Queue()  # bounded in units, by submit
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kaon-batch")
         self.in_flight = asyncio.Semaphore(threads)
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self.dropped = 0
+        self._held: _Item[T] | None = None  # did not fit the last batch: opens the next
+        self.queued = 0  # units waiting (queue and held)
+        self.dropped = 0  # units dropped because their caller went away
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize()
+        return self.queued
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._collect())
@@ -106,26 +111,29 @@ class Batcher(Generic[T, R]):
     async def stop(self, drain: bool = True) -> None:
         """Stop collecting; with ``drain``, finish what is queued and in flight first."""
         if drain:
-            while not self.queue.empty():
+            while self.queued:
                 await asyncio.sleep(0.005)
             while self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        left = [self._held] if self._held else []
         while not self.queue.empty():
-            item = self.queue.get_nowait()
+            left.append(self.queue.get_nowait())
+        for item in left:
             if not item.future.done():
                 item.future.set_exception(KaonError("The server is shutting down."))
         self.executor.shutdown(wait=drain)
 
-    async def submit(self, value: T, timeout: float | None = None) -> R:
-        """Queue one item and wait for its result (cancel the wait to drop the item)."""
+    async def submit(self, value: T, timeout: float | None = None, units: int = 1) -> R:
+        """Queue one item of ``units`` (at most ``max_batch_size``) and wait for its result
+        (cancel the wait to drop the item)."""
+        if self.queued and self.queued + units > self.policy.max_queue:
+            raise Overloaded(self.queued, retry_after=1.0)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait(_Item(value, future))
-        except asyncio.QueueFull:
-            raise Overloaded(self.queue.qsize(), retry_after=1.0) from None
+        self.queue.put_nowait(_Item(value, future, units))
+        self.queued += units
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
         except asyncio.TimeoutError:  # (not the builtin before 3.11)
@@ -143,33 +151,51 @@ class Batcher(Generic[T, R]):
                 item = await asyncio.wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:  # (not the builtin before 3.11)
                 return None
-            if item.future.done():  # cancelled: the client disconnected or timed out
-                self.dropped += 1
-                continue
-            return item
+            if self._live(item):
+                return item
 
     def _take_ready(self) -> _Item[T] | None:
         """A live item already queued, without awaiting (cheap under load)."""
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            if not item.future.done():
+            if self._live(item):
                 return item
-            self.dropped += 1
         return None
+
+    def _live(self, item: _Item[T]) -> bool:
+        """Count ``item`` out of the queue; False (and dropped) if its caller left."""
+        self.queued -= item.units
+        if item.future.done():  # cancelled: the client disconnected or timed out
+            self.dropped += item.units
+            return False
+        return True
+
+    async def _first(self) -> _Item[T]:
+        """The item that opens the next batch: the one held back from the last, if live."""
+        held, self._held = self._held, None
+        if held is not None and self._live(held):  # counted back in when it was held
+            return held
+        item = await self._next_live(None)
+        assert item is not None
+        return item
 
     async def _collect(self) -> None:
         wait = self.policy.max_wait_ms / 1000
         while True:
-            first = await self._next_live(None)
-            assert first is not None
-            batch = [first]
+            first = await self._first()
+            batch, units = [first], first.units
             window_ends = time.perf_counter() + wait  # the window opens with the first item
-            while len(batch) < self.policy.max_batch_size:
+            while units < self.policy.max_batch_size:
                 item = self._take_ready() or await self._next_live(
                     window_ends - time.perf_counter())
                 if item is None:
                     break
+                if units + item.units > self.policy.max_batch_size:
+                    self._held = item  # does not fit: it opens the next batch
+                    self.queued += item.units
+                    break
                 batch.append(item)
+                units += item.units
             await self.in_flight.acquire()
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
@@ -178,7 +204,7 @@ class Batcher(Generic[T, R]):
     async def _run(self, batch: list[_Item[T]]) -> None:
         try:
             live = [i for i in batch if not i.future.done()]
-            self.dropped += len(batch) - len(live)
+            self.dropped += sum(i.units for i in batch) - sum(i.units for i in live)
             if not live:
                 return
             started = time.perf_counter()
@@ -189,7 +215,7 @@ class Batcher(Generic[T, R]):
             except Exception as exc:
                 results = [exc] * len(live)
             if self.on_batch:
-                self.on_batch(len(live), time.perf_counter() - started)
+                self.on_batch(sum(i.units for i in live), time.perf_counter() - started)
             for item, result in zip(live, results, strict=True):
                 if item.future.done():
                     continue

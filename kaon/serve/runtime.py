@@ -76,16 +76,20 @@ class Runtime:
 
     # ---- prediction ---------------------------------------------------------------------------
     async def predict(self, images: np.ndarray, timed: bool = False) -> list[dict[str, Any]]:
-        """uint8 (N, C, H, W) → one result per image; each image joins a dynamic batch.
+        """uint8 (N, C, H, W) → one result per image. The images join a dynamic batch
+        together, as one item (split in pieces of at most ``max_batch_size``).
 
         With ``timed``, each result also carries ``model_ms``: the model call of its batch.
         """
         self.metrics.queue_depth.set(self.batcher.depth)
-        tasks = [asyncio.ensure_future(self.batcher.submit(img)) for img in images]
+        size = self.policy.max_batch_size
+        pieces = [images] if len(images) <= size else [
+            images[i:i + size] for i in range(0, len(images), size)]
+        tasks = [asyncio.ensure_future(self.batcher.submit(p, units=len(p))) for p in pieces]
         try:
-            results = await asyncio.gather(*tasks)
+            done = await (tasks[0] if len(tasks) == 1 else asyncio.gather(*tasks))
         except BaseException as exc:
-            for task in tasks:  # one image refused or failed: drop the others
+            for task in tasks:  # one piece refused or failed: drop the others
                 task.cancel()
             if isinstance(exc, Exception) and not isinstance(exc, KaonError):
                 log.error("the model raised on a request's input", exc_info=exc)
@@ -96,13 +100,24 @@ class Runtime:
             raise
         finally:
             self.metrics.dropped.set(self.batcher.dropped)
+        outcomes = [done] if len(tasks) == 1 else done
         if timed:
-            return [{**r, "model_ms": round(seconds * 1000, 3)} for r, seconds in results]
-        return [r for r, _ in results]
+            return [{**r, "model_ms": round(seconds * 1000, 3)}
+                    for results, seconds in outcomes for r in results]
+        return [r for results, _ in outcomes for r in results]
 
-    def _predict_batch(self, images: Sequence[np.ndarray]) -> list[tuple[dict[str, Any], float]]:
+    def _predict_batch(self, pieces: Sequence[np.ndarray]
+                       ) -> list[tuple[list[dict[str, Any]], float]]:
+        """One model call for the batch's pieces; each piece gets its images' results."""
         predictor = self.predictor()
         started = time.perf_counter()
-        results = predictor.predict(torch.from_numpy(np.stack(images)))
+        batch = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        if not batch.flags.writeable:  # a frame read straight from the socket's bytes
+            batch = batch.copy()
+        results = predictor.predict(torch.from_numpy(batch))
         seconds = time.perf_counter() - started
-        return [(r, seconds) for r in results]
+        out, at = [], 0
+        for piece in pieces:
+            out.append((results[at:at + len(piece)], seconds))
+            at += len(piece)
+        return out

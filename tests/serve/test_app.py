@@ -296,3 +296,31 @@ def test_a_body_that_is_not_json_is_a_422_naming_the_json_error(client: TestClie
     assert response.status_code == 422, response.text
     assert "json" in response.text.lower()
 
+
+
+def test_a_request_of_many_images_is_split_into_batches_and_answered_in_order() -> None:
+    register_tiny("digits")
+    seen: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = RegistryPredictor.from_ref("digits:1")
+            self.name, self.version = self.inner.name, self.inner.version
+            self.signature = self.inner.signature
+
+        def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
+            seen.append(len(images))
+            return self.inner.predict(images)
+
+    from kaon.serve.batching import BatchPolicy
+
+    images = [digit_image(i).tolist() for i in range(10)]
+    with TestClient(create_app(Counting, policy=BatchPolicy(max_batch_size=4))) as c:
+        wait_ready(c)
+        many = c.post(PREDICT, json={"inputs": images}).json()["predictions"]
+        one_by_one = [c.post(PREDICT, json={"inputs": [img]}).json()["predictions"][0]
+                      for img in images]
+    assert seen[:3] == [4, 4, 2]  # pieces of at most max_batch_size, in order
+    assert [p["label"] for p in many] == [p["label"] for p in one_by_one]
+    np.testing.assert_allclose([p["probabilities"] for p in many],
+                               [p["probabilities"] for p in one_by_one], atol=1e-5)

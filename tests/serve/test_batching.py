@@ -163,3 +163,68 @@ def test_stop_drains_queued_work() -> None:
 
 def test_a_wrong_result_count_falls_back_to_one_call_per_item() -> None:
     assert run_isolated(lambda items: [len(items)], [7, 8]) == [1, 1]
+
+
+# ---- items of several units (a request's images travel together) -----------------------------
+def test_items_fill_batches_by_units_and_one_that_does_not_fit_opens_the_next() -> None:
+    async def main() -> tuple[list[list[int]], list[float]]:
+        fn = Recorder()
+        sizes: list[float] = []
+        batcher: Batcher[int, int] = Batcher(fn, BatchPolicy(max_batch_size=8, max_wait_ms=50),
+                                             on_batch=lambda n, _: sizes.append(n))
+        batcher.start()
+        fn.gate.clear()  # everything queues before the first batch is taken
+        units = {10: 5, 11: 3, 12: 4, 13: 1}
+        calls = [asyncio.ensure_future(batcher.submit(v, units=u)) for v, u in units.items()]
+        await asyncio.sleep(0.01)
+        fn.gate.set()
+        assert await asyncio.gather(*calls) == [20, 22, 24, 26]
+        await batcher.stop()
+        return fn.batches, sizes
+
+    batches, sizes = run(main())
+    assert batches == [[10, 11], [12, 13]]  # 5 + 3 fill 8; the 4 waits for the next batch
+    assert sizes == [8, 5]  # the batch-size metric counts units
+
+
+def test_the_queue_bound_counts_units() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=4, max_wait_ms=0, max_queue=6)
+        running = asyncio.ensure_future(batcher.submit(1, units=4))  # in the model
+        await asyncio.sleep(0.01)
+        next_batch = asyncio.ensure_future(batcher.submit(2, units=4))  # collected, waits
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(batcher.submit(3, units=4))  # in the queue
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 4
+        with pytest.raises(Overloaded):
+            await batcher.submit(4, units=3)  # 4 + 3 > 6
+        small = asyncio.ensure_future(batcher.submit(5, units=2))  # 4 + 2 fits
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 6
+        fn.gate.set()
+        assert await asyncio.gather(running, next_batch, queued, small) == [2, 4, 6, 10]
+        await batcher.stop()
+
+    run(main())
+
+
+def test_a_dropped_item_counts_its_units() -> None:
+    async def main() -> int:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=4, max_wait_ms=0)
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        leaving = asyncio.ensure_future(batcher.submit(2, units=3))
+        await asyncio.sleep(0.01)
+        leaving.cancel()
+        fn.gate.set()
+        assert await first == 2
+        await batcher.stop()
+        assert fn.batches == [[1]]
+        return batcher.dropped
+
+    assert run(main()) == 3

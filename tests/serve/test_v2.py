@@ -198,3 +198,16 @@ def test_v2_server_metadata_versions_and_output_selection(client: TestClient) ->
     wrong = client.post(INFER, json=infer_body(digit_image()[None]) | {
         "outputs": [{"name": "logits"}]})
     assert wrong.status_code == 400 and "logits" in wrong.json()["error"]
+
+
+def test_values_outside_pixels_are_400s_and_floats_round(client: TestClient) -> None:  # noqa: F811
+    image = np.minimum(digit_image(5), 254)
+    for bad, datatype in ((np.full((1, 28, 28), 256.0), "FP32"),
+                          (np.full((1, 28, 28), -1), "INT16"),
+                          (np.full((1, 28, 28), np.nan), "FP64")):
+        response = client.post(INFER, content=json.dumps(infer_body(bad, datatype)),
+                               headers={"content-type": "application/json"})  # NaN allowed
+        assert response.status_code == 400 and "0..255" in response.json()["error"], datatype
+    exact = client.post(INFER, json=infer_body(image[None])).json()
+    rounded = client.post(INFER, json=infer_body(image[None] + 0.3, "FP32")).json()
+    assert exact["outputs"] == rounded["outputs"]

@@ -104,10 +104,14 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
         raise V2Error(400, f"input {name!r}: shape {shape} does not match the signature "
                            f"{expected} ({sig.describe()})")
     values = array.reshape(dims)
-    if values.size and (not np.isfinite(values.astype(np.float64)).all() or values.min() < 0
-                        or values.max() > 255):
+    if values.dtype == np.uint8:  # already pixels: nothing to check or convert
+        return np.ascontiguousarray(values), offset
+    if values.size and ((values.dtype.kind == "f" and not np.isfinite(values).all())
+                        or values.min() < 0 or values.max() > 255):
         raise V2Error(400, f"input {name!r}: values must be pixel values in 0..255")
-    return np.ascontiguousarray(np.rint(values).astype(np.uint8)), offset
+    if values.dtype.kind == "f":
+        values = np.rint(values)
+    return np.ascontiguousarray(values.astype(np.uint8)), offset
 
 
 OUTPUTS = ("probabilities", "label")
