@@ -53,8 +53,16 @@ def main() -> None:
             register_models([args.model])
             servers = {}
             for name, tree, port in (("base", base_tree, 8791), ("tree", REPO, 8792)):
+                # `python -m` puts the working directory first on sys.path: run each from its tree
+                tree_env = {**env, "PYTHONPATH": str(tree)}
+                where = subprocess.run([sys.executable, "-c", "import kaon; print(kaon.__file__)"],
+                                       cwd=tree, env=tree_env, capture_output=True, text=True,
+                                       check=True).stdout.strip()
+                if not where.startswith(str(tree)):
+                    raise SystemExit(f"{name} would import kaon from {where}, not {tree}")
+                console.print(f"{name}: kaon from {where}")
                 servers[name] = start("kaon", f"{args.model}:1", port, args.batch, args.wait_ms,
-                                      {**env, "PYTHONPATH": str(tree)})
+                                      tree_env, cwd=tree)
             body = {"inputs": [[[0] * 28] * 28]}
             script = wrk_script(work / "body.json", body)
             table = Table(title=f"{args.model}: working tree vs {args.base} (medians of "

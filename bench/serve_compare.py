@@ -90,7 +90,8 @@ def ceiling(ref: str, batch: int, device: torch.device, seconds: float = 5.0) ->
 def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
           env: dict[str, str], threads: int = 0,
           device: str = "auto", replicas: int = 1,
-          extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, str]:
+          extra: tuple[str, ...] = (), cwd: Path | None = None,
+          ) -> tuple[subprocess.Popen[bytes], str, str]:
     py = sys.executable
     if kind == "kaon":
         cmd = [py, "-m", "kaon.cli.main", "serve", ref, "--port", str(port),
@@ -106,7 +107,7 @@ def start(kind: str, ref: str, port: int, batch: int, wait_ms: float,
         cmd = [py, str(REPO / "bench/servers/plain_fastapi.py"), ref, str(port), device]
         health, path = "/health", "/predict"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # stop() ends its children too
+                            start_new_session=True, cwd=cwd)  # stop() ends its children too
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,6 +72,25 @@ class Observe:
             self.metrics.latency.labels(route, str(status)).observe(seconds)
             logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
                          "route": route, "status": status, "ms": round(seconds * 1000, 3)})
+
+
+class UntilReady:
+    """A service answers POSTs with 503 until ``setup()`` has run (plain ASGI: the handler
+    stays in the request's own task, where a disconnect can cancel it)."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not self.state["ready"]:
+            error = self.state["error"]
+            detail = f"setup() failed: {error}" if error else "setup() runs"
+            response = JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
+                "error": "UnavailableError", "message": f"The service is not ready: {detail}.",
+                "hint": "Poll /readyz until it answers 200."})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
@@ -145,18 +164,8 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
         return False, {"detail": str(state["error"]) if state["error"] else "setting up"}
 
     app = _base_app(f"Kaon service {type(service).__name__}", lifespan, metrics, max_body,
-                    readiness, lambda: sum(b.depth for b in batchers))
-
-    @app.middleware("http")
-    async def _until_ready(request: Request,
-                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method == "POST" and not state["ready"]:
-            detail = f"setup() failed: {state['error']}" if state["error"] else "setup() runs"
-            return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
-                "error": "UnavailableError", "message": f"The service is not ready: {detail}.",
-                "hint": "Poll /readyz until it answers 200."})
-        return await call_next(request)
-
+                    readiness, lambda: sum(b.depth for b in batchers),
+                    fast_path=Middleware(UntilReady, state=state))
     app.include_router(routes)
     return app
 

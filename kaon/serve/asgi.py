@@ -90,9 +90,11 @@ class CancelOnDisconnect:
         try:
             await self.app(scope, app_receive, tracked_send)
         except asyncio.CancelledError:
-            if not gone.is_set() or handler.cancelling() > 1:
-                raise  # not (only) ours: the server is shutting down
-            handler.uncancel()
+            # not (only) ours, e.g. the server shutting down (cancelling() counts: 3.11+)
+            if not gone.is_set() or getattr(handler, "cancelling", lambda: 1)() > 1:
+                raise
+            if hasattr(handler, "uncancel"):  # 3.11+; before, catching it is enough
+                handler.uncancel()
         finally:
             watcher.cancel()
 

@@ -22,7 +22,7 @@ class ServerMetrics:
                                  registry=self.registry)
         self.rejected = Counter("kaon_rejected_total", "Requests refused with 503 (queue full)",
                                 registry=self.registry)
-        self.dropped = Gauge("kaon_dropped_items", "Queued items dropped (caller went away)",
+        self.dropped = Gauge("kaon_dropped_items", "Queued images dropped (caller went away)",
                              registry=self.registry)
 
         self.streams = Gauge("kaon_streams", "Open WebSocket streams", registry=self.registry)

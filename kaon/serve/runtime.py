@@ -34,8 +34,10 @@ class Runtime:
         self.predictor_or_none: Predictor | None = None
         self.error: Exception | None = None
         self.loaded = threading.Event()
-        self.batcher: Batcher[np.ndarray, tuple[dict[str, Any], float]] = Batcher(
+        # an item is one request's images (up to a batch of them); its units, their number
+        self.batcher: Batcher[np.ndarray, tuple[list[dict[str, Any]], float]] = Batcher(
             self._predict_batch, policy, on_batch=metrics.observe_batch)
+        metrics.dropped.set_function(lambda: self.batcher.dropped)  # read at each scrape
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,8 +100,6 @@ class Runtime:
                     hint="Other requests were served. Check this input; the server log has "
                          "the traceback.") from exc
             raise
-        finally:
-            self.metrics.dropped.set(self.batcher.dropped)
         outcomes = [done] if len(tasks) == 1 else done
         if timed:
             return [{**r, "model_ms": round(seconds * 1000, 3)}

@@ -33,6 +33,7 @@ its ``--max-batch-size`` and ``--max-wait-ms`` fill in what a handler's ``kaon.B
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -323,7 +324,9 @@ class _EventStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        finally:
+        finally:  # a client that left: close the handler's generator (its finally runs) now
+            with contextlib.suppress(RuntimeError, ValueError):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
             self._release()
 
 

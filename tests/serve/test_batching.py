@@ -167,24 +167,44 @@ def test_a_wrong_result_count_falls_back_to_one_call_per_item() -> None:
 
 # ---- items of several units (a request's images travel together) -----------------------------
 def test_items_fill_batches_by_units_and_one_that_does_not_fit_opens_the_next() -> None:
-    async def main() -> tuple[list[list[int]], list[float]]:
+    async def main() -> tuple[list[list[int]], list[float], int]:
         fn = Recorder()
         sizes: list[float] = []
         batcher: Batcher[int, int] = Batcher(fn, BatchPolicy(max_batch_size=8, max_wait_ms=50),
                                              on_batch=lambda n, _: sizes.append(n))
         batcher.start()
         fn.gate.clear()  # everything queues before the first batch is taken
-        units = {10: 5, 11: 3, 12: 4, 13: 1}
+        units = {10: 5, 11: 4, 12: 3, 13: 1}
         calls = [asyncio.ensure_future(batcher.submit(v, units=u)) for v, u in units.items()]
         await asyncio.sleep(0.01)
         fn.gate.set()
         assert await asyncio.gather(*calls) == [20, 22, 24, 26]
         await batcher.stop()
-        return fn.batches, sizes
+        return fn.batches, sizes, batcher.depth
 
-    batches, sizes = run(main())
-    assert batches == [[10, 11], [12, 13]]  # 5 + 3 fill 8; the 4 waits for the next batch
-    assert sizes == [8, 5]  # the batch-size metric counts units
+    batches, sizes, depth = run(main())
+    assert batches == [[10], [11, 12, 13]]  # 5 + 4 > 8: the 4 is held and opens the next
+    assert sizes == [5, 8] and depth == 0  # the batch-size metric counts units
+
+
+def test_a_held_item_whose_caller_left_is_dropped_with_its_units() -> None:
+    async def main() -> tuple[list[list[int]], int, int]:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=4, max_wait_ms=50)
+        first = asyncio.ensure_future(batcher.submit(1, units=3))
+        held = asyncio.ensure_future(batcher.submit(2, units=2))  # 3 + 2 > 4: held
+        await asyncio.sleep(0.01)
+        held.cancel()
+        after = asyncio.ensure_future(batcher.submit(3, units=1))
+        await asyncio.sleep(0.01)
+        fn.gate.set()
+        assert await asyncio.gather(first, after) == [2, 6]
+        await batcher.stop()
+        return fn.batches, batcher.dropped, batcher.depth
+
+    batches, dropped, depth = run(main())
+    assert batches == [[1], [3]] and dropped == 2 and depth == 0
 
 
 def test_the_queue_bound_counts_units() -> None:

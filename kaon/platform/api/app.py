@@ -129,7 +129,7 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
                 return
             await super().__call__(scope, receive, send)
 
-        async def _reject(self, send: Any) -> None:
+        async def _reject(self, scope: Any, send: Any) -> None:
             response = too_large(self.limit, "Control-plane requests are small; check what "
                                              "is being sent.")
             await response({"type": "http"}, noop_receive, send)

@@ -233,6 +233,8 @@ def router(runtime: Runtime) -> APIRouter:
                 arrays.append(array)
             if len(arrays) != 1:
                 raise V2Error(400, f"the model takes one input tensor 'input', got {len(arrays)}")
+            if not len(arrays[0]):
+                raise V2Error(400, "input 'input' holds no images (its first dimension is 0)")
             names, binary_out = requested_outputs(header)
             results = await runtime.predict(arrays[0])
             return encode_response(p, results, header.get("id"), binary_out, names)
