@@ -98,6 +98,7 @@ class Batcher(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._held: _Item[T] | None = None  # did not fit the last batch: opens the next
+        self._collecting: list[_Item[T]] = []  # the batch being filled, or waiting to run
         self.queued = 0  # units waiting (queue and held)
         self.dropped = 0  # units dropped because their caller went away
 
@@ -110,15 +111,15 @@ class Batcher(Generic[T, R]):
 
     async def stop(self, drain: bool = True) -> None:
         """Stop collecting; with ``drain``, finish what is queued and in flight first."""
-        if drain:
-            while self.queued:
+        if drain:  # until every item is in a batch that runs, then until those finish
+            while self.queued or self._collecting:
                 await asyncio.sleep(0.005)
             while self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        left = [self._held] if self._held else []
+        left = [*self._collecting, *([self._held] if self._held else [])]
         while not self.queue.empty():
             left.append(self.queue.get_nowait())
         for item in left:
@@ -184,6 +185,7 @@ class Batcher(Generic[T, R]):
         while True:
             first = await self._first()
             batch, units = [first], first.units
+            self._collecting = batch
             window_ends = time.perf_counter() + wait  # the window opens with the first item
             while units < self.policy.max_batch_size:
                 item = self._take_ready() or await self._next_live(
@@ -200,6 +202,7 @@ class Batcher(Generic[T, R]):
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            self._collecting = []
 
     async def _run(self, batch: list[_Item[T]]) -> None:
         try:

@@ -161,6 +161,18 @@ def test_stop_drains_queued_work() -> None:
     assert run(main()) == [0, 2, 4, 6, 8, 10]
 
 
+def test_stop_drains_a_batch_still_in_its_wait_window() -> None:
+    async def main() -> list[int]:
+        batcher = await started(Recorder(), max_batch_size=8, max_wait_ms=200)
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.02)  # all three taken into a batch whose window is still open
+        assert batcher.depth == 0
+        await batcher.stop(drain=True)
+        return [t.result() for t in tasks if t.done()]
+
+    assert run(main()) == [0, 2, 4]
+
+
 def test_a_wrong_result_count_falls_back_to_one_call_per_item() -> None:
     assert run_isolated(lambda items: [len(items)], [7, 8]) == [1, 1]
 
