@@ -30,6 +30,15 @@ def ready(client: TestClient) -> TestClient:
     return client
 
 
+def _shout_concurrently(service: kaon.Service) -> list[str]:
+    """Eight concurrent POST /shout calls, one text each; their answers in order."""
+    with TestClient(create_service_app(service)) as client:
+        ready(client)
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(
+                lambda i: client.post("/shout", json={"texts": f"t{i}"}).json(), range(8)))
+
+
 @pytest.fixture
 def echo() -> Iterator[TestClient]:
     with TestClient(create_service_app(load_service(f"{ECHO}:Echo"))) as client:
@@ -60,12 +69,7 @@ def test_a_batched_handler_receives_concurrent_requests_as_one_list() -> None:
             sizes.append(len(texts))
             return [t.upper() for t in texts]
 
-    with TestClient(create_service_app(Upper())) as client:
-        ready(client)
-        with ThreadPoolExecutor(8) as pool:
-            out = list(pool.map(lambda i: client.post("/shout", json={"texts": f"t{i}"}).json(),
-                                range(8)))
-    assert out == [f"T{i}" for i in range(8)]
+    assert _shout_concurrently(Upper()) == [f"T{i}" for i in range(8)]
     assert max(sizes) > 1 and sum(sizes) == 8
 
 
@@ -158,12 +162,7 @@ def test_an_async_batched_handler_receives_concurrent_requests_as_one_list() -> 
             sizes.append(len(texts))
             return [t.upper() for t in texts]
 
-    with TestClient(create_service_app(Upper())) as client:
-        ready(client)
-        with ThreadPoolExecutor(8) as pool:
-            out = list(pool.map(lambda i: client.post("/shout", json={"texts": f"t{i}"}).json(),
-                                range(8)))
-    assert out == [f"T{i}" for i in range(8)]
+    assert _shout_concurrently(Upper()) == [f"T{i}" for i in range(8)]
     assert max(sizes) > 1 and sum(sizes) == 8
 
 
