@@ -23,14 +23,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import BodyLimit, CancelOnDisconnect
+from kaon.serve.asgi import BodyLimit, CancelOnDisconnect, is_v2
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 from kaon.serve.protocols import kaon_json, stream, v2
 from kaon.serve.runtime import Runtime
-from kaon.serve.service import Service, with_policy
+from kaon.serve.service import Service
 from kaon.serve.service import router as service_router
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -133,11 +133,10 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
                        policy: BatchPolicy | None = None) -> FastAPI:
     """A :class:`kaon.Service`'s server: ``setup()`` runs once in the background first.
     ``policy`` (``kaon serve``'s flags) bounds every handler and fills in ``kaon.Batch``."""
-    if policy is not None:
-        with_policy(service, policy)
     metrics = ServerMetrics()
     batchers: list[Batcher[Any, Any]] = []
-    routes = service_router(service, batchers)  # validates the handlers before serving
+    # validates the handlers before serving
+    routes = service_router(service, batchers, policy or BatchPolicy())
     state: dict[str, Any] = {"ready": False, "error": None}
 
     def setup() -> None:
@@ -170,11 +169,6 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
     return app
 
 
-def is_v2(path: str) -> bool:
-    """The Open Inference Protocol's routes, whose errors are ``{"error": message}``."""
-    return path == "/v2" or path.startswith("/v2/")
-
-
 def _error(request: Request, status: int, error: str, message: str, hint: str | None,
            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """An error in the protocol of the route asked for: V2's, else Kaon's."""
@@ -183,15 +177,17 @@ def _error(request: Request, status: int, error: str, message: str, hint: str | 
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
-def error_response(exc: KaonError, metrics: ServerMetrics) -> JSONResponse:
-    """A KaonError as the server's JSON error, with Retry-After on 503s."""
+def error_response(exc: KaonError, metrics: ServerMetrics, v2: bool = False) -> JSONResponse:
+    """A KaonError as the server's JSON error (the Open Inference Protocol's with ``v2``),
+    with Retry-After on 503s."""
     headers = None
     if isinstance(exc, Overloaded):
         metrics.rejected.inc()
         headers = {"Retry-After": f"{exc.retry_after:.0f}"}
     elif exc.http_status == 503:
         headers = {"Retry-After": "1"}
-    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+    content = {"error": exc.message} if v2 else exc.to_dict()
+    return JSONResponse(status_code=exc.http_status, content=content, headers=headers)
 
 
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
@@ -211,12 +207,7 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
 
     @app.exception_handler(KaonError)
     async def _kaon_error(request: Request, exc: KaonError) -> JSONResponse:
-        response = error_response(exc, metrics)
-        if is_v2(request.url.path):
-            return _error(request, exc.http_status, "", exc.message, None,
-                          headers={k: v for k, v in response.headers.items()
-                                   if k.lower() == "retry-after"})
-        return response
+        return error_response(exc, metrics, v2=is_v2(request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

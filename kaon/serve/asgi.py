@@ -15,6 +15,11 @@ from kaon.serve import logs
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
+def is_v2(path: str) -> bool:
+    """The Open Inference Protocol's routes, whose errors are ``{"error": message}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 class BodyLimit:
     """Answer 413 for a body larger than ``limit`` bytes, declared or streamed."""
 
@@ -36,8 +41,7 @@ class BodyLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         response = too_large(self.limit)
-        path = scope.get("path", "")
-        if path == "/v2" or path.startswith("/v2/"):  # the Open Inference Protocol's format
+        if is_v2(scope.get("path", "")):  # the Open Inference Protocol's format
             response = JSONResponse(status_code=413, content={
                 "error": f"Request body is over {self.limit} bytes."})
         await response({"type": "http"}, noop_receive, send)

@@ -39,7 +39,7 @@ import importlib.util
 import inspect
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -54,7 +54,6 @@ from kaon.errors import ConfigError
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout
 
 _MARK = "__kaon_handler__"
-_POLICY = "__kaon_policy__"
 
 
 @dataclass(frozen=True)
@@ -102,19 +101,6 @@ class Service:
 
     def setup(self) -> None:
         """Load models and other state. Runs once, before the server reports ready."""
-
-
-def with_policy(service: Service, policy: BatchPolicy) -> Service:
-    """Serve ``service`` under ``kaon serve``'s flags: every handler's timeout and bound
-    (``timeout_s``, ``max_queue``), and what a batched handler's ``kaon.Batch`` leaves out."""
-    setattr(service, _POLICY, policy)
-    return service
-
-
-def policy_of(service: Service) -> BatchPolicy:
-    """The policy :func:`with_policy` gave ``service`` (``kaon serve``'s defaults if none)."""
-    policy = getattr(service, _POLICY, None)
-    return policy if isinstance(policy, BatchPolicy) else BatchPolicy()
 
 
 @dataclass
@@ -178,10 +164,12 @@ def _request_fields(name: str, member: Callable[..., Any], hints: dict[str, Any]
     return fields
 
 
-def router(service: Service, batchers: list[Batcher[Any, Any]]) -> APIRouter:
-    """Routes for every handler; batched handlers get a Batcher (started by the app)."""
+def router(service: Service, batchers: list[Batcher[Any, Any]],
+           policy: BatchPolicy | None = None) -> APIRouter:
+    """Routes for every handler; batched handlers get a Batcher (started by the app).
+    ``policy`` (``kaon serve``'s flags) bounds every handler and fills in ``kaon.Batch``."""
     api = APIRouter(tags=[type(service).__name__])
-    policy = policy_of(service)
+    policy = policy or BatchPolicy()
     for ep in endpoints(service):
         api.add_api_route(f"/{ep.path}", _route(ep, policy, batchers), methods=["POST"],
                           name=ep.name, summary=(ep.method.__doc__ or ep.name).strip(),
@@ -296,7 +284,7 @@ class _LoopBatcher(Batcher[Any, Any]):
     """A Batcher for an ``async def`` batch handler: each batch is awaited on the event loop
     while the batcher's worker thread waits for it, so batches still run one at a time."""
 
-    def __init__(self, method: Callable[[list[Any]], Awaitable[Sequence[Any]]],
+    def __init__(self, method: Callable[[list[Any]], Coroutine[Any, Any, Sequence[Any]]],
                  policy: BatchPolicy) -> None:
         super().__init__(self._on_loop, policy)
         self._method = method
@@ -308,10 +296,7 @@ class _LoopBatcher(Batcher[Any, Any]):
 
     def _on_loop(self, items: Sequence[Any]) -> Sequence[Any]:
         assert self._loop is not None, "start() the batcher first"
-        return asyncio.run_coroutine_threadsafe(self._awaited(list(items)), self._loop).result()
-
-    async def _awaited(self, items: list[Any]) -> Sequence[Any]:
-        return await self._method(items)
+        return asyncio.run_coroutine_threadsafe(self._method(list(items)), self._loop).result()
 
 
 class _EventStream(StreamingResponse):

@@ -17,7 +17,7 @@ import kaon
 from kaon.errors import ConfigError
 from kaon.serve import create_service_app
 from kaon.serve.batching import BatchPolicy
-from kaon.serve.service import load_service, with_policy
+from kaon.serve.service import load_service
 
 ECHO = Path(__file__).resolve().parents[2] / "examples" / "services" / "echo.py"
 
@@ -141,8 +141,8 @@ def test_an_async_generator_streams_and_gives_its_slot_back() -> None:
                 await asyncio.sleep(0)
                 yield i
 
-    service = with_policy(Ticker(), BatchPolicy(max_queue=1))
-    with TestClient(create_service_app(service)) as client:
+    service, policy = Ticker(), BatchPolicy(max_queue=1)
+    with TestClient(create_service_app(service, policy=policy)) as client:
         ready(client)
         for n in (3, 2):  # a bound of one: the second stream needs the first one's slot back
             with client.stream("POST", "/tick", json={"n": n}) as response:
@@ -181,9 +181,9 @@ def test_a_slow_handler_answers_504_after_the_configured_timeout(kind: str) -> N
             await asyncio.sleep(10)
             return "late"
 
-    service = with_policy(Slow(), BatchPolicy(timeout_s=0.2))
+    service, policy = Slow(), BatchPolicy(timeout_s=0.2)
     try:
-        with TestClient(create_service_app(service)) as client:
+        with TestClient(create_service_app(service, policy=policy)) as client:
             path = "/blocking" if kind == "def" else "/waiting"
             response = ready(client).post(path, json={})
             gate.set()  # let the abandoned thread finish before the server stops
@@ -205,9 +205,10 @@ def test_past_the_bound_a_handler_answers_503_with_retry_after() -> None:
             gate.wait(10)
             return "done"
 
-    service = with_policy(Busy(), BatchPolicy(max_queue=1))
+    service, policy = Busy(), BatchPolicy(max_queue=1)
     try:
-        with TestClient(create_service_app(service)) as client, ThreadPoolExecutor(1) as pool:
+        with TestClient(create_service_app(service, policy=policy)) as client, \
+                ThreadPoolExecutor(1) as pool:
             ready(client)
             first = pool.submit(client.post, "/work", json={})
             assert entered.wait(10)  # the one slot is taken

@@ -163,11 +163,19 @@ def encode_response(p: Any, results: list[dict[str, Any]], request_id: Any,
                     headers={"Inference-Header-Content-Length": str(len(header))})
 
 
-def _check_version(runtime: Runtime, name: str, version: str | None) -> None:
+def _served(runtime: Runtime, name: str, version: str | None) -> Any:
+    """The predictor serving ``name`` (and ``version``, when one is asked for)."""
     p = runtime.predictor(name)
     if version is not None and version != str(p.version):
         raise V2Error(404, f"model {name!r} has no version {version!r} here; served: "
                            f"{p.version}")
+    return p
+
+
+def _failure(exc: V2Error | KaonError) -> tuple[int, str]:
+    """The status and message of a refusal."""
+    return (exc.status, exc.message) if isinstance(exc, V2Error) else (exc.http_status,
+                                                                        exc.message)
 
 
 def router(runtime: Runtime) -> APIRouter:
@@ -191,34 +199,29 @@ def router(runtime: Runtime) -> APIRouter:
     @api.get("/models/{name}/versions/{version}", summary="V2 model metadata (one version)")
     async def metadata(name: str, version: str | None = None) -> JSONResponse:
         try:
-            _check_version(runtime, name, version)
+            _served(runtime, name, version)
             return JSONResponse(_metadata(runtime, name))
-        except V2Error as exc:
-            return error_response(exc.status, exc.message)
-        except KaonError as exc:
-            return error_response(exc.http_status, exc.message)
+        except (V2Error, KaonError) as exc:
+            return error_response(*_failure(exc))
 
     @api.get("/models/{name}/ready", summary="V2 model readiness")
     @api.get("/models/{name}/versions/{version}/ready",
              summary="V2 model readiness (one version)")
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
         try:
-            _check_version(runtime, name, version)
+            _served(runtime, name, version)
             return JSONResponse({"name": name, "ready": True})
-        except V2Error as exc:
-            return JSONResponse(status_code=exc.status,
-                                content={"name": name, "ready": False, "error": exc.message})
-        except KaonError as exc:
-            return JSONResponse(status_code=exc.http_status,
-                                content={"name": name, "ready": False, "error": exc.message})
+        except (V2Error, KaonError) as exc:
+            status, message = _failure(exc)
+            return JSONResponse(status_code=status,
+                                content={"name": name, "ready": False, "error": message})
 
     @api.post("/models/{name}/infer", summary="V2 inference (JSON or binary tensors)")
     @api.post("/models/{name}/versions/{version}/infer",
               summary="V2 inference on one version (JSON or binary tensors)")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
-            _check_version(runtime, name, version)
-            p = runtime.predictor(name)
+            p = _served(runtime, name, version)
             raw_length = request.headers.get(HEADER_LENGTH)
             if raw_length is not None and not raw_length.isdigit():
                 raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
