@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
@@ -142,17 +143,21 @@ def test_single_image_requests_batch_together_under_concurrency() -> None:
     assert calls < 32 and sizes[1.0] < calls  # some model call held several requests' images
 
 
-def test_a_full_queue_answers_503_with_retry_after() -> None:
+@pytest.mark.parametrize("route", [PREDICT, INFER])
+def test_a_full_queue_answers_503_with_retry_after(route: str) -> None:
     policy = BatchPolicy(max_batch_size=1, max_wait_ms=0, max_queue=1)
+    image = digit_image(0)
+    body = {"inputs": [image.tolist()]} if route == PREDICT else infer_body(image[None])
     with _serving(policy, delay=0.3) as server:
         wait_ready(server)
-        body = {"inputs": [digit_image(0).tolist()]}
         with ThreadPoolExecutor(6) as pool:
-            responses = list(pool.map(lambda _: server.post(PREDICT, json=body), range(6)))
+            responses = list(pool.map(lambda _: server.post(route, json=body), range(6)))
         metrics = server.get("/metrics").text
     refused = [r for r in responses if r.status_code == 503]
     assert refused and any(r.status_code == 200 for r in responses)
-    assert all(r.headers["Retry-After"] and r.json()["error"] == "Overloaded" for r in refused)
+    assert all(r.headers["Retry-After"] == "1" for r in refused)
+    error = "Overloaded" if route == PREDICT else "The server is at capacity (1 items queued)."
+    assert all(r.json()["error"] == error for r in refused)  # each protocol's own format
     assert f"kaon_rejected_total {float(len(refused))}" in metrics
 
 

@@ -11,6 +11,7 @@ Errors use the protocol's own format: ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -178,7 +179,9 @@ def _failure(exc: V2Error | KaonError) -> tuple[int, str]:
                                                                         exc.message)
 
 
-def router(runtime: Runtime) -> APIRouter:
+def router(runtime: Runtime, errors: Callable[[KaonError], Response]) -> APIRouter:
+    """The V2 routes; ``errors`` answers a refusal from the runtime (a full queue: 503 with
+    Retry-After, counted in the server's metrics) in V2's error format."""
     api = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
     @api.get("", summary="V2 server metadata")
@@ -246,8 +249,6 @@ def router(runtime: Runtime) -> APIRouter:
         except SignatureError as exc:
             return error_response(400, exc.message)
         except KaonError as exc:
-            headers = {"Retry-After": "1"} if exc.http_status == 503 else None
-            return JSONResponse(status_code=exc.http_status, content={"error": exc.message},
-                                headers=headers)
+            return errors(exc)
 
     return api
