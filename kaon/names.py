@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MAX_NAME = 64
+NAME_PATTERN = rf"^[a-z0-9][a-z0-9._-]{{0,{MAX_NAME - 1}}}$"
 _NAME = re.compile(NAME_PATTERN)
 
 

@@ -32,7 +32,7 @@ from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError
-from kaon.names import NAME_PATTERN, is_valid_name
+from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
 from kaon.nn.spec import parse_spec
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
@@ -544,9 +544,11 @@ def retrain_spec(cfg: TuneConfig, trial: optuna.trial.FrozenTrial, test_fraction
 
 
 def point_name(cfg: TuneConfig, number: int) -> str:
-    """The model name of trial ``number`` retrained on its own: ``NAME-tN``."""
-    name = f"{cfg.name}-t{number}"
-    return name if is_valid_name(name) else cfg.name
+    """The model name of trial ``number`` retrained on its own: ``NAME-tN`` (NAME shortened
+    when the whole would pass the 64 characters of a name; never NAME itself, whose versions
+    are the search's best models)."""
+    suffix = f"-t{number}"
+    return f"{cfg.name[:MAX_NAME - len(suffix)]}{suffix}"
 
 
 def second_key(cfg: TuneConfig) -> str:

@@ -21,6 +21,7 @@ from kaon import registry
 from kaon.cli.main import app
 from kaon.data import import_dataset
 from kaon.errors import ConfigError
+from kaon.names import is_valid_name
 from kaon.nn.spec import load_spec
 from kaon.train import train
 from kaon.tune import budget as b
@@ -243,6 +244,13 @@ def test_pick_refuses_a_trial_that_did_not_finish(tiny: str) -> None:
     with pytest.raises(ConfigError, match="has no trial 9"):
         pick("pick-test", 9)
     assert registry.list_models() == []
+
+
+def test_a_picked_points_name_is_shortened_never_the_best_models() -> None:
+    long = TuneConfig(dataset="tiny", time_seconds=60, model_name="m" * 58)
+    names = [study.point_name(long, n) for n in (3, 12345)]
+    assert names == ["m" * 58 + "-t3", "m" * 57 + "-t12345"]
+    assert all(is_valid_name(n) for n in names)
 
 
 def test_pick_needs_a_study() -> None:
