@@ -9,6 +9,9 @@ With ``folds`` K ≥ 2 the trial is K-fold cross-validated on train + val: the p
 come from the first fold (the pruner judges on them), each later fold sends one ``{"fold": j}``
 line, and the final value is the mean over the folds. On a small validation split this is what
 keeps the search from picking the configuration that was luckiest on a few dozen images.
+
+The final line also carries ``robust``: the accuracy on perturbed validation images
+(kaon.tune.robust), the tie-break between trials whose values are within noise of each other.
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def validation_objective(trainer: Any, logs: dict[str, float], objective: str) -
     return roc_auc(trainer.data.y_val.cpu(), proba[:, 1].cpu())
 
 
+ROBUST_IMAGES = 2048  # validation images the perturbed accuracy is measured on, at most
+
+
+def fold_robustness(trainer: Any) -> float:
+    """The trained model's accuracy on perturbed validation images (kaon.tune.robust)."""
+    from kaon.tune.robust import perturbed_accuracy
+
+    return perturbed_accuracy(trainer.logits, trainer.data.x_val[:ROBUST_IMAGES],
+                              trainer.data.y_val[:ROBUST_IMAGES])
+
+
 def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30) -> float:
     """Median single-image inference time on this process's threads."""
     model.eval()
@@ -86,6 +100,7 @@ def main() -> int:
             captured["trainer"] = trainer
 
     values: list[float] = []
+    robust: list[float] = []
     fit_seconds: list[float] = []
     run_id = ""
     for fold in range(max(folds, 1)):
@@ -101,13 +116,15 @@ def main() -> int:
         fit_seconds.append(time.monotonic() - started)
         assert reporter.last is not None
         values.append(reporter.last)
+        robust.append(fold_robustness(captured["trainer"]))
         run_id = run_id or result.run_id
         if fold > 0:
             emit({"fold": fold, "value": reporter.last})
     trainer = captured["trainer"]
     final: dict[str, Any] = {"final": True, "value": statistics.fmean(values),
                              "run_id": run_id, "params": count_parameters(trainer.model),
-                             "fit_seconds": statistics.fmean(fit_seconds)}
+                             "fit_seconds": statistics.fmean(fit_seconds),
+                             "robust": statistics.fmean(robust)}
     if folds >= 2:
         final["folds"] = values
     if job.get("latency"):

@@ -134,6 +134,10 @@ def test_the_portfolio_moves_into_a_narrower_space_and_drops_what_it_leaves_out(
     assert space.sgd_lr.low < cnn["sgd_lr"] < space.sgd_lr.high
     for params in entries:  # every projected entry is a configuration of this space
         suggest(optuna.trial.FixedTrial({**params, "epochs": 3}), space)
+    adaptive = SearchSpace.model_validate({"optimizers": ["adam", "adamw"]})
+    resnet = portfolio(adaptive)[1]  # SGD in the portfolio: moved to Adam, with Adam's rate
+    assert resnet["optimizer"] == "adam" and "sgd_lr" not in resnet
+    assert resnet["adam_lr"] == pytest.approx((3e-4 * 1e-2) ** 0.5)
 
 
 def test_warm_start_epochs_fit_the_trial_cap() -> None:
