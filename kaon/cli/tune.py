@@ -106,7 +106,8 @@ def tune(
 
 
 def _print_result(result: TuneResult) -> None:
-    what = f"trial {result.trial} ({'picked' if result.picked else 'chosen'}), validation"
+    what = (f"trial {result.trial} (picked), validation" if result.picked
+            else "best validation")
     console.print(f"Study [bold]{result.study}[/]: trials {result.trials}; {what} "
                   f"{result.best_value:.4f}; registered [bold]{result.model}[/] in "
                   f"{result.seconds:.0f}s.", soft_wrap=True)

@@ -16,10 +16,6 @@ STARTUP_SECONDS = 10.0  # a trial process: interpreter, torch (+dynamo) import, 
 FINISH_SECONDS = 5.0  # test evaluation, plots, registration after the retrain
 EPOCH_OVERHEAD = 1.2  # an epoch against its bare training steps: batching, augmentation, logs
 TRIAL_SHARE = 0.4  # of the budget, the default cap of one trial
-FIT_SHARE = 0.9  # of a trial's cap that fitted epochs aim at: their timing is a few steps alone
-FOLD_SETUP_SECONDS = 3.0  # each later fold of a cross-validated trial: its data and run
-ROBUST_IMAGES = 1024  # validation images of the first fit that perturbed accuracy is measured on
-ROBUST_PASSES = 12  # forward passes over them: the perturbed copies (kaon.tune.robust)
 
 
 def parse_duration(text: str) -> float:
@@ -69,24 +65,12 @@ def min_trial_seconds(seconds_per_image: float, n_train: int, n_val: int,
     return STARTUP_SECONDS + epoch_seconds(seconds_per_image, n_train, n_val) * min_epochs
 
 
-def fixed_seconds(seconds_per_image: float, n_val: int, folds: int) -> float:
-    """What a trial costs besides its epochs: the process, each later fold's setup and the
-    perturbed-validation passes after the first fit (forward passes: a third of a step each)."""
-    robust = seconds_per_image * min(n_val, ROBUST_IMAGES) * ROBUST_PASSES / 3
-    return STARTUP_SECONDS + FOLD_SETUP_SECONDS * max(folds - 1, 0) + robust
-
-
 def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int,
                   cap: float, low: int, high: int) -> int | None:
-    """The most epochs (at most ``high``) a trial of this cost finishes within ``FIT_SHARE``
-    of ``cap`` seconds, validation, every fold and its setup included; None when not even
-    ``low`` fit. The margin is for what the timing alone does not see: parallel trials share
-    the cores' caches and memory bandwidth (a portfolio ResNet fitted to the whole cap ran
-    past it, docs/decisions/0018)."""
-    fits = max(folds, 1)
-    per_epoch = epoch_seconds(seconds_per_image, n_train, n_val) * fits
-    usable = FIT_SHARE * cap - fixed_seconds(seconds_per_image, n_val, folds)
-    epochs = int(usable / max(per_epoch, 1e-9))
+    """The most epochs (at most ``high``) a trial of this cost finishes within ``cap`` seconds,
+    validation and every fold included; None when not even ``low`` fit."""
+    per_epoch = epoch_seconds(seconds_per_image, n_train, n_val) * max(folds, 1)
+    epochs = int((cap - STARTUP_SECONDS) / max(per_epoch, 1e-9))
     return min(epochs, high) if epochs >= low else None
 
 

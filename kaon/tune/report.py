@@ -31,8 +31,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "value": values[0] if values else None,
             "second_objective": values[1] if len(values) > 1 else None,
             "epochs": max(t.intermediate_values) if t.intermediate_values else 0,
-            "seconds": t.user_attrs.get("seconds"), "robust": t.user_attrs.get("robust"),
-            "params": t.params,
+            "seconds": t.user_attrs.get("seconds"), "params": t.params,
         })
     return rows
 
@@ -68,10 +67,10 @@ def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any]) -> 
     with files["trials_csv"].open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "state", "value", "second_objective", "epochs", "seconds",
-                         "robust", "params"])
+                         "params"])
         for r in rows:
             writer.writerow([r["trial"], r["state"], r["value"], r["second_objective"],
-                             r["epochs"], r["seconds"], r["robust"], json.dumps(r["params"])])
+                             r["epochs"], r["seconds"], json.dumps(r["params"])])
     files["trials_json"].write_text(json.dumps(rows, indent=2))
     files["best"].write_text(json.dumps(summary, indent=2, default=str))
     logging.getLogger("optuna").setLevel(logging.ERROR)

@@ -38,7 +38,6 @@ from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
 from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial
-from kaon.tune.selection import choose
 from kaon.tune.space import IntRange, SearchSpace, portfolio, suggest, to_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -379,9 +378,7 @@ def _speedups(cfg: TuneConfig, timed: list[_Timed]) -> dict[str, float]:
 def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any],
                 timed: list[_Timed]) -> None:
     """Queue the portfolio's configurations as the first trials, each with as many epochs
-    as fit the trial cap; one that cannot fit is left out. They run to their end: their
-    epochs are reported (the pruner's rungs see them) but never judged, so a slow starter
-    among them is not stopped before its schedule anneals (decision 0018)."""
+    as fit the trial cap; one that cannot fit is left out."""
     epochs = cfg.space.epochs
     for t in timed:
         fitted = b.fitted_epochs(t.alone, int(sizes["n_train"]), int(sizes["n_val"]),
@@ -453,8 +450,7 @@ class _Search:
             outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
                                 self.folder / f"trial-{trial.number}.log",
                                 prune=isinstance(self.study.pruner,
-                                                 optuna.pruners.HyperbandPruner)
-                                and not trial.user_attrs.get("warm_start"),
+                                                 optuna.pruners.HyperbandPruner),
                                 report=not self.cfg.multi_objective,
                                 max_epochs=self.cfg.space.max_epochs, env=env)
         with self.lock:
@@ -465,7 +461,7 @@ class _Search:
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         trial.set_user_attr("seconds", round(outcome.seconds, 2))
         trial.set_user_attr("outcome", outcome.state)
-        for key in ("run_id", "params", "latency_ms", "folds", "robust"):
+        for key in ("run_id", "params", "latency_ms", "folds"):
             if key in outcome.info:
                 trial.set_user_attr(key, outcome.info[key])
         if "fit_seconds" in outcome.info:  # one fit (of several under cross-validation)
@@ -619,9 +615,8 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
                         f"({counts}).", hint="Give a larger --time or a smaller --space.")
     if cfg.multi_objective:  # the most accurate point of the front
         best = min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
-        selection: dict[str, Any] = {"rule": "the most accurate point of the Pareto front"}
     else:
-        best, selection = choose(complete, cfg.objective, int(sizes["n_val"]))
+        best = study.best_trial
     raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
     # the retrain must end inside the budget: cap its epochs by the time that is left
     per_epoch = max(_fit_seconds(best) - b.STARTUP_SECONDS, 0.1) / max(
@@ -634,7 +629,6 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         if cfg.multi_objective else []
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
-               "selection": selection,
                "retrain_epochs": epochs, "cv_folds": cfg.cv_folds or 0, "test": test,
                "pareto": pareto, "trials": counts}
     files = write_report(study, report_dir, summary)

@@ -9,10 +9,6 @@ With ``folds`` K ≥ 2 the trial is K-fold cross-validated on train + val: the p
 come from the first fold (the pruner judges on them), each later fold sends one ``{"fold": j}``
 line, and the final value is the mean over the folds. On a small validation split this is what
 keeps the search from picking the configuration that was luckiest on a few dozen images.
-
-The final line also carries ``robust``: the accuracy of the first fit on perturbed validation
-images (kaon.tune.robust), the tie-break between trials whose values are within noise of each
-other.
 """
 
 from __future__ import annotations
@@ -59,15 +55,6 @@ def validation_objective(trainer: Any, logs: dict[str, float], objective: str) -
     return roc_auc(trainer.data.y_val.cpu(), proba[:, 1].cpu())
 
 
-def fold_robustness(trainer: Any) -> float:
-    """The trained model's accuracy on perturbed validation images (kaon.tune.robust)."""
-    from kaon.tune.budget import ROBUST_IMAGES
-    from kaon.tune.robust import perturbed_accuracy
-
-    return perturbed_accuracy(trainer.logits, trainer.data.x_val[:ROBUST_IMAGES],
-                              trainer.data.y_val[:ROBUST_IMAGES])
-
-
 def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30) -> float:
     """Median single-image inference time on this process's threads."""
     model.eval()
@@ -99,7 +86,6 @@ def main() -> int:
             captured["trainer"] = trainer
 
     values: list[float] = []
-    robust = 0.0
     fit_seconds: list[float] = []
     run_id = ""
     for fold in range(max(folds, 1)):
@@ -115,16 +101,13 @@ def main() -> int:
         fit_seconds.append(time.monotonic() - started)
         assert reporter.last is not None
         values.append(reporter.last)
-        if fold == 0:  # the first fit only: a tie-break, not worth every fold's time
-            robust = fold_robustness(captured["trainer"])
         run_id = run_id or result.run_id
         if fold > 0:
             emit({"fold": fold, "value": reporter.last})
     trainer = captured["trainer"]
     final: dict[str, Any] = {"final": True, "value": statistics.fmean(values),
                              "run_id": run_id, "params": count_parameters(trainer.model),
-                             "fit_seconds": statistics.fmean(fit_seconds),
-                             "robust": robust}
+                             "fit_seconds": statistics.fmean(fit_seconds)}
     if folds >= 2:
         final["folds"] = values
     if job.get("latency"):

@@ -134,10 +134,6 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     folds = best.user_attrs["folds"]
     assert len(folds) == 3 and best.value == pytest.approx(sum(folds) / 3)
     assert 0 < 3 * best.user_attrs["fit_seconds"] < best.user_attrs["seconds"]
-    # the retrained trial is the most robust of those within one standard error of the best
-    how = json.loads(result.report["best"].read_text())["selection"]
-    assert how["best_trial"] == best.number and str(result.trial) in how["candidates"]
-    assert 0.0 <= study.trials[result.trial].user_attrs["robust"] <= 1.0
     # trials leave no checkpoints behind, and none of their runs stays "running"
     with session_scope() as db:
         trial_runs = db.scalars(select(Run).where(Run.name == "breastmnist-tuned-trial")).all()
