@@ -123,7 +123,7 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
                     fast_path=Middleware(kaon_json.FastPredict, runtime=runtime,
                                          errors=lambda exc: error_response(exc, metrics)))
     app.include_router(kaon_json.router(runtime))
-    app.include_router(v2.router(runtime, lambda exc: error_response(exc, metrics, v2=True)))
+    app.include_router(v2.router(runtime))
     app.include_router(stream.router(runtime))
     app.state.runtime = runtime
     return app

@@ -11,7 +11,6 @@ Errors use the protocol's own format: ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -179,9 +178,10 @@ def _failure(exc: V2Error | KaonError) -> tuple[int, str]:
                                                                         exc.message)
 
 
-def router(runtime: Runtime, errors: Callable[[KaonError], Response]) -> APIRouter:
-    """The V2 routes; ``errors`` answers a refusal from the runtime (a full queue: 503 with
-    Retry-After, counted in the server's metrics) in V2's error format."""
+def router(runtime: Runtime) -> APIRouter:
+    """The V2 routes. A refusal from the runtime during inference (a full queue, a timeout, a
+    failed prediction) propagates to the server's KaonError handler, which answers in V2's
+    format and counts rejections like every other route."""
     api = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
     @api.get("", summary="V2 server metadata")
@@ -248,7 +248,5 @@ def router(runtime: Runtime, errors: Callable[[KaonError], Response]) -> APIRout
             return error_response(exc.status, exc.message)
         except SignatureError as exc:
             return error_response(400, exc.message)
-        except KaonError as exc:
-            return errors(exc)
 
     return api
