@@ -231,6 +231,14 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
         return _error(request, status, "SignatureError", "The request nests arrays too deeply.",
                       "Send each image as [H, W] or [C, H, W] numbers, or as base64 PNG/JPEG.")
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A defect, not the caller's fault: answer in the route's protocol (V2 clients parse
+        # {"error": ...}); Starlette re-raises afterwards, so the traceback reaches the log.
+        return _error(request, 500, "InternalError",
+                      f"The server failed on this request: {type(exc).__name__}.",
+                      "This is a bug in the server; the log has the traceback.")
+
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

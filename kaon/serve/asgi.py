@@ -40,11 +40,8 @@ class BodyLimit:
         await self.app(scope, replay([first], receive), send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        response = too_large(self.limit)
-        if is_v2(scope.get("path", "")):  # the Open Inference Protocol's format
-            response = JSONResponse(status_code=413, content={
-                "error": f"Request body is over {self.limit} bytes."})
-        await response({"type": "http"}, noop_receive, send)
+        await too_large(self.limit, path=scope.get("path", ""))({"type": "http"}, noop_receive,
+                                                               send)
 
 
 class CancelOnDisconnect:
@@ -103,8 +100,12 @@ class CancelOnDisconnect:
             watcher.cancel()
 
 
-def too_large(limit: int, hint: str = "Send fewer images per request.") -> JSONResponse:
-    """The 413 answer for a body over ``limit`` bytes."""
+def too_large(limit: int, hint: str = "Send fewer images per request.",
+              path: str = "") -> JSONResponse:
+    """The 413 answer for a body over ``limit`` bytes, in the format of ``path``'s protocol."""
+    if is_v2(path):  # the Open Inference Protocol's own: {"error": message}
+        return JSONResponse(status_code=413, content={
+            "error": f"Request body is over {limit} bytes."})
     return JSONResponse(status_code=413, content={
         "error": "PayloadTooLarge", "message": f"Request body is over {limit} bytes.",
         "hint": hint})
@@ -161,7 +162,7 @@ async def take_request(scope: Scope, receive: Receive, send: Send,
     if isinstance(body, dict):
         return None
     if body is None:
-        response = too_large(limit)
+        response = too_large(limit, path=scope["path"])
         response.headers["X-Request-ID"] = rid
         await response(scope, noop_receive, send)
         logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],

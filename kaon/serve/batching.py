@@ -39,6 +39,18 @@ class RequestTimeout(KaonError):
     http_status = 504
 
 
+class OverQueueBound(KaonError):
+    """One request holds more items than the whole queue: no retry could ever succeed."""
+
+    http_status = 413
+
+    def __init__(self, items: int, max_queue: int) -> None:
+        super().__init__(f"The request holds {items} images; this server queues at most "
+                         f"{max_queue}.",
+                         hint=f"Send at most {max_queue} images per request, or start the "
+                              f"server with a larger --max-queue.")
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch_size: int = 32

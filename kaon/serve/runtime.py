@@ -18,7 +18,7 @@ import torch
 
 from kaon.errors import KaonError, NotFoundError, PredictionError, UnavailableError
 from kaon.procs import freeze_heap
-from kaon.serve.batching import Batcher, BatchPolicy
+from kaon.serve.batching import Batcher, BatchPolicy, OverQueueBound
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 
@@ -83,6 +83,8 @@ class Runtime:
 
         With ``timed``, each result also carries ``model_ms``: the model call of its batch.
         """
+        if len(images) > self.policy.max_queue:
+            raise OverQueueBound(len(images), self.policy.max_queue)
         self.metrics.queue_depth.set(self.batcher.depth)
         size = self.policy.max_batch_size
         pieces = [images] if len(images) <= size else [

@@ -89,8 +89,13 @@ def handler(fn: Callable[..., Any] | None = None, *, batch: Batch | BatchPolicy 
             path: str | None = None) -> Any:
     """Mark a method as an HTTP endpoint (``POST /{path or name}``)."""
 
+    route = (path or "").strip("/")
+    if path is not None and not route:
+        raise ConfigError(f"@kaon.handler(path={path!r}) names no route.",
+                          hint="Give a path such as 'hello' or 'v1/hello', or leave it out.")
+
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(f, _MARK, {"batch": batch, "path": path or f.__name__})
+        setattr(f, _MARK, {"batch": batch, "path": route or f.__name__})
         return f
 
     return mark(fn) if fn is not None else mark
@@ -123,6 +128,12 @@ def endpoints(service: Service) -> list[_Endpoint]:
     if not found:
         raise ConfigError(f"{type(service).__name__} has no @kaon.handler methods.",
                           hint="Decorate at least one method with @kaon.handler.")
+    seen: dict[str, str] = {}
+    for ep in found:
+        if ep.path in seen:
+            raise ConfigError(f"Handlers {seen[ep.path]} and {ep.name} both serve /{ep.path}.",
+                              hint="Give one of them another path=.")
+        seen[ep.path] = ep.name
     return found
 
 
@@ -150,6 +161,14 @@ def _request_fields(name: str, member: Callable[..., Any], hints: dict[str, Any]
     params = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
     fields: dict[str, Any] = {}
     for p in params:
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            raise ConfigError(f"Handler {name}: parameter {p} cannot come from a JSON field.",
+                              hint="Use plain named parameters (no /, *args or **kwargs).")
+        if p.name.startswith("_") or (p.name.startswith("model_") and hasattr(BaseModel,
+                                                                               p.name)):
+            raise ConfigError(f"Handler {name}: parameter name {p.name!r} is reserved by "
+                              "pydantic (a leading underscore, or a BaseModel model_ member).",
+                              hint="Rename the parameter; its name is the JSON field's.")
         if p.name not in hints:
             raise ConfigError(f"Handler {name}: parameter {p.name!r} has no type hint.",
                               hint="Annotate every parameter; the hints make the API.")
@@ -188,9 +207,16 @@ def _route(ep: _Endpoint, policy: BatchPolicy,
     else:
         route = _plain_route(ep, _Slots(policy.max_queue), policy.timeout_s)
     # FastAPI reads the body model from the signature: give it the real class
-    route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                           annotation=ep.request)])
+    body = inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                             annotation=ep.request)
+    if not any(f.is_required() for f in ep.request.model_fields.values()):
+        inner = route  # every field has a default: an empty body is a valid call
+
+        async def route(body: BaseModel | None = None) -> Any:
+            return await inner(ep.request() if body is None else body)
+
+        body = body.replace(annotation=ep.request | None, default=None)
+    route.__signature__ = inspect.Signature([body])  # type: ignore[attr-defined]
     return route
 
 
@@ -212,9 +238,13 @@ def _plain_route(ep: _Endpoint, slots: _Slots,
                  timeout: float) -> Callable[..., Awaitable[Any]]:
     async def plain(body: BaseModel) -> Any:
         slots.take()
-        call = (ep.method(**_fields(body)) if ep.is_async
-                else run_in_threadpool(ep.method, **_fields(body)))
-        task = asyncio.ensure_future(call)
+        try:
+            call = (ep.method(**_fields(body)) if ep.is_async
+                    else run_in_threadpool(ep.method, **_fields(body)))
+            task = asyncio.ensure_future(call)
+        except BaseException:
+            slots.give()
+            raise
         task.add_done_callback(slots.give)  # free when the call ends, not when the request does
         return await _within(task, timeout, ep.name, cancel=ep.is_async)
 
@@ -224,8 +254,7 @@ def _plain_route(ep: _Endpoint, slots: _Slots,
 def _streamed_route(ep: _Endpoint, slots: _Slots) -> Callable[..., Awaitable[Any]]:
     async def streamed(body: BaseModel) -> StreamingResponse:
         items = ep.method(**_fields(body))  # a generator: nothing runs before the first event
-        slots.take()
-        return _EventStream(_sse(items), slots.give)
+        return _EventStream(_sse(items), slots)
 
     return streamed
 
@@ -300,19 +329,22 @@ class _LoopBatcher(Batcher[Any, Any]):
 
 
 class _EventStream(StreamingResponse):
-    """Server-Sent Events that give the handler's slot back however the stream ends."""
+    """Server-Sent Events holding one of the handler's slots while they are sent. The slot is
+    taken here, not in the route, so that a request cancelled between the two cannot keep it;
+    past the bound, the app's handler answers the ``Overloaded`` with a 503."""
 
-    def __init__(self, events: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+    def __init__(self, events: AsyncIterator[bytes], slots: _Slots) -> None:
         super().__init__(events, media_type="text/event-stream")
-        self._release = release
+        self._slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._slots.take()
         try:
             await super().__call__(scope, receive, send)
         finally:  # a client that left: close the handler's generator (its finally runs) now
             with contextlib.suppress(RuntimeError, ValueError):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
-            self._release()
+            self._slots.give()
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:

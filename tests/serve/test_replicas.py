@@ -162,4 +162,6 @@ def test_the_front_bounds_bodies_and_passes_request_ids(model_front) -> None:
     assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLarge"
     streamed = httpx.post(path, content=iter([big[:9 << 20], big[9 << 20:]]))  # chunked
     assert streamed.status_code == 413 and streamed.headers["x-request-id"]
+    v2 = httpx.post(f"{url}/v2/models/digits/infer", content=big)
+    assert v2.status_code == 413 and set(v2.json()) == {"error"}  # the protocol's format
     assert httpx.get(f"{url}/v1/models/nope", timeout=10).status_code == 404  # the replica's

@@ -114,6 +114,60 @@ def test_handlers_need_type_hints_and_a_service_needs_handlers() -> None:
         create_service_app(kaon.Service())
 
 
+def test_signatures_json_cannot_call_are_refused_when_the_app_is_built() -> None:
+    class PositionalOnly(kaon.Service):
+        @kaon.handler
+        async def f(self, x: int, /) -> int:
+            return x
+
+    class VarArgs(kaon.Service):
+        @kaon.handler
+        def f(self, *xs: int) -> int:
+            return sum(xs)
+
+    class Private(kaon.Service):
+        @kaon.handler
+        def f(self, _x: int) -> int:
+            return _x
+
+    class Reserved(kaon.Service):
+        @kaon.handler
+        def f(self, model_config: int) -> int:
+            return model_config
+
+    for service, match in ((PositionalOnly(), "cannot come from a JSON field"),
+                           (VarArgs(), "cannot come from a JSON field"),
+                           (Private(), "reserved"), (Reserved(), "reserved")):
+        with pytest.raises(ConfigError, match=match):
+            create_service_app(service)
+
+
+def test_paths_are_normalised_and_must_be_distinct() -> None:
+    class Paths(kaon.Service):
+        @kaon.handler(path="/hello/")
+        def hi(self) -> str:
+            return "hi"
+
+    with TestClient(create_service_app(Paths())) as client:
+        ready(client)
+        assert client.post("/hello").json() == "hi"  # no body: every field has a default
+        assert client.post("/hello", json={}).json() == "hi"
+
+    class Twice(kaon.Service):
+        @kaon.handler(path="same")
+        def a(self) -> str:
+            return "a"
+
+        @kaon.handler(path="same")
+        def b(self) -> str:
+            return "b"
+
+    with pytest.raises(ConfigError, match="both serve /same"):
+        create_service_app(Twice())
+    with pytest.raises(ConfigError, match="names no route"):
+        kaon.handler(path="/")
+
+
 def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"FILE\.py:ClassName"):
         load_service("nowhere.py:Echo")

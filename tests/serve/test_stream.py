@@ -146,6 +146,16 @@ def test_garbage_closes_only_that_stream(fast: TestClient) -> None:
                      json={"inputs": [np.zeros((28, 28)).tolist()]}).status_code == 200
 
 
+@pytest.mark.parametrize("header", [b'{"shape": [Infinity, 28]}', b'{"shape": [28.9, 28]}',
+                                    b'{"shape": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                                    b'[1, 2]'])
+def test_a_bad_tensor_header_gets_an_error_message_not_an_abort(
+        fast: TestClient, header: bytes) -> None:
+    with fast.websocket_connect(STREAM) as ws:
+        ws.send_bytes(b"KTNS" + struct.pack("<I", len(header)) + header + bytes(28 * 28))
+        assert "tensor header" in ws.receive_json()["error"]
+
+
 def test_a_wrong_frame_size_names_the_signature(fast: TestClient) -> None:
     with fast.websocket_connect(STREAM) as ws:
         header = json.dumps({"shape": [32, 32]}).encode()

@@ -86,6 +86,56 @@ def test_malformed_requests_are_400s(client: TestClient) -> None:  # noqa: F811
     assert client.post(INFER, json=short).status_code == 400
 
 
+def _one(**changes: object) -> dict[str, object]:
+    body = infer_body(np.zeros((1, 28, 28), dtype=np.uint8))
+    body["inputs"][0].update(changes)  # type: ignore[index]
+    return body
+
+
+@pytest.mark.parametrize("body", [
+    _one(data=[300] * 784),                                  # past UINT8
+    _one(datatype="INT64", data=[10**30] * 784),             # past INT64
+    _one(parameters="x"),                                    # parameters not an object
+    _one(shape=[2**60, 1, 28, 28], data=[]),                 # a count that wraps in int64
+    _one(shape=[True, 28, 28]),                              # a bool is not a dimension
+    {**_one(), "parameters": [1]},
+    {**_one(), "outputs": [{"name": "label", "parameters": "x"}]},
+], ids=["uint8-range", "int64-range", "parameters", "huge-shape", "bool-dim",
+        "request-parameters", "output-parameters"])
+def test_out_of_range_and_mistyped_fields_are_400s_not_500s(
+        client: TestClient, body: dict[str, object]) -> None:  # noqa: F811
+    response = client.post(INFER, json=body)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"}
+
+
+def test_binary_sizes_and_header_lengths_must_be_plain_integers(client: TestClient) -> None:  # noqa: F811
+    image = np.zeros((1, 28, 28), dtype=np.uint8)
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": 784.0}}]}).encode()
+    response = client.post(INFER, content=header + image.tobytes(),
+                           headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code == 400 and "binary_data_size" in response.json()["error"]
+    for length in ("\u00b2", "0\u00b3", "-1", "1e3"):  # '²' passes str.isdigit()
+        response = client.post(INFER, content=header + image.tobytes(), headers={
+            "Inference-Header-Content-Length": length.encode("latin-1")})  # raw bytes
+        assert response.status_code == 400, (length, response.text)
+        assert "Inference-Header-Content-Length" in response.json()["error"]
+
+
+def test_a_request_larger_than_the_queue_is_413_not_a_retry_forever() -> None:
+    images = np.zeros((5, 28, 28), dtype=np.uint8)
+    with _serving(BatchPolicy(max_batch_size=2, max_queue=4)) as server:
+        wait_ready(server)
+        v2 = server.post(INFER, json=infer_body(images))
+        v1 = server.post(PREDICT, json={"inputs": images.tolist()})
+        fits = server.post(INFER, json=infer_body(images[:4]))
+    assert v2.status_code == 413 and "at most 4" in v2.json()["error"]
+    assert v1.status_code == 413 and "--max-queue" in v1.json()["hint"]
+    assert "Retry-After" not in v2.headers
+    assert fits.status_code == 200
+
+
 def test_an_unknown_model_is_a_404(client: TestClient) -> None:  # noqa: F811
     response = client.post("/v2/models/nope/infer", json=infer_body(digit_image()[None]))
     assert response.status_code == 404 and "digits" in response.json()["error"]

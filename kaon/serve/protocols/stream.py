@@ -48,9 +48,12 @@ def decode_frame(data: bytes, sig: Signature) -> np.ndarray:
         (length,) = struct.unpack("<I", data[4:8])
         try:
             header = json.loads(data[8:8 + length])
-            shape = [int(d) for d in header["shape"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            shape = header["shape"]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise BadFrame(f"tensor header is not valid JSON with a 'shape': {exc}") from None
+        if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+            raise BadFrame(f"tensor header's 'shape' must be a list of integers, got "
+                           f"{shape!r:.60}")
         if header.get("dtype", "uint8") != "uint8":
             raise BadFrame("tensor frames must be uint8")
         pixels = data[8 + length:]

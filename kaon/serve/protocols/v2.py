@@ -11,6 +11,8 @@ Errors use the protocol's own format: ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ DTYPES: dict[str, str] = {
     "FP16": "float16", "FP32": "float32", "FP64": "float64",
 }
 HEADER_LENGTH = "inference-header-content-length"
+_DIGITS = re.compile(r"[0-9]{1,15}")  # str.isdigit() also takes '²', which int() refuses
 
 
 class V2Error(Exception):
@@ -69,6 +72,16 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
     return header, body[header_length:]
 
 
+def parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj``'s ``parameters`` object ({} when absent)."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise V2Error(400, f"{where}: 'parameters' must be an object, got {params!r:.40}")
+    return params
+
+
 def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
                   sig: Signature) -> tuple[np.ndarray, int]:
     """One V2 input tensor → uint8 (N, C, H, W), checked against the signature."""
@@ -76,13 +89,22 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
     if datatype not in DTYPES:
         raise V2Error(400, f"input {name!r}: datatype {datatype!r} is not one of "
                            f"{', '.join(DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise V2Error(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    c, h, w = sig.shape
+    dims = tuple(shape)
+    if len(dims) == 3 and c == 1:
+        dims = (dims[0], 1, *dims[1:])
+    if len(dims) != 4 or dims[1:] != (c, h, w):
+        expected = f"[N, {c}, {h}, {w}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
+        raise V2Error(400, f"input {name!r}: shape {shape} does not match the signature "
+                           f"{expected} ({sig.describe()})")
+    count = math.prod(dims)  # Python integers: no wrap-around for absurd shapes
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = parameters(spec, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if size != count * dtype.itemsize or offset + size > len(binary):
+        if type(size) is not int or size != count * dtype.itemsize or \
+                offset + size > len(binary):
             raise V2Error(400, f"input {name!r}: binary_data_size {size} does not match shape "
                                f"{shape} of {datatype} or the bytes sent")
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
@@ -90,19 +112,10 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
     else:
         try:
             array = np.asarray(spec.get("data"), dtype=dtype).reshape(-1)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise V2Error(400, f"input {name!r}: 'data' is not {datatype}: {exc}") from None
         if array.size != count:
             raise V2Error(400, f"input {name!r}: {array.size} values for shape {shape}")
-    c, h, w = sig.shape
-    expected = f"[N, {c}, {h}, {w}]" + (f" or [N, {h}, {w}]" if c == 1
-                                                             else "")
-    dims = tuple(shape)
-    if len(dims) == 3 and c == 1:
-        dims = (dims[0], 1, *dims[1:])
-    if len(dims) != 4 or dims[1:] != (c, h, w):
-        raise V2Error(400, f"input {name!r}: shape {shape} does not match the signature "
-                           f"{expected} ({sig.describe()})")
     values = array.reshape(dims)
     if values.dtype == np.uint8:  # already pixels: nothing to check or convert
         return np.ascontiguousarray(values), offset
@@ -128,8 +141,9 @@ def requested_outputs(header: dict[str, Any]) -> tuple[list[str], bool]:
     if unknown:
         raise V2Error(400, f"unknown output(s) {', '.join(map(repr, unknown))}; this model "
                            f"returns {', '.join(OUTPUTS)}")
-    binary = any((o.get("parameters") or {}).get("binary_data") for o in wanted) or bool(
-        (header.get("parameters") or {}).get("binary_data_output"))
+    binary = any(parameters(o, f"output {o.get('name')!r}").get("binary_data")
+                 for o in wanted) or bool(parameters(header, "the request")
+                                          .get("binary_data_output"))
     return [n for n in OUTPUTS if n in names] if names else list(OUTPUTS), binary
 
 
@@ -226,7 +240,7 @@ def router(runtime: Runtime) -> APIRouter:
         try:
             p = _served(runtime, name, version)
             raw_length = request.headers.get(HEADER_LENGTH)
-            if raw_length is not None and not raw_length.isdigit():
+            if raw_length is not None and not _DIGITS.fullmatch(raw_length):
                 raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
                                    "number")
             header, binary = parse_request(await request.body(),
