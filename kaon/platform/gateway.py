@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -112,18 +113,20 @@ class Gateway:
             raise NotFoundError(f"No deployment {deployment!r} in this workspace.",
                                 hint="List them with `kaon deployments list`.")
         plan = await self.plan(principal.workspace_id)
-        self.limiter.check(principal.key_id or principal.user_id, plan)
+        self.limiter.check(f"inference:{principal.workspace_id}", plan)  # not per key
         if metric is None or quota.limit_for(plan, metric) is None:
             return principal, plan, False, pool
-        await asyncio.to_thread(_consume, principal.workspace_id, metric, plan, event_key,
-                                deployment)
-        return principal, plan, True, pool
+        consumed = await asyncio.to_thread(_consume, principal.workspace_id, metric, plan,
+                                           event_key, deployment)
+        return principal, plan, consumed, pool
 
     # -- HTTP -----------------------------------------------------------------------------
     async def handle(self, request: Request, deployment: str, path: str,
                      body: bytes | None = None, rid: str | None = None) -> Response:
         rid = rid or logs.request_id(request.headers.get("x-request-id"))
-        event_key = f"req:{rid}"
+        # the caller's X-Request-ID is for tracing only: a key it chose could repeat an
+        # earlier event's (not counted again, then refunded: served unmetered)
+        event_key = f"req:{uuid.uuid4().hex}"
         started = time.perf_counter()
         metered = request.method == "POST"  # inference; health and metadata are free
         try:
@@ -254,10 +257,10 @@ def _check_quota(workspace_id: str, metric: str, plan: Plan) -> None:
 
 
 def _consume(workspace_id: str, metric: str, plan: Plan, event_key: str,
-             deployment: str) -> None:
+             deployment: str) -> bool:
     with session_scope() as s:
-        quota.check_and_consume(s, workspace_id, metric, 1, plan, event_key=event_key,
-                                source={"deployment": deployment})
+        return quota.check_and_consume(s, workspace_id, metric, 1, plan, event_key=event_key,
+                                       source={"deployment": deployment})
 
 
 class GatewayFirst:

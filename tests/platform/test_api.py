@@ -261,6 +261,13 @@ def test_the_rate_limit_answers_429_with_retry_after(admin_secret: str) -> None:
         assert r.headers["retry-after"] == "1" and r.json()["error"] == "RateLimited"
         now[0] += 1.0
         assert client.get(f"{API}/me", headers=h).status_code == 200
+        now[0] += 10.0  # a full bucket again
+        made = client.post(f"{API}/keys", headers=h, json={"name": "second",
+                                                           "scopes": ["read"]})
+        assert made.status_code == 201, made.text
+        codes = [client.get(f"{API}/me", headers=h).status_code for _ in range(9)]
+        other = client.get(f"{API}/me", headers=bearer(made.json()["secret"]))
+        assert codes == [200] * 9 and other.status_code == 429  # one bucket per workspace
 
 
 def test_every_operation_is_documented_with_a_summary(client: TestClient) -> None:

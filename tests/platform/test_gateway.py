@@ -83,6 +83,20 @@ def test_predict_and_v2_through_the_gateway_are_metered(deployed: dict[str, Any]
 
 
 @pytest.mark.slow
+def test_a_reused_request_id_is_metered_every_time(deployed: dict[str, Any]) -> None:
+    url, key = deployed["url"], deployed["key"]
+    before = _used(url, key)
+    path = f"{url}/d/digits/v1/models/digits/predict"
+    same = {**_auth(key), "X-Request-ID": "always-the-same"}
+    for _ in range(3):
+        r = httpx.post(path, headers=same, json={"inputs": [IMAGE]})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "always-the-same"
+    failed = httpx.post(path, headers=same, json={"inputs": [[[1, 2]]]})  # refunded...
+    assert failed.status_code == 422
+    assert _settled(url, key, before + 3) == before + 3  # ...but not the three served
+
+
+@pytest.mark.slow
 def test_bad_keys_get_401_and_other_tenants_get_404(deployed: dict[str, Any]) -> None:
     url, key = deployed["url"], deployed["key"]
     body = {"inputs": [IMAGE]}

@@ -36,12 +36,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_platform_router(limiter: RateLimiter | None = None) -> APIRouter:
-    """Every control-plane route under ``/api/v1``; ``limiter`` rate-limits each key by plan."""
+    """Every control-plane route under ``/api/v1``; ``limiter`` rate-limits each workspace by
+    its plan (per workspace, not per key: more keys must not mean a higher rate)."""
     dependencies = []
     if limiter is not None:
         def rate_limit(db: DB, principal: Caller) -> None:
             plan = billing.current_plan(db, principal.workspace_id)
-            limiter.check(principal.key_id or principal.user_id, plan)
+            limiter.check(f"api:{principal.workspace_id}", plan)
 
         dependencies.append(Depends(rate_limit))
     router = APIRouter(prefix=PREFIX, responses=ERRORS, dependencies=dependencies)
