@@ -52,15 +52,17 @@ def check_display_name(name: str) -> str:
     return name
 
 
-def get_or_create_user(session: Session, email: str, name: str | None = None) -> User:
+BOOTSTRAP_OWNER = "usr-000000000000"  # one id, so that processes starting at once agree
+
+
+def _bootstrap_owner(session: Session, email: str, name: str) -> User:
+    """The default workspace's owner (created by whichever process gets there first)."""
     email = check_email(email)
-    if name is not None:
-        check_display_name(name)
+    check_display_name(name)
     session.execute(insert_for(session, User.__table__)
-                    .values(id=new_id("usr"), email=email, name=(name or email)[:128],
-                            created_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=["email"]))
-    user = session.scalar(select(User).where(User.email == email))
+                    .values(id=BOOTSTRAP_OWNER, email=email, name=name, created_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["id"]))
+    user = session.get(User, BOOTSTRAP_OWNER)
     assert user is not None
     return user
 
@@ -89,7 +91,7 @@ def bootstrap(session: Session, owner_email: str = OWNER_EMAIL, owner_name: str 
     now = utcnow()
     if session.get(Workspace, DEFAULT_WORKSPACE) is not None:
         return None
-    owner = get_or_create_user(session, owner_email, owner_name)
+    owner = _bootstrap_owner(session, owner_email, owner_name)
     created = _new_workspace(session, DEFAULT_WORKSPACE, DEFAULT_WORKSPACE, owner, plan, now)
     if created is None:
         return None
@@ -162,14 +164,22 @@ def _only_owners_touch_owners(actor_role: str, *roles: str) -> None:
 def add_member(session: Session, workspace_id: str, email: str, role: str,
                name: str | None = None, *, actor_role: str = "owner"
                ) -> tuple[Member, User, ApiKey, str]:
-    """Add a user (created if new) with ``role``: (member, user, their key, its secret).
-    The secret is shown once; the key gets every scope the role allows."""
+    """Add a new user with ``role``: (member, user, their key, its secret). The secret is
+    shown once; the key gets every scope the role allows. The user is this workspace's own:
+    an address already known elsewhere is not linked to that workspace's user, whose other
+    workspaces and name a key of this one must not reach."""
     check_role(role)
     _only_owners_touch_owners(actor_role, role)
-    user = get_or_create_user(session, email, name)
-    if session.get(Member, (workspace_id, user.id)) is not None:
-        raise ConflictError(f"{user.email} is already a member.",
+    email = check_email(email)
+    if name is not None:
+        check_display_name(name)
+    if session.scalar(select(Member.user_id).join(User, User.id == Member.user_id).where(
+            Member.workspace_id == workspace_id, User.email == email)) is not None:
+        raise ConflictError(f"{email} is already a member.",
                             hint="Change the role with PATCH /api/v1/members/{user_id}.")
+    user = User(id=new_id("usr"), email=email, name=(name or email)[:128], created_at=utcnow())
+    session.add(user)
+    session.flush()
     member = Member(workspace_id=workspace_id, user_id=user.id, role=role, created_at=utcnow())
     session.add(member)
     session.flush()

@@ -155,6 +155,27 @@ def test_odd_query_values_are_422(client: TestClient, admin_secret: str, method:
     assert r.status_code == 422, r.text
 
 
+def test_adding_a_known_address_does_not_reach_its_other_workspace(
+        client: TestClient, admin_secret: str) -> None:
+    victim = bearer(admin_secret)
+    alice = client.post(f"{API}/members", headers=victim,
+                        json={"email": "alice@victim.example", "name": "Alice Secret"})
+    assert alice.status_code == 201
+    made = client.post(f"{API}/workspaces", headers=victim, json={"name": "mallory"}).json()
+    mallory = bearer(made["key"]["secret"])
+    added = client.post(f"{API}/members", headers=mallory,
+                        json={"email": "Alice@victim.example", "role": "owner"})
+    assert added.status_code == 201, added.text
+    assert added.json()["member"]["name"] != "Alice Secret"
+    assert added.json()["member"]["user_id"] != alice.json()["member"]["user_id"]
+    as_alice = bearer(added.json()["key"]["secret"])
+    listed = client.get(f"{API}/workspaces", headers=as_alice).json()
+    assert [w["name"] for w in listed] == ["mallory"]  # not the default workspace
+    again = client.post(f"{API}/members", headers=mallory,
+                        json={"email": "alice@victim.example"})
+    assert again.status_code == 409  # but one address once per workspace
+
+
 def test_workspace_b_cannot_touch_workspace_a(client: TestClient, admin_secret: str,
                                              api_db: Session) -> None:
     a = bearer(admin_secret)
