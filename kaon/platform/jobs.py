@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -20,8 +21,29 @@ from kaon.platform.common import check_id
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import JOB_KINDS, JOB_STATES, Job
 from kaon.platform.plans import Plan
+from kaon.tune.space import SearchSpace
 
 FEATURE_FOR_KIND = {"tune": "automl"}  # kinds a plan must list as a feature
+
+
+class TuneSpec(BaseModel):
+    """A tuning job's spec, whichever route it comes by: what `kaon tune` takes, bounded
+    (docs/tune.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    time_seconds: float = Field(gt=0, le=7 * 24 * 3600)
+    objective: Literal["accuracy", "auc"] = "accuracy"
+    multi_objective: Literal["latency", "params"] | None = None
+    trial_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    model_name: str | None = Field(default=None, max_length=58,
+                                   pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    warm_start: bool = True
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruning: bool = True
+    space: SearchSpace | None = Field(default=None, description=(
+        "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
 
 
 def validate_spec(kind: str, spec: Any) -> dict[str, Any]:
@@ -41,22 +63,19 @@ def validate_spec(kind: str, spec: Any) -> dict[str, Any]:
 
         parse_spec(spec, source="(job spec)")
     else:
-        from pydantic import ValidationError
-
+        if "workspace" in spec:
+            raise ConfigError("A tuning request cannot name a workspace; it runs in the "
+                              "key's own.")
         from kaon.tune.study import TuneConfig
 
-        try:  # the workspace is the job's own, never the caller's choice
+        try:  # the bounds of POST /tune, then what the runner itself will ask of it
+            TuneSpec.model_validate(spec)
             TuneConfig.model_validate({**spec, "workspace": "default"})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                                  for e in exc.errors()[:5])
             raise ConfigError(f"Invalid tuning request: {problems}.",
-                              hint="Fields: dataset, time_seconds, objective, "
-                                   "multi_objective, trial_seconds, seed, model_name, "
-                                   "sampler, pruning, space.") from None
-        if "workspace" in spec:
-            raise ConfigError("A tuning request cannot name a workspace; it runs in the "
-                              "key's own.")
+                              hint=f"Fields: {', '.join(TuneSpec.model_fields)}.") from None
     return spec
 
 

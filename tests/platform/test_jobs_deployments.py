@@ -35,6 +35,11 @@ def test_jobs_are_validated_and_queued(db: Session) -> None:
         jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60}, plan=free)
     assert jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60},
                            plan=pro).kind == "tune"
+    for unbounded in ({"time_seconds": 1e300}, {"trial_seconds": 1e300}, {"seed": 2**80},
+                      {"workers": 4}):  # POST /jobs gets the bounds POST /tune has
+        with pytest.raises(ConfigError, match="Invalid tuning request"):
+            jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60,
+                                            **unbounded}, plan=pro)
     metering.record(db, A, "training_seconds", free.included_training_seconds, "used-up")
     with pytest.raises(QuotaExceeded):
         jobs.submit_job(db, A, "train", TRAIN_SPEC, plan=free)

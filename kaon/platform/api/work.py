@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kaon.platform import billing, deployments, jobs
 from kaon.platform.api.deps import DB, Deployer, Reader, Trainer
@@ -19,27 +19,14 @@ from kaon.platform.api.schemas import (
 )
 from kaon.platform.audit import audit
 from kaon.platform.jobrun import job_dir
-from kaon.tune.space import SearchSpace
 
 router = APIRouter()
 MAX_LOG_CHUNK = 1024 * 1024
 
 
-class TuneRequest(BaseModel):
+class TuneRequest(jobs.TuneSpec):
     """What `kaon tune` takes: a dataset and a time budget (see docs/tune.md)."""
 
-    model_config = ConfigDict(extra="forbid")
-    dataset: str = Field(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    time_seconds: float = Field(gt=0, le=7 * 24 * 3600)
-    objective: Literal["accuracy", "auc"] = "accuracy"
-    multi_objective: Literal["latency", "params"] | None = None
-    trial_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
-    model_name: str | None = Field(default=None, max_length=58,
-                                   pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    warm_start: bool = True
-    space: SearchSpace | None = Field(default=None, description=(
-        "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
     max_attempts: int = Field(default=1, ge=1, le=10, exclude=True)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
