@@ -106,4 +106,5 @@ def money(cents: int | None, currency: str = "usd") -> str:
         return ""
     sign = "-" if cents < 0 else ""
     symbol = "$" if currency == "usd" else f"{currency.upper()} "
-    return f"{sign}{symbol}{abs(cents) / 100:,.2f}"
+    whole, part = divmod(abs(int(cents)), 100)  # integers: exact at any size
+    return f"{sign}{symbol}{whole:,}.{part:02d}"

@@ -90,6 +90,14 @@ def test_without_credentials_the_error_says_to_run_kaon_login(tmp_path: Path) ->
     assert done.stdout == ""
 
 
+def test_money_is_printed_exactly_at_any_size() -> None:
+    from kaon.cli.remote import money
+
+    assert money(2**53 + 1) == "$90,071,992,547,409.93"  # a float would print .94
+    assert money(-3267) == "-$32.67" and money(5) == "$0.05" and money(0) == "$0.00"
+    assert money(123456, "eur") == "EUR 1,234.56" and money(None) == ""
+
+
 def test_subscribe_needs_a_plan_or_cancel() -> None:
     result = kaon("subscribe", "--key", "kaon_x")
     assert isinstance(result.exception, ConfigError)
