@@ -152,6 +152,30 @@ def make_split(where: str, images: np.ndarray, labels: np.ndarray) -> Split:
                  torch.from_numpy(labels.astype(np.int64)))
 
 
+def _check_declared_sizes(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse an array whose .npy header declares more bytes than its entry holds: numpy
+    would allocate what the header says (a 600-byte file can ask for terabytes)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with archive.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version not in readers:
+                    raise ValueError(f"format version {version}")
+                shape, _, dtype = readers[version](f)
+            except ValueError as exc:
+                raise DataError(f"{path}: {info.filename} has no valid .npy header ({exc})",
+                                hint="re-save it with numpy.savez") from None
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise DataError(f"{path}: {info.filename} declares shape {shape} "
+                                f"({declared:,} bytes) but holds {info.file_size:,}",
+                                hint="the file is corrupt or crafted; re-create it") from None
+
+
 def read_npz(path: Path) -> dict[str, Split]:
     """Read a MedMNIST-layout npz (``train_images``, ``train_labels``, ``val_*``, ``test_*``)."""
     path = Path(path)
@@ -168,7 +192,8 @@ def read_npz(path: Path) -> dict[str, Split]:
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
+            _check_declared_sizes(path, archive)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: the .npz archive is corrupt or truncated ({exc})",
                         hint=layout_hint) from None
     if unpacked > MAX_NPZ_BYTES:

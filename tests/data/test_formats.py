@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,18 @@ def test_read_npz_refuses_pickled_object_arrays(tmp_path: Path) -> None:
     np.savez(path, train_images=np.array([{"a": 1}, None], dtype=object),
              train_labels=np.zeros(2, np.uint8))
     with pytest.raises(DataError, match="pickled object arrays"):
+        formats.read_npz(path)
+
+
+def test_read_npz_refuses_a_header_declaring_more_than_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10**13, 28, 28)})
+    with zipfile.ZipFile(path, "w") as archive:  # 7.8 PB declared, a few hundred bytes held
+        archive.writestr("train_images.npy", header.getvalue())
+        archive.writestr("train_labels.npy", b"")
+    with pytest.raises(DataError, match="declares shape"):
         formats.read_npz(path)
 
 
