@@ -6,7 +6,8 @@
 with its own X-Request-ID, and remember which ones got a 2xx. Mid-load the platform process
 is killed with SIGKILL (its replicas die with it), restarted on the same home and port, and
 the load goes on. At the end every 2xx request id must appear in ``usage_events`` exactly
-once (the event key is the request id, and it is unique). Requests cut off by the kill may
+once (the gateway draws each event's key, unique; the request id is in the event's source,
+and no id may appear twice). Requests cut off by the kill may
 or may not have been recorded; they never got a 2xx, so either is correct.
 Plans: a test plan file without a hard cap and with a high rate limit, so the group-commit
 metering path is the one exercised.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import tempfile
 import time
@@ -116,16 +118,21 @@ def run(home: Path, kills: int = 1, seconds: float = 3.0, concurrency: int = 16)
         platform.stop()
     engine = create_engine(f"sqlite:///{home / 'kaon.db'}")
     with engine.connect() as conn:
-        keys = [k for (k,) in conn.execute(text(
-            "select event_key from usage_events where metric = 'inference_requests'"))]
+        rows = conn.execute(text("select event_key, source from usage_events "
+                                 "where metric = 'inference_requests'")).all()
         counter = conn.execute(text(
             "select coalesce(sum(used), 0) from usage_counters "
             "where metric = 'inference_requests'")).scalar_one()
     engine.dispose()
-    recorded = {k.removeprefix("req:") for k in keys}
+    keys = [key for key, _ in rows]
+    # the gateway draws each event's key itself; the caller's request id is in its source
+    ids = [(json.loads(source) if isinstance(source, str) else source)["request_id"]
+           for _, source in rows]
+    recorded = set(ids)
     return {"kills": kills, "ok": len(ok), "failed_or_cut": len(failed),
             "recorded_events": len(keys), "missing_2xx": len(ok - recorded),
-            "duplicate_keys": len(keys) - len(set(keys)), "counter": int(counter),
+            "duplicate_keys": len(keys) - len(set(keys)) + len(ids) - len(recorded),
+            "counter": int(counter),
             "recorded_without_2xx": len(recorded - ok), "ok_per_round": rounds}
 
 

@@ -102,7 +102,7 @@ class Gateway:
         return plan
 
     async def admit(self, authorization: str | None, deployment: str, metric: str | None,
-                    event_key: str) -> tuple[Principal, Plan, bool, ReplicaPool]:
+                    event_key: str, rid: str = "") -> tuple[Principal, Plan, bool, ReplicaPool]:
         """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
         quota, e.g. health and metadata); True when a unit was consumed; and the deployment's
         replica pool."""
@@ -117,7 +117,8 @@ class Gateway:
         if metric is None or quota.limit_for(plan, metric) is None:
             return principal, plan, False, pool
         consumed = await asyncio.to_thread(_consume, principal.workspace_id, metric, plan,
-                                           event_key, deployment)
+                                           event_key, {"deployment": deployment,
+                                                       "request_id": rid})
         return principal, plan, consumed, pool
 
     # -- HTTP -----------------------------------------------------------------------------
@@ -132,7 +133,7 @@ class Gateway:
         try:
             principal, _, consumed, pool = await self.admit(
                 request.headers.get("authorization"), deployment,
-                "inference_requests" if metered else None, event_key)
+                "inference_requests" if metered else None, event_key, rid)
         except KaonError as exc:
             return _error(exc, rid)
         headers: dict[str, str | None] = {"x-request-id": rid, "authorization": None}
@@ -142,7 +143,8 @@ class Gateway:
         try:
             if ok and metered and not consumed:
                 await self.meter.record(principal.workspace_id, "inference_requests", 1,
-                                        event_key, {"deployment": deployment})
+                                        event_key, {"deployment": deployment,
+                                                    "request_id": rid})
             elif consumed and not ok:
                 await asyncio.to_thread(refund, principal.workspace_id, event_key)
         except KaonError as exc:  # not metered, so not served: the caller may retry
@@ -257,10 +259,10 @@ def _check_quota(workspace_id: str, metric: str, plan: Plan) -> None:
 
 
 def _consume(workspace_id: str, metric: str, plan: Plan, event_key: str,
-             deployment: str) -> bool:
+             source: dict[str, str]) -> bool:
     with session_scope() as s:
         return quota.check_and_consume(s, workspace_id, metric, 1, plan, event_key=event_key,
-                                       source={"deployment": deployment})
+                                       source=source)
 
 
 class GatewayFirst:

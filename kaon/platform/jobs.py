@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from kaon.db.models import new_id, utcnow
@@ -24,6 +24,7 @@ from kaon.platform.plans import Plan
 from kaon.tune.space import SearchSpace
 
 FEATURE_FOR_KIND = {"tune": "automl"}  # kinds a plan must list as a feature
+MAX_QUEUED = 50  # jobs of one workspace waiting for a worker: the queue is bounded
 
 
 class TuneSpec(BaseModel):
@@ -97,6 +98,12 @@ def submit_job(session: Session, workspace_id: str, kind: str, spec: dict[str, A
             raise PlanLimitError(f"The {plan.name} plan does not include {feature!r} "
                                  f"({kind} jobs).", hint="Upgrade the plan.")
         quota.check(session, workspace_id, "training_seconds", plan)
+    waiting = session.scalar(select(func.count()).select_from(Job).where(
+        Job.workspace_id == workspace_id, Job.state == "queued")) or 0
+    if waiting >= MAX_QUEUED:
+        raise ConflictError(f"This workspace has {waiting} jobs waiting; at most {MAX_QUEUED} "
+                            "may wait at once.",
+                            hint="Submit again once some have started, or cancel some.")
     job = Job(id=new_id("job"), workspace_id=workspace_id, kind=kind, spec=spec, state="queued",
               attempts=0, max_attempts=max_attempts, cancel_requested=False,
               compute_seconds=0.0, created_at=utcnow())

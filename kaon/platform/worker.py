@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from kaon.db.engine import session_scope
 from kaon.db.models import utcnow
-from kaon.platform import metering
+from kaon.platform import billing, quota
+from kaon.platform.errors import QuotaExceeded
 from kaon.platform.jobrun import job_dir
 from kaon.platform.models import Job
 
@@ -63,10 +65,21 @@ class JobWorker:
         return done
 
     def claim(self) -> str | None:
-        """Take the oldest queued job (atomic: a conditional UPDATE on its state)."""
+        """Take a queued job (atomic: a conditional UPDATE on its state): the oldest of the
+        workspace with the fewest running jobs, so that one workspace's flood of jobs does
+        not hold every worker while the others wait."""
         with session_scope() as s:
-            candidates = s.scalars(select(Job.id).where(Job.state == "queued")
-                                   .order_by(Job.created_at).limit(8)).all()
+            running = dict(s.execute(select(Job.workspace_id, func.count())
+                                     .where(Job.state == "running")
+                                     .group_by(Job.workspace_id)).all())
+            oldest = (select(Job.workspace_id, func.min(Job.created_at).label("first"))
+                      .where(Job.state == "queued").group_by(Job.workspace_id).subquery())
+            firsts = s.execute(select(Job.id, Job.workspace_id).join(
+                oldest, (Job.workspace_id == oldest.c.workspace_id)
+                & (Job.created_at == oldest.c.first)).where(Job.state == "queued")
+                .order_by(Job.created_at)).all()
+            candidates = [job_id for job_id, ws in
+                          sorted(firsts, key=lambda row: running.get(row[1], 0))][:8]
             for job_id in candidates:
                 now = utcnow()
                 taken = s.execute(
@@ -146,10 +159,27 @@ class JobWorker:
                 return True  # reaped or deleted: stop
             job.heartbeat_at = utcnow()
             job.compute_seconds = (job.compute_seconds or 0.0) + elapsed
-            if whole:
-                metering.record(s, job.workspace_id, "training_seconds", whole,
-                                f"{job_id}:{attempt}:{beat}", {"job": job_id})
+            if whole and not self._meter(s, job, whole, f"{job_id}:{attempt}:{beat}") \
+                    and not job.cancel_requested:
+                job.cancel_requested = True  # over a hard cap: the job stops, as if cancelled
+                job.error = "stopped: the plan's training seconds for the month are used up"
+                _log(job_id, f"[worker {self.id}] {job.error}")
             return bool(job.cancel_requested)
+
+    @staticmethod
+    def _meter(s: Session, job: Job, seconds: int, key: str) -> bool:
+        """Meter ``seconds`` of ``job``; False when a hard-capped plan had fewer left (what
+        was left is metered). Submission only checks that some are left: this is the cap."""
+        plan = billing.current_plan(s, job.workspace_id)
+        left = quota.remaining(s, job.workspace_id, "training_seconds", plan)
+        take = seconds if left is None else min(seconds, left)
+        try:
+            if take:
+                quota.check_and_consume(s, job.workspace_id, "training_seconds", take, plan,
+                                        event_key=key, source={"job": job.id})
+        except QuotaExceeded:  # another job took the rest first
+            return False
+        return take == seconds
 
     def _finish(self, job_id: str, attempt: int, code: int, stopped: bool,
                 stop: threading.Event | None) -> str:

@@ -166,3 +166,40 @@ def test_a_tune_request_is_checked_before_it_is_queued() -> None:
         with pytest.raises(ConfigError, match="workspace"):
             jobs.submit_job(s, "default", "tune", {"dataset": "breastmnist",
                                                    "time_seconds": 60, "workspace": "other"})
+
+
+@pytest.mark.slow
+def test_a_hard_capped_job_is_stopped_at_the_cap_and_metered_to_it(
+        shared_datasets: Path) -> None:
+    from kaon.db.models import utcnow
+    from kaon.platform.common import period_of
+    from kaon.platform.plans import get_catalog
+
+    cap = get_catalog().get("free").included_training_seconds
+    job_id = submit(spec(epochs=500))  # the default workspace is on the hard-capped free plan
+    with session_scope() as s:
+        metering.record(s, "default", "training_seconds", cap - 2, "earlier-jobs")
+    JobWorker(config=WorkerConfig(poll_s=0.1, grace_s=20)).run(max_jobs=1)
+    stopped = job(job_id)
+    assert stopped.state == "cancelled" and "used up" in (stopped.error or ""), _log(job_id)
+    with session_scope() as s:
+        used = metering.usage(s, "default", period_of(utcnow()))["training_seconds"]
+    assert used == cap  # the last seconds up to the cap, and nothing past it
+
+
+def test_workers_take_the_least_busy_workspace_first_and_the_queue_is_bounded(
+        shared_datasets: Path) -> None:
+    from kaon.errors import KaonError
+    from kaon.platform.workspaces import BOOTSTRAP_OWNER, create_workspace
+
+    first = [submit(spec()) for _ in range(3)]  # the default workspace was first...
+    with session_scope() as s:
+        other = create_workspace(s, "other", BOOTSTRAP_OWNER)[0].id
+        late = jobs.submit_job(s, other, "train", spec()).id  # ...this one came last
+        s.get(Job, first[0]).state = "running"  # type: ignore[union-attr]
+    assert JobWorker().claim() == late  # not the default workspace's second job
+    with session_scope() as s:
+        for _ in range(jobs.MAX_QUEUED - 2):
+            jobs.submit_job(s, "default", "train", spec())
+        with pytest.raises(KaonError, match=f"at most {jobs.MAX_QUEUED}"):
+            jobs.submit_job(s, "default", "train", spec())
