@@ -176,24 +176,63 @@ def prorate(old: Plan | None, new: Plan, at: datetime, period_start: date,
     return lines
 
 
-def overage_lines(plan: Plan, totals: dict[str, int]) -> list[dict[str, Any]]:
-    """What went over the plan's included amounts, at the plan's unit prices."""
+def overage_lines(plan: Plan, totals: dict[str, int], share: Decimal = Decimal(1),
+                  during: str = "") -> list[dict[str, Any]]:
+    """What went over the plan's included amounts, at the plan's unit prices. ``share``: the
+    part of the month the plan was in force, which gets that part of each included amount
+    (units rounded down); ``during`` names that stretch in the lines."""
     lines = []
     for metric, unit, label in (
             ("inference_requests", plan.inference_cents_per_request, "inference requests"),
             ("training_seconds", plan.training_cents_per_second, "training seconds")):
-        included = plan.included(metric) or 0
+        included = int((plan.included(metric) or 0) * share)
         over = totals.get(metric, 0) - included
         if over > 0 and unit > 0:
-            lines.append(_line(f"Overage: {over} {label} over the {included} included",
+            lines.append(_line(f"Overage: {over} {label} over the {included} included{during}",
                                over, unit, to_cents(over * unit)))
-    over_bytes = totals.get("storage_bytes", 0) - plan.storage_bytes
+    included_bytes = int(plan.storage_bytes * share)
+    over_bytes = totals.get("storage_bytes", 0) - included_bytes
     if over_bytes > 0 and plan.storage_cents_per_gb_month > 0:
         gb = Decimal(over_bytes) / GB
         lines.append(_line(f"Overage: {_dec(gb)} GB-month of storage over the "
-                           f"{_dec(Decimal(plan.storage_bytes) / GB)} GB included", gb,
+                           f"{_dec(Decimal(included_bytes) / GB)} GB included{during}", gb,
                            plan.storage_cents_per_gb_month,
                            to_cents(gb * plan.storage_cents_per_gb_month)))
+    return lines
+
+
+def _stretches(changes: list[SubscriptionChange], start: datetime,
+               end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The month cut at each plan change: (plan, from, to) for every stretch under a plan."""
+    current = next((c.to_plan for c in reversed(changes) if _utc(c.at) <= start), None)
+    out, since = [], start
+    for change in changes:
+        at = _utc(change.at)
+        if at <= start:
+            continue
+        if current is not None and at > since:
+            out.append((current, since, at))
+        current, since = change.to_plan, at
+    if current is not None:
+        out.append((current, since, end))
+    return out
+
+
+def usage_lines(session: Session, workspace_id: str, changes: list[SubscriptionChange],
+                start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Overage for each stretch of the month at the prices and (prorated) allowances of the
+    plan in force during it: switching plans before the month ends does not reprice the
+    usage of the weeks before."""
+    catalog, month = get_catalog(), Decimal((end - start).total_seconds())
+    stretches = _stretches(changes, start, end)
+    lines = []
+    for name, since, until in stretches:
+        share = Decimal((until - since).total_seconds()) / month
+        during = "" if len(stretches) == 1 else (
+            f" ({name}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC)")
+        lines += overage_lines(catalog.get(name),
+                               metering.usage_between(session, workspace_id, since, until),
+                               share, during)
     return lines
 
 
@@ -207,7 +246,8 @@ def generate_invoice(session: Session, workspace_id: str, period: str,
     """The invoice for a finished month, made once: later calls return the same row.
 
     Lines: the base fee of the plan in force when the month began, proration for each plan
-    change during it, and overage at the prices of the plan in force at its end.
+    change during it, and overage for each stretch between changes at the prices and the
+    prorated allowances of the plan in force during it.
     """
     start, end = parse_period(period)
     existing = find_invoice(session, workspace_id, period)
@@ -237,8 +277,7 @@ def generate_invoice(session: Session, workspace_id: str, period: str,
     for change in during:
         old = catalog.get(change.from_plan) if change.from_plan else None
         lines += prorate(old, catalog.get(change.to_plan), change.at, start.date(), end.date())
-    lines += overage_lines(catalog.get(changes[-1].to_plan),
-                           metering.usage(session, workspace_id, period))
+    lines += usage_lines(session, workspace_id, changes, start, end)
     session.execute(
         insert_for(session, Invoice.__table__)
         .values(id=new_id("inv"), workspace_id=workspace_id, period=period, currency=CURRENCY,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kaon.db.models import utcnow
@@ -109,6 +109,17 @@ def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
             row["quantity"])
     bump(session, totals)
     return len(inserted)
+
+
+def usage_between(session: Session, workspace_id: str, start: datetime,
+                  end: datetime) -> dict[str, int]:
+    """Every metric's total over ``[start, end)``, from the events themselves (an invoice
+    prices each stretch of a month at the plan in force during it)."""
+    found = dict(session.execute(
+        select(UsageEvent.metric, func.sum(UsageEvent.quantity))
+        .where(UsageEvent.workspace_id == workspace_id, UsageEvent.occurred_at >= start,
+               UsageEvent.occurred_at < end).group_by(UsageEvent.metric)).all())
+    return {m: int(found.get(m) or 0) for m in METRICS}
 
 
 def usage(session: Session, workspace_id: str, period: str) -> dict[str, int]:

@@ -68,19 +68,35 @@ def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) ->
     db.commit()
     november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 0))
     amounts = [line["amount_cents"] for line in november.lines]
+    # enterprise was in force 470 of November's 720 hours (11th 10:00 to the end), so it
+    # brings 47/72 of each included amount, as its fee is 20/30 of a month's
     assert amounts == [
         4900,    # pro base fee (in force when November began)
         -3267,   # unused pro: 4900 × 20/30 = 3266.67
         33267,   # enterprise for 20 of 30 days: 49900 × 20/30 = 33266.67
-        1,       # 150 requests × 0.005 = 0.75
-        30,      # 1000 s × 0.03
-        13,      # 2.5 GB × 5 = 12.5, half up
+        34723,   # 20,000,150 - 13,055,555 included = 6,944,595 requests × 0.005 = 34722.975
+        7530,    # 721,000 - 470,000 included = 251,000 s × 0.03
+        1749,    # (1002.5 - 652.777777777) GB × 5 = 1748.6
     ]
-    assert november.total_cents == 34944 == sum(amounts)
+    assert november.total_cents == 78902 == sum(amounts)
     assert november.lines[3]["unit_price_cents"] == "0.005"
-    assert november.lines[5]["quantity"] == "2.5"
+    assert "13055555 included (enterprise, 2026-11-11 10:00 to 2026-12-01 00:00 UTC)" in \
+        november.lines[3]["description"]
     _no_floats(november.lines)
     _no_floats(json.loads(json.dumps(november.lines)))
+
+
+def test_switching_plans_at_the_end_of_the_month_does_not_reprice_its_usage(
+        db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "pro", now=at(9, 1, 0))
+    metering.record(db, ws, "inference_requests", 5_000_000, "busy", None, at(10, 15))
+    billing.subscribe(db, ws, "free", now=at(10, 31, 0))  # the day before the invoice
+    db.commit()
+    october = billing.generate_invoice(db, ws, "2026-10", now=at(11, 1))
+    overage = [line for line in october.lines if line["description"].startswith("Overage")]
+    # pro's 30 of 31 days: 967,741 included; the 5,000,000 requests at pro's 0.01 cents
+    assert [line["amount_cents"] for line in overage] == [40323]  # 4,032,259 × 0.01
+    assert october.total_cents == 4900 - 158 + 40323  # the fee, one unused day credited
 
 
 def test_invoices_are_made_once(db: Session, ws: str) -> None:
