@@ -180,7 +180,8 @@ def overage_lines(plan: Plan, totals: dict[str, int], share: Decimal = Decimal(1
                   during: str = "") -> list[dict[str, Any]]:
     """What went over the plan's included amounts, at the plan's unit prices. ``share``: the
     part of the month the plan was in force, which gets that part of each included amount
-    (units rounded down); ``during`` names that stretch in the lines."""
+    (units rounded down); ``during`` names that stretch in the lines. ``storage_bytes`` is in
+    byte-months (bytes held × the part of the month they were held)."""
     lines = []
     for metric, unit, label in (
             ("inference_requests", plan.inference_cents_per_request, "inference requests"),
@@ -230,9 +231,11 @@ def usage_lines(session: Session, workspace_id: str, changes: list[SubscriptionC
         share = Decimal((until - since).total_seconds()) / month
         during = "" if len(stretches) == 1 else (
             f" ({name}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC)")
-        lines += overage_lines(catalog.get(name),
-                               metering.usage_between(session, workspace_id, since, until),
-                               share, during)
+        used = metering.usage_between(session, workspace_id, since, until)
+        # storage is a level: what was held, for how long (byte-months), not what came in
+        used["storage_bytes"] = int(metering.byte_months(session, workspace_id, since, until,
+                                                         float(month)))
+        lines += overage_lines(catalog.get(name), used, share, during)
     return lines
 
 

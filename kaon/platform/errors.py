@@ -39,15 +39,22 @@ class PlanLimitError(KaonError):
 
 
 class QuotaExceeded(KaonError):
-    """A hard-capped plan has used its included amount for the month (429)."""
+    """A hard-capped plan has used its included amount for the month, or its storage is
+    full (429; ``reset_at`` is empty for storage, which a new month does not free)."""
 
     exit_code = 10
     http_status = 429
 
     def __init__(self, *, plan: str, metric: str, limit: int, used: int, reset_at: str) -> None:
-        super().__init__(
-            f"The {plan} plan's monthly {metric} quota is used up ({used} of {limit}).",
-            hint=f"It resets at {reset_at}; upgrade the plan to go on now.")
+        if reset_at:
+            super().__init__(
+                f"The {plan} plan's monthly {metric} quota is used up ({used} of {limit}).",
+                hint=f"It resets at {reset_at}; upgrade the plan to go on now.")
+        else:  # a level, such as the bytes stored: freed by deleting, not by a new month
+            super().__init__(
+                f"The {plan} plan's {metric} is full ({used:,} of {limit:,}).",
+                hint="Delete datasets or model versions you no longer need, or upgrade the "
+                     "plan.")
         self.plan, self.metric, self.limit, self.used, self.reset_at = (
             plan, metric, limit, used, reset_at)
 

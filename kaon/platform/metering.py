@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +20,8 @@ from kaon.errors import ConfigError
 from kaon.platform.common import insert_for, period_of
 from kaon.platform.models import METRICS, UsageCounter, UsageEvent
 
+GAUGES = frozenset({"storage_bytes"})  # levels, not flows: events are signed changes
+STORED = "stored"  # the counter period holding a gauge's level now (all months together)
 _EVENTS = UsageEvent.__table__
 _COUNTERS = UsageCounter.__table__
 
@@ -29,7 +32,8 @@ def make_event(workspace_id: str, metric: str, quantity: int, event_key: str,
     if metric not in METRICS:
         raise ConfigError(f"metric {metric!r} is not metered.",
                           hint=f"Metrics: {', '.join(METRICS)}.")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or (
+            quantity < 0 and metric not in GAUGES):
         raise ConfigError(f"quantity {quantity!r} must be a whole number ≥ 0.")
     if not isinstance(event_key, str) or not 0 < len(event_key) <= 128:
         raise ConfigError("event_key must be a string of 1-128 characters.")
@@ -38,11 +42,18 @@ def make_event(workspace_id: str, metric: str, quantity: int, event_key: str,
             "occurred_at": (occurred_at or utcnow()).astimezone(timezone.utc)}
 
 
-def bump(session: Session, totals: Mapping[tuple[str, str, str], int]) -> None:
+def bump(session: Session, totals: Mapping[tuple[str, str, str], int],
+         gauges: bool = True) -> None:
     """Add to counters ``{(workspace_id, period, metric): n}``: one upsert per counter, in key
-    order (a fixed lock order, so concurrent writers never deadlock on PostgreSQL)."""
+    order (a fixed lock order, so concurrent writers never deadlock on PostgreSQL). A gauge's
+    level moves too, unless ``gauges`` is False (the caller moved it)."""
+    levels: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (w, p, m), n in totals.items():
+        levels[(w, p, m)] += n
+        if gauges and m in GAUGES and p != STORED:  # the month's net change, and the level
+            levels[(w, STORED, m)] += n
     rows = [{"workspace_id": w, "period": p, "metric": m, "used": n}
-            for (w, p, m), n in sorted(totals.items()) if n]
+            for (w, p, m), n in sorted(levels.items()) if n]
     if not rows:
         return
     session.execute(_statements(session)[1], rows)
@@ -120,6 +131,48 @@ def usage_between(session: Session, workspace_id: str, start: datetime,
         .where(UsageEvent.workspace_id == workspace_id, UsageEvent.occurred_at >= start,
                UsageEvent.occurred_at < end).group_by(UsageEvent.metric)).all())
     return {m: int(found.get(m) or 0) for m in METRICS}
+
+
+def stored(session: Session, workspace_id: str, metric: str = "storage_bytes") -> int:
+    """A gauge's level now (e.g. the bytes the workspace stores)."""
+    return int(session.scalar(select(UsageCounter.used).where(
+        UsageCounter.workspace_id == workspace_id, UsageCounter.period == STORED,
+        UsageCounter.metric == metric)) or 0)
+
+
+def stored_by(session: Session, workspace_id: str, field: str, value: str,
+              metric: str = "storage_bytes") -> int:
+    """What the events whose source names ``field=value`` (e.g. one dataset) hold now."""
+    return int(session.scalar(select(func.coalesce(func.sum(UsageEvent.quantity), 0)).where(
+        UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric,
+        UsageEvent.source[field].as_string() == value)) or 0)
+
+
+def level_at(session: Session, workspace_id: str, at: datetime,
+             metric: str = "storage_bytes") -> int:
+    """A gauge's level just before ``at``."""
+    return int(session.scalar(select(func.coalesce(func.sum(UsageEvent.quantity), 0)).where(
+        UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric,
+        UsageEvent.occurred_at < at)) or 0)
+
+
+def byte_months(session: Session, workspace_id: str, start: datetime, end: datetime,
+                month_seconds: float, metric: str = "storage_bytes") -> Decimal:
+    """The level of a gauge integrated over ``[start, end)``, in (level × months): 1 GB held
+    for half of a month is 0.5 GB-month."""
+    level = level_at(session, workspace_id, start, metric)
+    changes = session.execute(
+        select(UsageEvent.occurred_at, UsageEvent.quantity)
+        .where(UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric,
+               UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end)
+        .order_by(UsageEvent.occurred_at)).all()
+    held, since = Decimal(0), start
+    for at, quantity in changes:
+        at = at.astimezone(timezone.utc)
+        held += Decimal(level) * Decimal(str((at - since).total_seconds()))
+        level, since = level + quantity, at
+    held += Decimal(level) * Decimal(str((end - since).total_seconds()))
+    return held / Decimal(str(month_seconds))
 
 
 def usage(session: Session, workspace_id: str, period: str) -> dict[str, int]:

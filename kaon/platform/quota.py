@@ -45,26 +45,32 @@ def used(session: Session, workspace_id: str, metric: str, period: str) -> int:
                               .where(_counter(workspace_id, period, metric))) or 0)
 
 
+def capped_period(metric: str, now: datetime | None = None) -> str:
+    """The counter a cap applies to: the month's for flows, the level now for gauges (the
+    bytes stored: they do not start afresh each month)."""
+    return metering.STORED if metric in metering.GAUGES else period_of(now or utcnow())
+
+
 def remaining(session: Session, workspace_id: str, metric: str, plan: Plan,
               now: datetime | None = None) -> int | None:
-    """Units left this month under a hard cap (None: not limited)."""
+    """Units left under a hard cap (None: not limited)."""
     limit = limit_for(plan, metric)
     if limit is None:
         return None
-    return max(0, limit - used(session, workspace_id, metric, period_of(now or utcnow())))
+    return max(0, limit - used(session, workspace_id, metric, capped_period(metric, now)))
 
 
 def check(session: Session, workspace_id: str, metric: str, plan: Plan,
           now: datetime | None = None) -> None:
     """QuotaExceeded when nothing at all is left (a pre-flight check, e.g. before training)."""
     if remaining(session, workspace_id, metric, plan, now) == 0:
-        _refuse(session, workspace_id, metric, plan, period_of(now or utcnow()))
+        _refuse(session, workspace_id, metric, plan, capped_period(metric, now))
 
 
 def _refuse(session: Session, workspace_id: str, metric: str, plan: Plan, period: str) -> None:
     raise QuotaExceeded(plan=plan.name, metric=metric, limit=plan.included(metric) or 0,
                         used=used(session, workspace_id, metric, period),
-                        reset_at=reset_at(period))
+                        reset_at="" if period == metering.STORED else reset_at(period))
 
 
 def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, plan: Plan,
@@ -85,7 +91,7 @@ def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, 
     event = metering.make_event(workspace_id, metric, n, event_key, source, now)
     if session.scalar(select(UsageEvent.id).where(UsageEvent.event_key == event_key)):
         return False
-    period = period_of(now)
+    period = capped_period(metric, now)
     # the counter row must exist for the conditional UPDATE to find it
     session.execute(insert_for(session, UsageCounter.__table__)
                     .values(workspace_id=workspace_id, period=period, metric=metric, used=0)
@@ -102,6 +108,8 @@ def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, 
                         .values(used=UsageCounter.used - n)
                         .execution_options(synchronize_session=False))
         return False
+    if period == metering.STORED:  # and the month's net change, as any other event's
+        metering.bump(session, {(workspace_id, period_of(now), metric): n}, gauges=False)
     return True
 
 
@@ -112,6 +120,11 @@ def period_usage(session: Session, workspace_id: str, period: str,
         raise ConfigError("period must be YYYY-MM.")
     parse_period(period)
     totals = metering.usage(session, workspace_id, period)
+    current = period == period_of(utcnow())
+    for gauge in metering.GAUGES:  # what is held (now, or at the month's end), not the
+        totals[gauge] = (metering.stored(session, workspace_id, gauge) if current  # net change
+                         else metering.level_at(session, workspace_id,
+                                                parse_period(period)[1], gauge))
     out: dict[str, dict[str, int | None]] = {}
     for metric, value in totals.items():
         included = plan.included(metric)

@@ -158,8 +158,10 @@ def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, 
         return _info(db, row)
 
 
-def _meter_storage(db: Session, workspace: str, row: ModelVersion, ref: str) -> None:
-    """On the platform, a stored version's bytes are usage: one event, in this transaction.
+def _meter_storage(db: Session, workspace: str, row: ModelVersion, ref: str,
+                   freed: bool = False) -> None:
+    """On the platform, a stored version's bytes are usage: one event, in this transaction;
+    deleting the version (``freed``) gives them back.
 
     Plain local use has no workspace record (``kaon up`` creates them): nothing to meter.
     """
@@ -167,7 +169,8 @@ def _meter_storage(db: Session, workspace: str, row: ModelVersion, ref: str) -> 
     from kaon.platform.models import Workspace
 
     if db.get(Workspace, workspace) is not None:
-        metering.record(db, workspace, "storage_bytes", row.size_bytes, f"model:{row.id}",
+        metering.record(db, workspace, "storage_bytes", -row.size_bytes if freed
+                        else row.size_bytes, f"model{'-freed' if freed else ''}:{row.id}",
                         {"model": ref})
 
 
@@ -229,12 +232,15 @@ def delete(ref: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
             model = _model(db, name, workspace)
             refs = [f"{name}:{v.version}" for v in model.versions]
             folder = version_dir(workspace, name, 1).parent
+            for row in model.versions:
+                _meter_storage(db, workspace, row, f"{name}:{row.version}", freed=True)
             db.delete(model)
         else:
             row = _resolve(db, ref, workspace)
             refs = [f"{name}:{row.version}"]
             folder = Path(row.artifact).parent
             model = row.model
+            _meter_storage(db, workspace, row, refs[0], freed=True)
             db.delete(row)
             db.flush()
             db.refresh(model)

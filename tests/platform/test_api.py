@@ -353,3 +353,23 @@ def test_models_are_listed_per_workspace(client: Any, admin_secret: str) -> None
     b = bearer(other["key"]["secret"])
     assert client.get(f"{API}/models", headers=b).json() == []
     assert client.get(f"{API}/models/digits", headers=b).status_code == 404
+
+
+def test_a_deleted_model_version_gives_its_stored_bytes_back(client: Any, admin_secret: str,
+                                                             api_db: Session) -> None:
+    from kaon.platform import metering
+    from kaon.registry import delete
+    from tests.registry.fixtures import register_tiny
+
+    register_tiny("digits")  # into the default workspace, metered as a train job's would be
+    register_tiny("digits")
+    held = metering.stored(api_db, "default")
+    assert held > 0 and metering.stored_by(api_db, "default", "model", "digits:1") == held // 2
+    delete("digits:1")
+    api_db.expire_all()
+    assert metering.stored(api_db, "default") == held // 2
+    delete("digits")
+    api_db.expire_all()
+    assert metering.stored(api_db, "default") == 0
+    usage = client.get(f"{API}/usage", headers=bearer(admin_secret)).json()
+    assert usage["metrics"]["storage_bytes"]["used"] == 0

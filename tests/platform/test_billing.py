@@ -15,7 +15,7 @@ from kaon.errors import ConfigError
 from kaon.platform import billing, metering
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import Deployment, Invoice, Workspace
-from kaon.platform.plans import get_catalog
+from kaon.platform.plans import GB, get_catalog
 
 WS = "ws-cccccccccccc"
 
@@ -63,8 +63,8 @@ def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) ->
                     "t", None, at(11, 20))
     metering.record(db, ws, "inference_requests",
                     enterprise.included_inference_requests + 150, "i", None, at(11, 21))
-    metering.record(db, ws, "storage_bytes", enterprise.storage_bytes + 2_500_000_000, "s",
-                    None, at(11, 22))
+    metering.record(db, ws, "storage_bytes", 2 * enterprise.storage_bytes, "s", None,
+                    at(11, 11, 12))
     db.commit()
     november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 0))
     amounts = [line["amount_cents"] for line in november.lines]
@@ -76,9 +76,9 @@ def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) ->
         33267,   # enterprise for 20 of 30 days: 49900 × 20/30 = 33266.67
         34723,   # 20,000,150 - 13,055,555 included = 6,944,595 requests × 0.005 = 34722.975
         7530,    # 721,000 - 470,000 included = 251,000 s × 0.03
-        1749,    # (1002.5 - 652.777777777) GB × 5 = 1748.6
+        3236,    # 2,000 GB held 468 of 720 hours = 1,300 GB-month, less 652.777777777 × 5
     ]
-    assert november.total_cents == 78902 == sum(amounts)
+    assert november.total_cents == 80389 == sum(amounts)
     assert november.lines[3]["unit_price_cents"] == "0.005"
     assert "13055555 included (enterprise, 2026-11-11 10:00 to 2026-12-01 00:00 UTC)" in \
         november.lines[3]["description"]
@@ -97,6 +97,20 @@ def test_switching_plans_at_the_end_of_the_month_does_not_reprice_its_usage(
     # pro's 30 of 31 days: 967,741 included; the 5,000,000 requests at pro's 0.01 cents
     assert [line["amount_cents"] for line in overage] == [40323]  # 4,032,259 × 0.01
     assert october.total_cents == 4900 - 158 + 40323  # the fee, one unused day credited
+
+
+def test_storage_is_billed_for_the_time_it_is_held(db: Session, ws: str) -> None:
+    billing.subscribe(db, ws, "pro", now=at(9, 1, 0))  # 50 GB included, 10 cents a GB-month
+    metering.record(db, ws, "storage_bytes", 150 * GB, "up", {"dataset": "d"}, at(10, 1, 0))
+    metering.record(db, ws, "storage_bytes", -150 * GB, "down", {"dataset": "d"},
+                    at(10, 16, 12))  # deleted after 15.5 of October's 31 days
+    db.commit()
+    october = billing.generate_invoice(db, ws, "2026-10", now=at(11, 1))
+    storage = [line for line in october.lines if "storage" in line["description"]]
+    assert [(line["quantity"], line["amount_cents"]) for line in storage] == [("25", 250)]
+    assert metering.stored(db, ws) == 0 and metering.stored_by(db, ws, "dataset", "d") == 0
+    with pytest.raises(ConfigError):  # only a level may go down
+        metering.record(db, ws, "inference_requests", -1, "refund-by-hand")
 
 
 def test_invoices_are_made_once(db: Session, ws: str) -> None:

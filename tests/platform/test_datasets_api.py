@@ -133,8 +133,6 @@ def test_uploads_are_metered_as_storage_and_a_hard_capped_plan_refuses_past_it(
         client: Any, admin_secret: str, api_db: Any) -> None:
     from sqlalchemy import update
 
-    from kaon.db.models import utcnow
-    from kaon.platform.common import period_of
     from kaon.platform.models import UsageCounter
     from kaon.platform.plans import load_plans
 
@@ -147,10 +145,19 @@ def test_uploads_are_metered_as_storage_and_a_hard_capped_plan_refuses_past_it(
     stored = usage["metrics"]["storage_bytes"]["used"]
     assert 40 * 64 < stored < 2 * len(body)  # the unpacked arrays, counted once
 
+    again = client.put(f"{API}/datasets/pets?overwrite=true", headers={**auth, **NPZ},
+                       content=body)
+    assert again.status_code == 201, again.text
+    usage = client.get(f"{API}/usage", headers=auth).json()
+    assert usage["metrics"]["storage_bytes"]["used"] == stored  # replaced, not added
+    assert client.delete(f"{API}/datasets/pets", headers=auth).status_code == 204
+    usage = client.get(f"{API}/usage", headers=auth).json()
+    assert usage["metrics"]["storage_bytes"]["used"] == 0  # deleted: given back
+
     limit = load_plans().plans["free"].storage_bytes  # the free plan is hard-capped
     api_db.execute(update(UsageCounter).where(UsageCounter.metric == "storage_bytes",
-                                              UsageCounter.period == period_of(utcnow()))
-                   .values(used=limit - 100))
+                                              UsageCounter.period == "stored")
+                   .values(used=limit - 100))  # what is held now, whatever the month
     api_db.commit()
     refused = client.put(f"{API}/datasets/more", headers={**auth, **NPZ}, content=body)
     assert refused.status_code == 429, refused.text

@@ -43,3 +43,26 @@ def test_every_workspace_owned_table_indexes_workspace_id() -> None:
         indexed = any(next(iter(i.columns)).name == "workspace_id" for i in table.indexes)
         pk_first = next(iter(table.primary_key.columns)).name == "workspace_id"
         assert indexed or pk_first, table.name
+
+
+def test_0006_sets_each_workspace_s_stored_bytes_from_its_events(database_url: str) -> None:
+    from sqlalchemy import text
+
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0005")
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO workspaces (id, name, created_at) "
+                          "VALUES ('ws-000000000001', 'w', CURRENT_TIMESTAMP)"))
+        for key, n in (("a", 300), ("b", 200), ("c", 7)):
+            conn.execute(text(
+                "INSERT INTO usage_events (workspace_id, metric, quantity, occurred_at, "
+                "event_key, source) VALUES ('ws-000000000001', :m, :n, CURRENT_TIMESTAMP, :k, "
+                "'{}')"), {"m": "storage_bytes" if key != "c" else "training_seconds",
+                           "n": n, "k": key})
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT period, metric, used FROM usage_counters")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("stored", "storage_bytes", 500)]
+    command.downgrade(cfg, "base")

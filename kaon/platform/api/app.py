@@ -71,7 +71,7 @@ def error_response(exc: KaonError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
-    elif isinstance(exc, QuotaExceeded):
+    elif isinstance(exc, QuotaExceeded) and exc.reset_at:  # storage never resets by itself
         headers["X-Quota-Reset"] = exc.reset_at
     elif exc.http_status == 503:
         headers["Retry-After"] = "1"

@@ -6,7 +6,8 @@ and tuning searches of that workspace find it by name before the catalog. Anothe
 workspace's dataset answers 404, like one that does not exist. An upload streams to disk
 and is bounded by ``MAX_UPLOAD`` (413 past it), not by the control API's 16 MiB body limit,
 and what it unpacks to by ``MAX_UNPACKED``. Their unpacked bytes are metered as ``storage_bytes``
-and count against a hard-capped plan's storage (429 past it), like model versions.
+and count against a hard-capped plan's storage (429 past it), like model versions, until the
+dataset is deleted or replaced (decision 0019).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from kaon.errors import ConfigError, DataError
-from kaon.platform import billing, quota
+from kaon.platform import billing, metering, quota
 from kaon.platform.api.deps import DB, Reader, Trainer
 from kaon.platform.audit import audit
 from kaon.platform.auth import Principal
@@ -92,7 +93,16 @@ def delete_dataset(name: DatasetName, db: DB, principal: Trainer) -> None:
     from kaon.data import delete_dataset as remove
 
     remove(name, principal.workspace_id)
+    _free(db, principal.workspace_id, name)
     audit(db, principal, "dataset.delete", name)
+
+
+def _free(db: Session, workspace: str, name: str) -> None:
+    """Give back the stored bytes metered for dataset ``name`` (deleted or replaced)."""
+    held = metering.stored_by(db, workspace, "dataset", name)
+    if held:
+        metering.record(db, workspace, "storage_bytes", -held,
+                        f"dataset-freed:{uuid.uuid4().hex}", {"dataset": name})
 
 
 def _store(db: Session, principal: Principal, name: str, upload: FilePath, size: int,
@@ -106,7 +116,10 @@ def _store(db: Session, principal: Principal, name: str, upload: FilePath, size:
                         f"{MAX_UNPACKED:,}-byte limit of one upload.",
                         hint="Split the data into several datasets.")
     # stored bytes are usage, in this request's transaction (undone if the import fails);
-    # a hard-capped plan refuses what would pass its storage (429)
+    # a hard-capped plan refuses what would pass its storage (429). What a dataset this
+    # upload replaces held is given back first.
+    if overwrite:
+        _free(db, workspace, name)
     quota.check_and_consume(db, workspace, "storage_bytes", unpacked,
                             billing.current_plan(db, workspace),
                             event_key=f"dataset:{uuid.uuid4().hex}", source={"dataset": name})
