@@ -9,7 +9,7 @@ Every change, the first subscription included, is a ``subscription_changes`` row
 from __future__ import annotations
 
 import html
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -239,6 +239,11 @@ def usage_lines(session: Session, workspace_id: str, changes: list[SubscriptionC
     return lines
 
 
+# An invoice never changes once made, so it waits for the month's last events: the gateway's
+# journal commits within a quarter of a second and a job's seconds with its next heartbeat.
+SETTLE = timedelta(minutes=10)
+
+
 def find_invoice(session: Session, workspace_id: str, period: str) -> Invoice | None:
     return session.scalar(select(Invoice).where(Invoice.workspace_id == workspace_id,
                                                 Invoice.period == period))
@@ -257,9 +262,9 @@ def generate_invoice(session: Session, workspace_id: str, period: str,
     if existing is not None:
         return existing
     now = _utc(now)
-    if now < end:
-        raise ConflictError(f"{period} is not over yet; its invoice can be made from "
-                            f"{end.date().isoformat()}.",
+    if now < end + SETTLE:
+        when = (end + SETTLE).strftime("%Y-%m-%d %H:%M UTC")
+        raise ConflictError(f"{period} is not over yet; its invoice can be made from {when}.",
                             hint="GET /api/v1/usage shows the month's running totals.")
     sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
     if sub is not None:

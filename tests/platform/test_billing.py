@@ -66,7 +66,7 @@ def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) ->
     metering.record(db, ws, "storage_bytes", 2 * enterprise.storage_bytes, "s", None,
                     at(11, 11, 12))
     db.commit()
-    november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 0))
+    november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 1))
     amounts = [line["amount_cents"] for line in november.lines]
     # enterprise was in force 470 of November's 720 hours (11th 10:00 to the end), so it
     # brings 47/72 of each included amount, as its fee is 20/30 of a month's
@@ -129,6 +129,11 @@ def test_open_future_and_empty_months_have_no_invoice(db: Session, ws: str) -> N
     billing.subscribe(db, ws, "pro", now=at(11, 5))
     with pytest.raises(ConflictError, match="not over"):
         billing.generate_invoice(db, ws, "2026-11", now=at(11, 30))
+    late = datetime(2026, 12, 1, 0, 0, 0, 200_000, tzinfo=timezone.utc)
+    metering.record(db, ws, "inference_requests", 1, "just-before-midnight", None,
+                    datetime(2026, 11, 30, 23, 59, 59, 900_000, tzinfo=timezone.utc))
+    with pytest.raises(ConflictError, match="from 2026-12-01 00:10 UTC"):  # still arriving
+        billing.generate_invoice(db, ws, "2026-11", now=late)
     with pytest.raises(ConflictError, match="no subscription"):
         billing.generate_invoice(db, ws, "2026-09", now=at(11, 30))
     for bad in ["2026-13", "2026-1", "26-01", "2026-00", "../../x", "2026-11x"]:
