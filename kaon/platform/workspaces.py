@@ -18,11 +18,12 @@ from kaon.platform import billing
 from kaon.platform.audit import audit
 from kaon.platform.auth import ROLE_SCOPES, create_key
 from kaon.platform.common import check_id, check_name, insert_for
-from kaon.platform.errors import ConflictError, ForbiddenError
+from kaon.platform.errors import ConflictError, ForbiddenError, PlanLimitError
 from kaon.platform.models import ROLES, ApiKey, Member, User, Workspace
 from kaon.platform.plans import get_catalog
 
 OWNER_EMAIL = "owner@localhost"
+MAX_OWNED = 20  # workspaces one user may create
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$")
 
 
@@ -110,6 +111,11 @@ def create_workspace(session: Session, name: str, owner_user_id: str,
     owner = session.get(User, owner_user_id)
     if owner is None:
         raise NotFoundError(f"No user {owner_user_id!r}.")
+    owned = session.scalar(select(func.count()).select_from(Member).where(
+        Member.user_id == owner_user_id, Member.role == "owner")) or 0
+    if owned >= MAX_OWNED:  # each workspace brings a free plan's quotas with it
+        raise PlanLimitError(f"This user owns {owned} workspaces; at most {MAX_OWNED}.",
+                             hint="Delete one, or ask the operator for more.")
     workspace_id = new_id("ws")
     created = _new_workspace(session, workspace_id, name, owner, plan, utcnow())
     if created is None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from kaon.errors import ConfigError, NotFoundError
 from kaon.platform import auth, billing, workspaces
-from kaon.platform.errors import AuthError, ConflictError, ForbiddenError
+from kaon.platform.errors import AuthError, ConflictError, ForbiddenError, PlanLimitError
 from kaon.platform.models import AuditEntry, Member, Subscription, User, Workspace
 
 
@@ -73,6 +73,10 @@ def test_create_workspace_owner_key_and_name_clash(sqlite_db: Session) -> None:
         workspaces.create_workspace(sqlite_db, "team-b", owner.id)
     assert [w.name for w, _ in workspaces.workspaces_of(sqlite_db, owner.id)] == [
         "default", "team-b"]
+    for i in range(workspaces.MAX_OWNED - 2):  # each workspace brings free quotas: bounded
+        workspaces.create_workspace(sqlite_db, f"extra-{i}", owner.id)
+    with pytest.raises(PlanLimitError, match=f"at most {workspaces.MAX_OWNED}"):
+        workspaces.create_workspace(sqlite_db, "one-too-many", owner.id)
 
 
 def test_members_roles_and_the_last_owner(sqlite_db: Session) -> None:
