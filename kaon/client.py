@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from kaon.client_platform import PlatformMixin, error_from_response
-from kaon.errors import KaonError
+from kaon.client_platform import PlatformMixin
+from kaon.errors import UnavailableError
 
 
 @dataclass(frozen=True)
@@ -51,33 +51,36 @@ class Client(PlatformMixin):
         self._http.close()
 
     def ready(self) -> bool:
+        """Whether a Kaon server answers /readyz with 200 (another server's 200 page is not
+        ready: its body is not Kaon's)."""
         try:
-            return self._http.get("/readyz").status_code == 200
+            response = self._http.get("/readyz")
         except httpx.TransportError:
+            return False
+        try:
+            return response.status_code == 200 and isinstance(response.json(), dict)
+        except ValueError:
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server has loaded its model (or raise after ``timeout`` s)."""
+        """Block until the server has loaded its model (or raise UnavailableError after
+        ``timeout`` s)."""
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() > deadline:
-                raise KaonError(f"Server {self._http.base_url} not ready after {timeout:.0f}s.",
-                                hint="Check the server's log; is the model name right?")
+                raise UnavailableError(
+                    f"Server {self._http.base_url} not ready after {timeout:.0f}s.",
+                    hint="Check the server's log; is the model name right?")
             time.sleep(0.1)
 
     def model(self, name: str) -> dict[str, Any]:
-        return self._json(self._http.get(f"/v1/models/{name}"))
+        return self._request("GET", f"/v1/models/{name}")  # type: ignore[no-any-return]
 
     def predict(self, name: str, images: Any) -> list[Prediction]:
         """``images``: a uint8 array (N, H, W)/(N, C, H, W), or a list of PNG/JPEG bytes/paths."""
         payload = {"inputs": _encode(images)}
-        body = self._json(self._http.post(f"/v1/models/{name}/predict", json=payload))
+        body = self._request("POST", f"/v1/models/{name}/predict", json=payload)
         return [Prediction(**p) for p in body["predictions"]]
-
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response.json()
 
 
 def _encode(images: Any) -> list[Any]:

@@ -43,7 +43,8 @@ FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _BY_STATUS: dict[int, type[KaonError]] = {
     401: AuthError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError,
-    422: ConfigError, 429: RateLimited, 503: UnavailableError}
+    422: ConfigError, 429: RateLimited, 502: UnavailableError, 503: UnavailableError,
+    504: UnavailableError}
 _ALIASES: dict[str, type[KaonError]] = {"ValidationError": ConfigError}
 
 
@@ -68,9 +69,13 @@ def error_from_response(response: httpx.Response) -> KaonError:
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict):
-        body = {"message": response.text.strip() or response.reason_phrase}
     status = response.status_code
+    if not isinstance(body, dict):  # a proxy's page, or another server altogether
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        body = {"message": f"HTTP {status} {response.reason_phrase}{_from(response)}, "
+                           f"with a {kind} body, not a Kaon error.",
+                "hint": "Check the URL: the server's root as `kaon up` or `kaon serve` "
+                        "printed it (e.g. http://127.0.0.1:8080, without /api/v1)."}
     message = str(body.get("message") or body.get("detail") or f"HTTP {status}")
     hint = body.get("hint")
     cls = _KNOWN.get(str(body.get("error")), _BY_STATUS.get(status, KaonError))
@@ -91,6 +96,28 @@ def error_from_response(response: httpx.Response) -> KaonError:
     exc.status = status  # type: ignore[attr-defined]
     exc.body = body  # type: ignore[attr-defined]
     return exc
+
+
+def _from(response: httpx.Response) -> str:
+    try:
+        return f" from {response.request.method} {response.url}"
+    except RuntimeError:  # a response built by hand has no request
+        return ""
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; UnavailableError when it is not JSON (the URL
+    reaches some other server, e.g. a web page that answers 200 to everything)."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        try:
+            return response.json()
+        except ValueError:
+            pass
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    raise UnavailableError(f"The answer{_from(response)} ({response.status_code}, {kind}) "
+                           "is not Kaon's JSON: this URL is not a Kaon server.",
+                           hint="Check the URL: the server's root as `kaon up` or `kaon "
+                                "serve` printed it (e.g. http://127.0.0.1:8080).")
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
@@ -132,22 +159,29 @@ class PlatformMixin:
         """One request; a transport failure or an error response raises its KaonError."""
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise UnavailableError(f"The server at {self._http.base_url} did not answer "
+                                   f"{method} {path} in time.",
+                                   hint="Retry; if it is busy, pass a longer timeout= to "
+                                        "kaon.Client.") from None
         except httpx.TransportError as exc:
-            raise UnavailableError(f"Cannot reach the platform at {self._http.base_url}: "
+            raise UnavailableError(f"Cannot reach the server at {self._http.base_url}: "
                                    f"{exc or type(exc).__name__}.",
-                                   hint="Is `kaon up` running there? Check the URL.") from None
+                                   hint="Is `kaon up` (or `kaon serve`) running there? Check "
+                                        "the URL.") from None
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """:meth:`_send`, then the body: JSON, text, or None for an empty answer."""
+    def _request(self, method: str, path: str, *, text: bool = False, **kwargs: Any) -> Any:
+        """:meth:`_send`, then the body: JSON (``text``: the text), or None for an empty
+        answer. A JSON route that answers anything else is not Kaon: UnavailableError."""
         response = self._send(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
-        return response.text
+        if text:
+            return response.text
+        return json_body(response)
 
     # ---- the caller, workspaces, members, keys, audit -----------------------------------
     def me(self) -> dict[str, Any]:
@@ -236,7 +270,7 @@ class PlatformMixin:
         """The printable HTML page of an invoice (by id or month)."""
         invoice_id = (self.invoice(period_or_id)["id"] if _PERIOD.fullmatch(period_or_id)
                       else period_or_id)
-        return self._call("GET", f"/invoices/{invoice_id}.html")
+        return self._call("GET", f"/invoices/{invoice_id}.html", text=True)
 
     # ---- jobs -----------------------------------------------------------------------------
     def submit_job(self, spec: dict[str, Any] | str | Path, kind: str = "train",

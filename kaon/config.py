@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     serve_config: str | None = Field(
         default=None, description="Set by `kaon serve --replicas`: JSON for each worker process."
     )
+    plans_file: Path | None = Field(
+        default=None, description="The platform's plans (TOML); default: the shipped file."
+    )
+    job_stale_s: float = Field(
+        default=15.0, gt=0, description="A running job whose worker has not beaten for this "
+                                        "long is requeued."
+    )
 
     @classmethod
     def settings_customise_sources(

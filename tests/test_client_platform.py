@@ -17,7 +17,7 @@ import yaml
 
 from kaon import Client
 from kaon.client_platform import error_from_response, parse_model_ref
-from kaon.errors import ConfigError, KaonError, NotFoundError, SignatureError, UnavailableError
+from kaon.errors import ConfigError, NotFoundError, SignatureError, UnavailableError
 from kaon.net import free_port
 from kaon.platform.errors import (
     AuthError,
@@ -62,7 +62,8 @@ def test_an_error_body_is_rebuilt_into_the_class_it_names() -> None:
     assert isinstance(error_from_response(_response(403, {"error": "Nope", "message": "x"})),
                       ForbiddenError)
     plain = error_from_response(httpx.Response(502, text="Bad gateway"))
-    assert type(plain) is KaonError and "Bad gateway" in plain.message
+    assert isinstance(plain, UnavailableError) and "not a Kaon error" in plain.message
+    assert plain.hint is not None and "Check the URL" in plain.hint
 
 
 def test_429s_carry_retry_after_or_the_quota_fields() -> None:
@@ -93,6 +94,50 @@ def test_a_platform_that_does_not_answer_is_unavailable() -> None:
     with Client(f"http://127.0.0.1:{free_port()}", api_key="kaon_x", timeout=2) as c, \
             pytest.raises(UnavailableError, match="Cannot reach"):
         c.me()
+
+
+@pytest.fixture(scope="module")
+def not_kaon() -> Iterator[str]:
+    """Some other web server: 200 with an HTML page for /, 404 with an HTML page elsewhere."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            self.send_response(200 if self.path == "/readyz" else 404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!DOCTYPE html><html><body>nginx</body></html>")
+
+        do_GET = do_POST = _page
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_another_server_is_not_taken_for_kaon(not_kaon: str) -> None:
+    with Client(not_kaon, api_key="kaon_x", timeout=5) as c:
+        assert not c.ready()  # a 200 page that is not Kaon's
+        with pytest.raises(NotFoundError, match="not a Kaon error") as info:
+            c.me()
+        assert info.value.hint is not None and "without /api/v1" in info.value.hint
+        with pytest.raises(NotFoundError, match="not a Kaon error"):
+            c.predict("digits", np.zeros((1, 28, 28), dtype=np.uint8))
+        with pytest.raises(UnavailableError, match="not ready"):
+            c.wait_ready(timeout=0.3)
+        with pytest.raises(UnavailableError, match="not Kaon's JSON"):
+            c._request("GET", "/readyz")  # a 200 HTML answer where JSON was due
+
+
+def test_a_model_server_that_does_not_answer_is_unavailable() -> None:
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as c, \
+            pytest.raises(UnavailableError, match="Cannot reach"):
+        c.predict("digits", np.zeros((1, 28, 28), dtype=np.uint8))
 
 
 # ---- a real platform -------------------------------------------------------------------------

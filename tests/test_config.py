@@ -50,3 +50,16 @@ def test_invalid_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     reset_settings()
     with pytest.raises(ConfigError, match="download"):
         get_settings()
+
+
+def test_the_platform_settings_come_from_a_toml_file_too(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaon.platform.plans import plans_path
+
+    config = tmp_path / "kaon.toml"
+    config.write_text(f'plans_file = "{tmp_path / "my-plans.toml"}"\njob_stale_s = 4\n')
+    monkeypatch.setenv("KAON_CONFIG", str(config))
+    monkeypatch.delenv("KAON_PLANS_FILE", raising=False)
+    reset_settings()
+    assert plans_path() == tmp_path / "my-plans.toml"
+    assert get_settings().job_stale_s == 4.0

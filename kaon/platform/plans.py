@@ -7,7 +7,6 @@ The file is re-read when it changes on disk, so an edit needs no restart.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from decimal import Decimal, InvalidOperation
@@ -120,9 +119,12 @@ class PlanCatalog(BaseModel):
 
 
 def plans_path() -> Path:
-    """The operator's file (``KAON_PLANS_FILE``) or the shipped default."""
-    configured = os.environ.get(PLANS_ENV, "").strip()
-    return Path(configured).expanduser() if configured else DEFAULT_PLANS_FILE
+    """The operator's file (``KAON_PLANS_FILE``, or ``plans_file`` in kaon.toml/.env) or the
+    shipped default."""
+    from kaon.config import get_settings
+
+    configured = get_settings().plans_file
+    return configured.expanduser() if configured else DEFAULT_PLANS_FILE
 
 
 def load_plans(path: Path | None = None) -> PlanCatalog:

@@ -229,8 +229,9 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # a running job stops and is requeued
         signal.signal(sig, lambda *_: stop.set())
-    stale = float(os.environ.get("KAON_JOB_STALE_S", WorkerConfig.stale_s))
-    JobWorker(config=WorkerConfig(stale_s=stale)).run(stop)
+    from kaon.config import get_settings
+
+    JobWorker(config=WorkerConfig(stale_s=get_settings().job_stale_s)).run(stop)
 
 
 if __name__ == "__main__":

@@ -386,7 +386,7 @@ def load_service(target: str) -> Service:
     path = Path(file)
     if not sep or not path.suffix == ".py" or not path.is_file():
         raise ConfigError(f"{target!r} is not FILE.py:ClassName of an existing file.",
-                          hint="Example: kaon serve services/echo.py:Echo")
+                          hint="Example: kaon serve examples/services/echo.py:Echo")
     spec = importlib.util.spec_from_file_location(f"kaon_user_service_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

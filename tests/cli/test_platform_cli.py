@@ -126,6 +126,34 @@ def test_login_saves_0600_credentials_and_whoami_works(platform: Platform,
     assert isinstance(kaon("whoami").exception, AuthError)
 
 
+def test_login_to_a_server_that_is_not_kaon_saves_nothing(kaon_home: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kaon.errors import UnavailableError
+
+    class Welcome(BaseHTTPRequestHandler):  # 200 and a web page, whatever is asked
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Welcome to nginx!</html>")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Welcome)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = kaon_process("login", "--url", f"http://127.0.0.1:{server.server_port}",
+                            "--key", "kaon_0123456789ab_" + "x" * 43)
+    finally:
+        server.shutdown()
+    assert done.returncode == UnavailableError.exit_code, done.stderr
+    assert "not a Kaon server" in done.stderr and "Traceback" not in done.stderr
+    assert not (kaon_home / "credentials.json").exists()
+
+
 @pytest.mark.slow
 def test_login_with_a_wrong_key_saves_nothing(platform: Platform, kaon_home: Path) -> None:
     done = kaon_process("login", "--url", platform.url, "--key",
