@@ -56,9 +56,10 @@ def upload(
     from kaon.cli.data import parse_size
     from kaon.data import dataset_npz
 
-    payload = dataset_npz(paths, format=format, label_column=label_column,
-                          size=parse_size(size) if size else None)
     with connect(url, key) as client:
+        client.me()  # credentials and URL first: packing a large dataset can take a while
+        payload = dataset_npz(paths, format=format, label_column=label_column,
+                              size=parse_size(size) if size else None)
         row = client.upload_dataset(name, payload, overwrite=overwrite)
     if json_:
         print_json(row)
