@@ -23,6 +23,8 @@ from kaon.data.dataset import Split
 from kaon.data.folder import SPLITS, read_folder
 from kaon.errors import DataError
 
+MAX_CLASSES = 10_000  # labels are class indices; a label of 2**62 must not build 2**62 names
+
 __all__ = [
     "SPLITS",
     "Labelled",
@@ -136,6 +138,9 @@ def make_split(where: str, images: np.ndarray, labels: np.ndarray) -> Split:
     else:
         raise DataError(f"{where}: images shaped {images.shape}, expected (N,H,W) or (N,H,W,C)",
                         hint="save one image per row of the first axis")
+    if 0 in images.shape[2:]:
+        raise DataError(f"{where}: images of {images.shape[2]}x{images.shape[3]} pixels hold "
+                        "nothing", hint="each image needs at least one pixel")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -144,6 +149,9 @@ def make_split(where: str, images: np.ndarray, labels: np.ndarray) -> Split:
                         hint="multi-label and float labels are not supported; save class indices")
     if labels.size and labels.min() < 0:
         raise DataError(f"{where}: negative label {int(labels.min())}",
+                        hint="labels are class indices 0..K-1")
+    if labels.size and int(labels.max()) >= MAX_CLASSES:  # also before int64 could wrap it
+        raise DataError(f"{where}: label {int(labels.max())} means over {MAX_CLASSES:,} classes",
                         hint="labels are class indices 0..K-1")
     if len(images) != len(labels):
         raise DataError(f"{where}: label count mismatch: {len(images)} images but "
@@ -239,7 +247,7 @@ def read_csv(path: Path, label_column: str = "label",
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
             rows = [row for row in csv.reader(fh) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV ({exc})",
@@ -261,7 +269,7 @@ def read_csv(path: Path, label_column: str = "label",
     pixels_text = np.delete(table, li, axis=1)
     try:
         pixels = pixels_text.astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         pixels = _locate_bad_pixel(path, pixels_text)
     if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
         bad = np.argwhere((pixels < 0) | (pixels > 255))[0]
@@ -276,10 +284,12 @@ def read_csv(path: Path, label_column: str = "label",
 def _locate_bad_pixel(path: Path, cells: np.ndarray) -> np.ndarray:
     for (row, col), cell in np.ndenumerate(cells):
         try:
-            int(cell)
+            if not 0 <= int(cell) <= 255:
+                raise ValueError
         except ValueError:
-            raise DataError(f"{path}, line {row + 2}: pixel column {col + 1} holds {str(cell)!r}, "
-                            "not an integer", hint="pixels must be integers 0-255") from None
+            raise DataError(f"{path}, line {row + 2}: pixel column {col + 1} holds "
+                            f"{str(cell)[:40]!r}, not an integer 0-255",
+                            hint="pixels must be integers 0-255") from None
     raise AssertionError("unreachable: every cell parsed")
 
 
@@ -289,11 +299,17 @@ def _encode_labels(path: Path, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
         raise DataError(f"{path}, line {line}: empty label", hint="give every row a label")
     try:
         ints = raw.astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         class_names = sorted(set(raw.tolist()))
+        if len(class_names) > MAX_CLASSES:
+            raise DataError(f"{path}: {len(class_names):,} distinct labels, over "
+                            f"{MAX_CLASSES:,} classes", hint="is the label column right?") from None
         return np.searchsorted(np.array(class_names), raw).astype(np.int64), class_names
     if ints.min() < 0:
         raise DataError(f"{path}: negative label {int(ints.min())}",
+                        hint="integer labels are class indices 0..K-1; or use class names")
+    if ints.max() >= MAX_CLASSES:  # K names would be built: a label of 10**11 must not
+        raise DataError(f"{path}: label {int(ints.max())} means over {MAX_CLASSES:,} classes",
                         hint="integer labels are class indices 0..K-1; or use class names")
     return ints, [str(i) for i in range(int(ints.max()) + 1)]
 

@@ -25,13 +25,13 @@ import numpy as np
 from kaon.config import get_settings
 from kaon.data import catalog, formats
 from kaon.data.dataset import Dataset, Split
+from kaon.data.formats import MAX_CLASSES
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from kaon.names import is_valid_name
 
 FORMATS = ("auto", "folder", "npz", "idx", "csv")
 DATA_FILE, META_FILE = "data.npz", "meta.json"
-MAX_CLASSES = 10_000  # labels are class indices; a label of 2**62 must not build 2**62 names
 CLASS_NAMES_KEY = "class_names"  # optional in an .npz: a string array, one name per label
 _IDX_IMAGES = re.compile(r"(?P<prefix>.+)-images-idx3-ubyte(?:\.gz)?")
 _SPLIT_WORDS = {"t10k": "test", "test": "test", "val": "val", "valid": "val",

@@ -280,6 +280,32 @@ def test_read_csv_names_the_line_of_a_bad_pixel(tmp_path: Path) -> None:
         formats.read_csv(path)
 
 
+def test_read_csv_refuses_absurd_labels_and_pixels_without_building_them(
+        tmp_path: Path) -> None:
+    huge = _write_csv(tmp_path / "l.csv", "label,a,b,c,d", ["99999999999,1,2,3,4"])
+    with pytest.raises(DataError, match="over 10,000 classes"):  # not 10**11 class names
+        formats.read_csv(huge)
+    overflow = _write_csv(tmp_path / "p.csv", "label,a,b,c,d",
+                          ["0,1,2,3,99999999999999999999999"])
+    with pytest.raises(DataError, match="line 2: pixel column 4 holds"):
+        formats.read_csv(overflow)
+
+
+def test_read_csv_takes_excel_s_utf8_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbflabel,a,b,c,d\n0,1,2,3,4\n1,5,6,7,8\n")
+    splits, class_names = formats.read_csv(path)
+    assert class_names == ["0", "1"] and splits["train"].images.shape == (2, 1, 2, 2)
+
+
+def test_images_without_pixels_and_labels_past_int64_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="0x8 pixels hold nothing"):
+        formats.make_split("x", np.zeros((3, 0, 8), np.uint8), np.zeros(3, np.int64))
+    with pytest.raises(DataError, match="over 10,000 classes"):
+        formats.make_split("x", np.zeros((1, 2, 2), np.uint8),
+                           np.array([2**63 + 5], dtype=np.uint64))  # would wrap negative
+
+
 def test_read_csv_rejects_pixels_outside_0_255(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", "label,a,b,c,d", ["0,1,2,3,4", "1,1,256,3,4"])
     with pytest.raises(DataError, match="line 3: pixel 256 outside 0-255"):
