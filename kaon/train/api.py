@@ -38,7 +38,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        name, _, version = (self.model or "::").partition(":")
+        name, _, version = (self.model or "").partition(":")
         return {"run_id": self.run_id, "run_dir": str(self.run_dir),
                 "model": name or None, "version": int(version) if version else None,
                 "metrics": self.metrics}
