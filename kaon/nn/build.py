@@ -16,8 +16,26 @@ def output_units(spec: TrainSpec, num_classes: int) -> int:
     return 1 if spec.loss == "binary_cross_entropy" and num_classes == 2 else num_classes
 
 
+MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights, before gradients and optimizer state
+
+
 def build_model(spec: TrainSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """Build the network the spec describes and check that its output fits the task."""
+    _check_size(spec, input_shape, num_classes)
+    return _build(spec, input_shape, num_classes)
+
+
+def _check_size(spec: TrainSpec, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """Count the parameters on the meta device (no memory) before building for real: a layer
+    of 10**9 units would otherwise take the machine's memory before failing."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in _build(spec, input_shape, num_classes).parameters())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"The model has {count:,} parameters, over Kaon's {MAX_PARAMETERS:,}.",
+                          hint="Use fewer units, filters or channels.")
+
+
+def _build(spec: TrainSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     out = output_units(spec, num_classes)
     model_cfg = spec.model
     if isinstance(model_cfg, FamilyModel):

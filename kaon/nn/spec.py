@@ -122,8 +122,10 @@ class FamilyModel(Strict):
 
 # ---- data, optimisation, schedule ------------------------------------------------------------
 class Normalize(Strict):
-    mean: list[float] | None = Field(default=None, description="per channel, in [0,1] units")
-    std: list[float] | None = None
+    mean: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, description="per channel, in [0,1] units")
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
+        default=None, description="per channel, > 0 (inputs are divided by it)")
 
 
 class Augment(Strict):
@@ -219,7 +221,7 @@ class TrainSpec(Strict):
     batch_size: int = Field(default=64, gt=0, le=65536)
     eval_batch_size: int = Field(default=1024, gt=0)
     early_stopping: EarlyStopping | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     register_: Register | None = Field(default=Register(), alias="register",
                                        description="register the result; null to skip")
     parent: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}([:@].+)?$",
@@ -329,7 +331,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             else:
                 index = part
             if last:
-                node[index] = yaml.safe_load(value)
+                try:
+                    node[index] = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"--set {item!r}: the value is not YAML ({exc}).",
+                                      hint="Quote strings; lists are [1, 2], mappings "
+                                           "{a: 1}.") from None
             else:
                 if not isinstance(node[index] if isinstance(node, list) else node.get(index),
                                   dict | list):

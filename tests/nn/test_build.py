@@ -165,3 +165,10 @@ def test_resnet_small_halves_resolution_per_stage_and_doubles_width() -> None:
                         MNIST, 10)
     final = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     assert final.in_features == 4 * 2**2
+
+
+def test_a_model_too_large_is_refused_before_any_memory_is_taken() -> None:
+    huge = layers({"type": "flatten"}, {"type": "dense", "units": 10**9},
+                  {"type": "dense", "units": 10})
+    with pytest.raises(ConfigError, match="795,000,000,010 parameters"):
+        build_model(huge, (1, 28, 28), 10)  # 3 TB of weights: counted on the meta device

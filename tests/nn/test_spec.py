@@ -230,3 +230,12 @@ def test_cross_validation_and_training_on_val_exclude_each_other() -> None:
     message = config_error(spec_with(data={"dataset": "mnist", "cv_folds": 3,
                                            "train_on_val": True}))
     assert "exclude each other" in message
+
+
+def test_a_zero_std_a_seed_past_32_bits_and_a_bad_set_value_are_config_errors() -> None:
+    assert "std" in config_error(spec_with(data={"dataset": "mnist",
+                                                 "normalize": {"std": [0.0]}}))
+    assert "seed" in config_error(spec_with(seed=10**23))
+    assert "seed" in config_error(spec_with(seed=-1))
+    with pytest.raises(ConfigError, match="not YAML"):
+        apply_overrides(copy.deepcopy(MINIMAL), ["epochs=["])
