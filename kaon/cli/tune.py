@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from kaon.cli.data import parse_size
@@ -22,7 +23,8 @@ def tune(
                              "folder, .npz or .csv to import first."),
     size: str | None = typer.Option(
         None, "--size", help="With --data PATH: resize folder images to HEIGHTxWIDTH."),
-    time_: str = typer.Option("10m", "--time", help="Wall-clock budget incl. the final retrain."),
+    time_: str | None = typer.Option(
+        None, "--time", help="Wall-clock budget incl. the final retrain [default: 10m]."),
     objective: str = typer.Option("accuracy", "--objective", help="accuracy or auc."),
     multi_objective: str | None = typer.Option(
         None, "--multi-objective", help="Also minimise latency or params (Pareto front)."),
@@ -39,7 +41,7 @@ def tune(
     warm_start: bool = typer.Option(
         True, "--warm-start/--no-warm-start",
         help="Try a portfolio of known-good configurations before the sampler's own."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a killed study."),
     pick: int | None = typer.Option(
         None, "--pick", help="With --resume STUDY: retrain this finished trial (e.g. a smaller "
@@ -71,6 +73,23 @@ def tune(
     if pick is not None and not resume:
         raise ConfigError("--pick needs the study: --resume STUDY --pick TRIAL.",
                           hint="Example: kaon tune --resume tune-3f9c1a2b --pick 7")
+    if resume:  # the study keeps the settings it was started with: say so, do not ignore them
+        given = [flag for flag, value in (
+            ("--data", data), ("--size", size), ("--time", time_), ("--workers", workers),
+            ("--trial-time", trial_time), ("--space", space), ("--cv", cv),
+            ("--multi-objective", multi_objective)) if value is not None]
+        given += [flag for flag, value, default in (
+            ("--objective", objective, "accuracy"), ("--sampler", sampler, "tpe"),
+            ("--seed", seed, 0), ("--warm-start/--no-warm-start", warm_start, True))
+            if value != default]
+        if pick is None and name is not None:
+            given.append("--name")
+        if given:
+            raise ConfigError(f"--resume continues {resume} with the settings it was started "
+                              f"with; {', '.join(given)} cannot change them.",
+                              hint=f"Run `kaon tune --resume {resume}` alone, or start a new "
+                                   "search.")
+    _stop_on_sigterm()
     if resume and pick is not None:
         result = pick_trial(resume, pick, name=name, progress=not json_)
     elif resume:
@@ -80,20 +99,21 @@ def tune(
             raise ConfigError("Give --data NAME or PATH (or --resume STUDY).",
                               hint="Example: kaon tune --data breastmnist --time 5m")
         choice = dataset_for(data, parse_size(size) if size else None)
-        fields = {"dataset": choice.name, "time_seconds": parse_duration(time_),
+        fields = {"dataset": choice.name, "time_seconds": parse_duration(time_ or "10m"),
                   "objective": objective, "multi_objective": multi_objective, "seed": seed,
                   "model_name": name, "sampler": sampler, "space": load_space(space),
                   "warm_start": warm_start}
-        if workers:
+        if workers is not None:
             fields["workers"] = workers
         if trial_time:
-            fields["trial_seconds"] = parse_duration(trial_time)
+            fields["trial_seconds"] = parse_duration(trial_time, "--trial-time")
         if cv is not None:
             fields["cv_folds"] = cv
         try:
             cfg = TuneConfig.model_validate(fields)
-        except ValueError as exc:
-            raise ConfigError(f"Invalid tune options: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"Invalid tune options: {_problems(exc)}.",
+                              hint="See `kaon tune --help`.") from None
         if choice.path is not None and not json_:
             console.print(f"Importing {choice.path} as dataset [bold]{choice.name}[/] …",
                           highlight=False)
@@ -103,6 +123,37 @@ def tune(
         print_json(result.to_dict())
         return
     _print_result(result)
+
+
+_FLAGS = {"time_seconds": "--time", "workers": "--workers", "objective": "--objective",
+          "multi_objective": "--multi-objective", "cv_folds": "--cv", "model_name": "--name",
+          "seed": "--seed", "trial_seconds": "--trial-time", "sampler": "--sampler",
+          "dataset": "--data"}
+
+
+def _problems(exc: ValidationError) -> str:
+    """pydantic's errors in the CLI's words: the flag, then what is wrong with it."""
+    out = []
+    for e in exc.errors()[:5]:
+        field = str(e["loc"][0]) if e["loc"] else ""
+        flag = _FLAGS.get(field, field)
+        message = str(e["msg"]).removeprefix("Value error, ")
+        out.append(f"{flag}: {message}" if flag else message)
+    return "; ".join(out)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `timeout`, `kill`) stops the search the way Ctrl-C does: the trial
+    processes are killed and the study is kept for --resume. (At-exit hooks do not run on
+    SIGTERM, so the trials would otherwise outlive the search.)"""
+    import contextlib
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding app): skip
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _print_result(result: TuneResult) -> None:

@@ -18,11 +18,11 @@ EPOCH_OVERHEAD = 1.2  # an epoch against its bare training steps: batching, augm
 TRIAL_SHARE = 0.4  # of the budget, the default cap of one trial
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, flag: str = "--time") -> float:
     """``90s``, ``10m``, ``1.5h`` or plain seconds → seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not match:
-        raise ConfigError(f"--time {text!r} is not a duration.",
+        raise ConfigError(f"{flag} {text!r} is not a duration.",
                           hint="Use e.g. 90s, 10m or 1h.")
     return float(match[1]) * _UNITS[match[2] or "s"]
 
@@ -74,13 +74,18 @@ def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int
     return min(epochs, high) if epochs >= low else None
 
 
-def check_feasible(left: float, min_trial: float, n_train: int, n_val: int) -> None:
+def check_feasible(left: float, min_trial: float, n_train: int, n_val: int,
+                   cap: float | None = None) -> None:
     """Refuse, before any trial, a budget that cannot hold one trial plus its retrain.
 
-    ``left`` is what remains of the budget after the checks themselves; a margin of 1.5x keeps
-    the first trial from being cut off by its own cap.
+    ``left`` is what remains of the budget after the checks themselves. The retrain is
+    estimated from the trial cap ``cap``, as the search does until a trial has finished (a
+    smaller estimate here let budgets through in which the search then could not launch one
+    trial); the cheapest trial gets a margin of 1.5x, and the finish and the timing of the
+    portfolio's models a second ``FINISH_SECONDS``.
     """
-    needed = 1.5 * (min_trial + retrain_estimate(min_trial, n_train, n_val) + FINISH_SECONDS)
+    retrain = retrain_estimate(max(cap or min_trial, min_trial), n_train, n_val)
+    needed = 1.5 * min_trial + retrain + 2 * FINISH_SECONDS
     if left < needed:
         raise ConfigError(
             f"A budget with {left:.0f}s left after the checks is too small: the cheapest trial "

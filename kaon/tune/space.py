@@ -84,10 +84,14 @@ def load_space(path: Path | None) -> SearchSpace:
     if path is None:
         return SearchSpace()
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         return SearchSpace.model_validate(raw)
     except FileNotFoundError:
         raise ConfigError(f"Search-space file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"Search-space file {path} cannot be read as YAML: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+                          hint="Give a UTF-8 YAML file of keys such as families: [cnn].") from None
     except ValidationError as exc:
         problems = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors())

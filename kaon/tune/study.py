@@ -31,7 +31,7 @@ from rich.live import Live
 from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
-from kaon.errors import ConfigError, DataError, KaonError
+from kaon.errors import ConfigError, DataError, KaonError, NotFoundError
 from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
 from kaon.nn.spec import parse_spec
 from kaon.train import TrainingInterrupted, train
@@ -56,7 +56,7 @@ class TuneConfig(BaseModel):
     multi_objective: Literal["latency", "params"] | None = None
     workers: int = Field(default_factory=lambda: default_workers(), ge=1, le=64)
     trial_seconds: float | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     model_name: str | None = Field(default=None, pattern=NAME_PATTERN)
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True
@@ -88,6 +88,7 @@ class TuneConfig(BaseModel):
         return self
 
 
+MIN_PER_CLASS = 5  # training images of each class: a test hold-out, validation and folds
 CV_BELOW = 1000  # validation images under which a plain hold-out is too noisy to select on
 SMALL_DATA = 4000  # train + val images under which the default epoch range is stretched
 
@@ -192,7 +193,7 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     cfg = adapt(cfg, int(sizes["n_train"]), int(sizes["n_val"]))
     sizes = _fit_sizes(cfg, sizes)
     b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
-                     int(sizes["n_train"]), int(sizes["n_val"]))
+                     int(sizes["n_train"]), int(sizes["n_val"]), trial_cap(cfg, sizes))
     if cfg.trial_seconds is not None and cfg.trial_seconds < sizes["min_trial"]:
         raise ConfigError(f"--trial-time {cfg.trial_seconds:.0f}s is shorter than the cheapest "
                           f"trial on this dataset (about {sizes['min_trial']:.0f}s).",
@@ -234,8 +235,10 @@ def _load_study(study_name: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=storage())
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage())]
-        raise KaonError(f"No tuning study {study_name!r}. Known: {', '.join(names) or '(none)'}.",
-                        hint="Study names are printed by `kaon tune` (and in --json).") from None
+        raise NotFoundError(f"No tuning study {study_name!r}. Known: "
+                            f"{', '.join(names[-20:]) or '(none)'}.",
+                            hint="Study names are printed by `kaon tune` (and in --json)."
+                            ) from None
 
 
 # ---- checks before any work -------------------------------------------------------------------
@@ -243,11 +246,18 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
     dataset = load_dataset(cfg.dataset, cfg.workspace)
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"Dataset {cfg.dataset!r} has no training images.")
-    present = int((torch.bincount(dataset.splits["train"].labels) > 0).sum())
+    counts = torch.bincount(dataset.splits["train"].labels)
+    present = int((counts > 0).sum())
     if present < 2:
         raise DataError(f"Dataset {cfg.dataset!r} has only {present} class with images; "
                         "a classifier needs at least two.",
-                        hint="Add a sub-folder per class with images in each.")
+                        hint="Give it images of at least two classes (an image folder: a "
+                             "sub-folder per class).")
+    fewest = int(counts[counts > 0].min())
+    if fewest < MIN_PER_CLASS:  # test, validation and the folds are all cut from them
+        raise DataError(f"Dataset {cfg.dataset!r} has a class with only {fewest} training "
+                        f"image(s); kaon tune needs at least {MIN_PER_CLASS} per class.",
+                        hint="Add images, or drop the classes that have too few.")
     if cfg.objective == "auc" and dataset.num_classes != 2:
         raise ConfigError(f"--objective auc needs a binary dataset; {cfg.dataset!r} has "
                           f"{dataset.num_classes} classes.", hint="Use --objective accuracy.")
@@ -611,6 +621,11 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     counts = _counts(study)
     if not complete:
+        failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        errors = [t.user_attrs.get("error") for t in failed if t.user_attrs.get("error")]
+        if errors and not counts.get("timeout") and not counts.get("pruned"):
+            raise KaonError(f"Every trial of {study.study_name} failed ({counts}); the first: "
+                            f"{errors[0]}", hint="Check the dataset and the --space file.")
         raise KaonError(f"No trial of {study.study_name} finished within the budget "
                         f"({counts}).", hint="Give a larger --time or a smaller --space.")
     if cfg.multi_objective:  # the most accurate point of the front

@@ -50,7 +50,7 @@ def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_mixed_sizes_need_size_and_with_it_the_folder_is_imported(tmp_path: Path) -> None:
-    folder = write_image_folder(tmp_path / "My Shapes", {"circle": 4, "square": 4})
+    folder = write_image_folder(tmp_path / "My Shapes", {"circle": 6, "square": 6})
     write_image(folder / "square" / "odd.png", (10, 7))
     error = tune("--data", str(folder), "--time", "5m")
     assert isinstance(error, DataError) and "differ in size" in error.message
@@ -100,3 +100,43 @@ def test_import_names_avoid_the_catalog_and_other_sources(tmp_path: Path) -> Non
     assert import_name(first) == "xrays"  # its own earlier import
     assert import_name(other) == "xrays-2"
     assert slug("Chest X-Rays (2024)!") == "chest-x-rays-2024"
+
+
+def test_a_class_with_too_few_images_is_refused_before_any_study(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "pairs", {"a": 1, "b": 1})  # one image per class
+    error = tune("--data", str(folder), "--time", "5m")
+    assert isinstance(error, DataError) and "at least 5 per class" in error.message
+    assert no_study_started()
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--workers", "0"], "--workers"), (["--time", "0s"], "--time"),
+    (["--objective", "foo"], "--objective"), (["--cv", "11"], "--cv"),
+    (["--name", "Bad!"], "--name"), (["--seed", "-1"], "--seed")])
+def test_bad_options_name_their_flag_in_plain_words(args: list[str], flag: str) -> None:
+    error = tune("--data", "breastmnist", *args)
+    assert isinstance(error, ConfigError), error
+    assert error.message.startswith("Invalid tune options: " + flag), error.message
+    assert "pydantic.dev" not in error.message and no_study_started()
+
+
+def test_trial_time_errors_name_trial_time(tmp_path: Path) -> None:
+    error = tune("--data", "breastmnist", "--trial-time", "5x")
+    assert isinstance(error, ConfigError) and error.message.startswith("--trial-time '5x'")
+
+
+def test_resume_refuses_options_it_would_ignore_and_names_unknown_studies() -> None:
+    error = tune("--resume", "tune-00000000", "--time", "10m", "--workers", "1")
+    assert isinstance(error, ConfigError) and "--time, --workers cannot change" in error.message
+    error = tune("--resume", "tune-00000000")
+    assert isinstance(error, NotFoundError) and "No tuning study" in error.message
+
+
+def test_a_space_file_that_is_not_yaml_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("families: [mlp\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00families")
+    for path in (bad, binary, tmp_path):  # broken YAML, not UTF-8, a folder
+        error = tune("--data", "breastmnist", "--space", str(path))
+        assert isinstance(error, ConfigError) and "Search-space file" in error.message, error

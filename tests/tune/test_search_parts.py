@@ -257,3 +257,22 @@ def test_pick_needs_a_study() -> None:
     result = CliRunner().invoke(app, ["tune", "--pick", "3"])
     assert isinstance(result.exception, ConfigError)
     assert "--resume STUDY --pick TRIAL" in result.exception.message
+
+
+def test_when_every_trial_failed_the_error_is_the_trials_not_the_budget() -> None:
+    import optuna
+
+    from kaon.errors import KaonError
+    from kaon.tune import SearchSpace, TuneConfig
+    from kaon.tune.study import _finish
+
+    study = optuna.create_study()
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr("outcome", "failed")
+        trial.set_user_attr("error", "ValueError: Expected positive integer total_steps")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    cfg = TuneConfig(dataset="breastmnist", time_seconds=60, workers=1, space=SearchSpace())
+    with pytest.raises(KaonError, match=r"Every trial .* failed .*total_steps") as info:
+        _finish(study, cfg, None, {}, None, False)  # type: ignore[arg-type]
+    assert "--time" not in (info.value.hint or "")

@@ -75,6 +75,20 @@ def test_a_budget_too_small_for_one_trial_is_refused() -> None:
     check_feasible(left=100.0, min_trial=15.0, n_train=1000, n_val=100)
 
 
+def test_feasibility_and_the_first_launch_agree_on_the_retrain_estimate() -> None:
+    # 30 s, a 10 s cheapest trial, a 20 s cap: the search would wait for a launch that can
+    # never come (it estimates the retrain from the cap until a trial finishes), so refuse
+    total, min_trial, cap, n_train, n_val = 30.0, 10.0, 20.0, 400, 200
+    launch = Budget(0.0, total).may_launch(5.0, retrain_estimate(cap, n_train, n_val), min_trial)
+    assert not launch
+    with pytest.raises(ConfigError, match="too small"):
+        check_feasible(total - 2, min_trial, n_train, n_val, cap)
+    # and a budget that does launch passes
+    total, cap = 75.0, 30.0
+    assert Budget(0.0, total).may_launch(5.0, retrain_estimate(cap, n_train, n_val), min_trial)
+    check_feasible(total - 2, min_trial, n_train, n_val, cap)
+
+
 # ---- data-dependent defaults ---------------------------------------------------------------------
 def config(**changes: object) -> TuneConfig:
     return TuneConfig.model_validate({"dataset": "breastmnist", "time_seconds": 300,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -191,3 +192,35 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
     assert summary["seconds"] <= 120 * 1.05 + 5
     assert resumed_for < 120  # only the budget that was left, plus process start-up
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (trials are started from worker threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_search_and_its_trial_processes(
+        shared_datasets: Path, kaon_home: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(TINY))
+    env = {**os.environ, "KAON_HOME": str(kaon_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "kaon.cli.main", "tune", "--data",
+                             "breastmnist", "--time", "120s", "--space", str(space), "--json"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    trials = _children(proc.pid)
+    assert trials, "no trial process started"
+    proc.send_signal(signal.SIGTERM)  # to the search only, as `timeout` or a scheduler does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err  # interrupted, the study kept for --resume
+    assert b"--resume" in err
+    time.sleep(0.5)
+    assert not [t for t in trials if Path(f"/proc/{t}").exists()
+                and b"zombie" not in Path(f"/proc/{t}/status").read_bytes().lower()]
