@@ -15,13 +15,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kaon.db.models import new_id, utcnow
 from kaon.errors import ConfigError, NotFoundError
 from kaon.platform.common import check_id, check_name
-from kaon.platform.errors import AuthError, ForbiddenError
+from kaon.platform.errors import AuthError, ConflictError, ForbiddenError
 from kaon.platform.models import ApiKey, Member
 
 SCOPES = ("inference", "train", "deploy", "read", "admin")
@@ -32,6 +32,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "owner": frozenset(SCOPES),
 }
 _SECRET = re.compile(r"^(kaon_[0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
+MAX_ACTIVE_KEYS = 100  # of one member in one workspace
 TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
 
 
@@ -77,6 +78,12 @@ def create_key(session: Session, workspace_id: str, user_id: str, name: str,
                                                     Member.user_id == user_id))
     if role is None:
         raise NotFoundError(f"No member {user_id!r} in this workspace.")
+    active = session.scalar(select(func.count()).select_from(ApiKey).where(
+        ApiKey.workspace_id == workspace_id, ApiKey.user_id == user_id,
+        ApiKey.revoked_at.is_(None))) or 0
+    if active >= MAX_ACTIVE_KEYS:
+        raise ConflictError(f"This member has {active} active keys; at most {MAX_ACTIVE_KEYS}.",
+                            hint="Revoke keys that are no longer used (`kaon keys revoke ID`).")
     allowed = ROLE_SCOPES.get(role, frozenset())
     beyond = sorted(set(wanted) - allowed)
     if beyond:

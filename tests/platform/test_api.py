@@ -71,6 +71,24 @@ def test_missing_or_wrong_keys_are_401_with_www_authenticate(client: TestClient,
     assert r.json()["error"] == "AuthError"
 
 
+def test_an_app_key_cannot_see_or_revoke_the_admin_key(client: TestClient,
+                                                        admin_secret: str) -> None:
+    h = bearer(admin_secret)
+    app = client.post(f"{API}/keys", headers=h, json={"name": "app", "scopes": ["inference"]})
+    app_h = bearer(app.json()["secret"])
+    admin_id = next(k["id"] for k in client.get(f"{API}/keys", headers=h).json()
+                    if "admin" in k["scopes"])
+    assert client.get(f"{API}/keys", headers=app_h).status_code == 403  # needs read
+    refused = client.delete(f"{API}/keys/{admin_id}", headers=app_h)
+    assert refused.status_code == 403 and "revoke itself" in refused.json()["message"]
+    assert client.get(f"{API}/me", headers=h).status_code == 200  # the admin key still works
+    twin = client.post(f"{API}/keys", headers=app_h, json={"name": "twin",
+                                                           "scopes": ["inference"]}).json()
+    assert client.delete(f"{API}/keys/{twin['id']}", headers=app_h).status_code == 200
+    assert client.delete(f"{API}/keys/{app.json()['id']}", headers=app_h).status_code == 200
+    assert client.get(f"{API}/me", headers=app_h).status_code == 401  # revoked itself
+
+
 def test_revoked_keys_are_401(client: TestClient, admin_secret: str) -> None:
     made = client.post(f"{API}/keys", headers=bearer(admin_secret),
                        json={"name": "temp", "scopes": ["read"]})

@@ -118,3 +118,15 @@ def test_keys_of_another_workspace_are_not_found(sqlite_db: Session, owner: User
     for odd in ["../x", "key-", "key-zzzzzzzzzzzz", "%00", "9" * 400]:
         with pytest.raises(NotFoundError):
             auth.get_key(sqlite_db, ws.id, odd)
+
+
+def test_a_member_holds_a_bounded_number_of_active_keys(sqlite_db: Session, owner: User) -> None:
+    from kaon.platform.errors import ConflictError
+
+    held = len([k for k in auth.list_keys(sqlite_db, "default", owner.id) if not k.revoked_at])
+    rows = [auth.create_key(sqlite_db, "default", owner.id, f"k{i}", ["read"])[0]
+            for i in range(auth.MAX_ACTIVE_KEYS - held)]
+    with pytest.raises(ConflictError, match=f"at most {auth.MAX_ACTIVE_KEYS}"):
+        auth.create_key(sqlite_db, "default", owner.id, "one-more", ["read"])
+    auth.revoke_key(sqlite_db, "default", rows[0].id)
+    auth.create_key(sqlite_db, "default", owner.id, "one-more", ["read"])  # room again

@@ -133,17 +133,23 @@ def create_key(body: KeyCreate, db: DB, principal: Caller) -> KeyCreated:
 
 @router.get("/keys", response_model=list[KeyOut],
             summary="API keys (all of the workspace's for admins; else the caller's own)")
-def list_keys(db: DB, principal: Caller) -> list[KeyOut]:
+def list_keys(db: DB, principal: Reader) -> list[KeyOut]:
     return [_key(k) for k in auth.list_keys(db, principal.workspace_id, _own_only(principal))]
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut, summary="One API key")
-def get_key(key_id: str, db: DB, principal: Caller) -> KeyOut:
+def get_key(key_id: str, db: DB, principal: Reader) -> KeyOut:
     return _key(auth.get_key(db, principal.workspace_id, key_id, _own_only(principal)))
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, summary="Revoke an API key")
 def revoke_key(key_id: str, db: DB, principal: Caller) -> KeyOut:
+    target = auth.get_key(db, principal.workspace_id, key_id, _own_only(principal))
+    if not principal.has("admin") and target.id != principal.key_id and \
+            not auth.effective_scopes(target.scopes, principal.role) <= principal.scopes:
+        raise ForbiddenError("A key may revoke itself, or keys of its user with no scope it "
+                             "lacks; this one has more.",  # an app key must not lock out admin
+                             hint="Revoke it with a key that has its scopes, or an admin key.")
     row = auth.revoke_key(db, principal.workspace_id, key_id, _own_only(principal))
     audit(db, principal, "key.revoke", row.id, {"name": row.name})
     return _key(row)
