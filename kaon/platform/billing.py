@@ -87,6 +87,16 @@ def current_plan(session: Session, workspace_id: str, now: datetime | None = Non
         return catalog.default
 
 
+def limits_plan(session: Session, workspace_id: str, now: datetime | None = None) -> Plan:
+    """The plan whose deployment limits new deployments and scaling must fit: the plan in
+    force, or the default plan when a cancellation is pending (it takes over at the period's
+    end, and what exists then must fit it)."""
+    sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
+    if sub is not None and sub.cancel_at_period_end:
+        return get_catalog().default
+    return current_plan(session, workspace_id, now)
+
+
 def _check_fits(session: Session, workspace_id: str, plan: Plan) -> None:
     count, widest = session.execute(
         select(func.count(Deployment.id), func.max(Deployment.replicas))
@@ -149,8 +159,10 @@ def _move(session: Session, workspace_id: str, plan_name: str, now: datetime | N
 
 
 def cancel(session: Session, workspace_id: str, now: datetime | None = None) -> Subscription:
-    """Cancel at the end of the current period (no refund for the rest of the month)."""
+    """Cancel at the end of the current period (no refund for the rest of the month). The
+    deployments must fit the default plan that takes over, as for any change of plan."""
     sub = get_subscription(session, workspace_id, now)
+    _check_fits(session, workspace_id, get_catalog().default)
     sub.cancel_at_period_end = True
     session.flush()
     return sub

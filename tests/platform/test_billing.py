@@ -171,6 +171,14 @@ def test_upgrade_downgrade_and_plan_limits(db: Session, ws: str) -> None:
     db.flush()
     with pytest.raises(PlanLimitError, match="allows 10 deployment"):
         billing.downgrade(db, ws, "pro", now=at(11, 3))
+    with pytest.raises(PlanLimitError, match="free plan allows 1 deployment"):
+        billing.cancel(db, ws, now=at(11, 3))  # the free plan takes over: the same rule
+    for i in range(1, 11):
+        db.delete(db.get(Deployment, f"dep-{i:012x}"))
+    db.flush()
+    billing.cancel(db, ws, now=at(11, 4))  # one deployment of one replica fits
+    assert billing.current_plan(db, ws, now=at(11, 5)).name == "enterprise"
+    assert billing.limits_plan(db, ws, now=at(11, 5)).name == "free"  # what new ones must fit
     with pytest.raises(ConfigError, match="Unknown plan"):
         billing.subscribe(db, ws, "platinum")
 

@@ -117,7 +117,7 @@ def get_model(ref: Annotated[str, Path(max_length=140)], principal: Reader) -> d
 @router.post("/deployments", response_model=DeploymentOut, status_code=201,
              summary="Deploy a registered model (within the plan's limits)")
 def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer) -> DeploymentOut:
-    plan = billing.current_plan(db, principal.workspace_id)
+    plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.create_deployment(
         db, principal.workspace_id, body.name, body.model, plan=plan, version=body.version,
         replicas=body.replicas, max_batch_size=body.max_batch_size,
@@ -143,7 +143,7 @@ def get_deployment(name: str, db: DB, principal: Reader) -> DeploymentOut:
               summary="Scale a deployment or change its batching")
 def scale_deployment(name: str, body: DeploymentScale, db: DB,
                      principal: Deployer) -> DeploymentOut:
-    plan = billing.current_plan(db, principal.workspace_id)
+    plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.scale_deployment(db, principal.workspace_id, name, plan=plan,
                                        **body.model_dump(exclude_none=True))
     audit(db, principal, "deployment.scale", row.name, body.model_dump(exclude_none=True))
