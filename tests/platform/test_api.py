@@ -336,6 +336,19 @@ def test_job_logs_are_read_from_an_offset_and_tune_requests_queue_jobs(client: A
     assert first.text.startswith("epoch 1") and first.headers["x-log-offset"] == "36"
     rest = client.get(f"/api/v1/jobs/{job['id']}/logs?offset=18", headers=auth)
     assert rest.text == "epoch 2: loss 0.4\n"
+    past = client.get(f"/api/v1/jobs/{job['id']}/logs?offset=1000", headers=auth)
+    assert past.text == "" and past.headers["x-log-offset"] == "36"  # the end, not 1000
+    from kaon.platform.api.work import MAX_LOG_CHUNK
+
+    text = "a" * (MAX_LOG_CHUNK - 1) + "épochs done\n"  # é straddles the first chunk's end
+    (job_dir(job["id"]) / "log.txt").write_text(text, encoding="utf-8")
+    got, offset = "", 0
+    while True:
+        chunk = client.get(f"/api/v1/jobs/{job['id']}/logs?offset={offset}", headers=auth)
+        if not chunk.text:
+            break
+        got, offset = got + chunk.text, int(chunk.headers["x-log-offset"])
+    assert got == text  # put back together exactly, no replacement characters
     assert client.get("/api/v1/jobs/job-000000000000/logs", headers=auth).status_code == 404
     free = client.post("/api/v1/tune", headers=auth,
                        json={"dataset": "breastmnist", "time_seconds": 120})

@@ -66,10 +66,25 @@ def job_logs(job_id: str, db: DB, principal: Reader,
     text = b""
     if log.is_file():
         with log.open("rb") as f:
+            offset = min(offset, f.seek(0, 2))  # past the end: the end
             f.seek(offset)
             text = f.read(MAX_LOG_CHUNK)
+        if len(text) == MAX_LOG_CHUNK:
+            text = _whole_characters(text)
     return PlainTextResponse(text.decode("utf-8", errors="replace"), headers={
         "X-Log-Offset": str(offset + len(text)), "X-Job-State": job.state})
+
+
+def _whole_characters(chunk: bytes) -> bytes:
+    """``chunk`` without a UTF-8 character cut off at its end: the next read starts on it, so
+    a log read in chunks is put back together exactly."""
+    for back in range(1, min(4, len(chunk)) + 1):
+        byte = chunk[-back]
+        if byte & 0xC0 != 0x80:  # ASCII or the first byte of a character
+            size = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 \
+                else 4
+            return chunk if size <= back else chunk[:-back]
+    return chunk
 
 
 @router.post("/tune", response_model=JobOut, status_code=201,
