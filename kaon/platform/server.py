@@ -99,7 +99,10 @@ def create_platform_app(*, workers: int = 1) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def console() -> HTMLResponse:
-        return HTMLResponse(_CONSOLE.format(pid=escape(str(os.getpid()))))
+        return HTMLResponse(_CONSOLE.format(pid=escape(str(os.getpid()))), headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                       "frame-ancestors 'none'",
+            "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"})
 
     return app
 

@@ -220,3 +220,13 @@ def test_scaling_and_deleting_a_deployment_changes_its_processes(
         time.sleep(0.2)
     assert httpx.post(f"{url}/d/digits/v1/models/digits/predict", headers=_auth(key),
                       json={"inputs": [IMAGE]}).status_code == 404
+
+
+@pytest.mark.slow
+def test_the_console_page_cannot_be_framed_or_run_scripts(platform: dict[str, Any]) -> None:
+    page = httpx.get(f"{platform['url']}/")
+    assert page.status_code == 200 and "Kaon" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none'
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
