@@ -17,9 +17,12 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Spec file {path} does not exist.",
                           hint="Pass a YAML file such as examples/mnist_mlp.yaml.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Spec file {path} is not valid YAML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"Spec file {path} cannot be read as UTF-8 text: {exc}.",
+                          hint="Save the spec as a UTF-8 YAML file.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Spec file {path} must hold a mapping at the top level.")
     return raw
