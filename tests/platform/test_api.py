@@ -268,14 +268,16 @@ def test_admin_actions_are_audited(client: TestClient, admin_secret: str,
     assert client.get(f"{API}/me", headers=bearer(member["key"]["secret"])).status_code == 401
     assert client.post(f"{API}/subscription", headers=h, json={"plan": "pro"}).json()[
         "plan"] == "pro"
-    assert client.post(f"{API}/subscription/cancel", headers=h).json()["cancel_at_period_end"]
     assert client.post(f"{API}/deployments", headers=h,
                        json={"name": "web", "model": "mnist-mlp"}).status_code == 201
     assert client.patch(f"{API}/deployments/web", headers=h,
                         json={"replicas": 3}).json()["replicas"] == 3
     assert client.patch(f"{API}/deployments/web", headers=h,
                         json={"replicas": 9}).status_code == 409  # pro allows 4
+    refused = client.post(f"{API}/subscription/cancel", headers=h)  # 3 replicas: not on free
+    assert refused.status_code == 409 and "free plan allows" in refused.json()["message"]
     assert client.delete(f"{API}/deployments/web", headers=h).status_code == 204
+    assert client.post(f"{API}/subscription/cancel", headers=h).json()["cancel_at_period_end"]
     job = client.post(f"{API}/jobs", headers=h, json={"kind": "train", "spec": TRAIN_SPEC})
     assert client.post(f"{API}/jobs/{job.json()['id']}/cancel",
                        headers=h).json()["state"] == "cancelled"
