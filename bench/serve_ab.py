@@ -26,7 +26,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from gateway_overhead import rounds  # noqa: E402
-from serve_compare import register_models, start, stop, wrk_script  # noqa: E402
+from serve_compare import start, stop, wrk_script  # noqa: E402
 
 console = Console()
 
@@ -47,20 +47,24 @@ def main() -> None:
         base_tree = work / "base"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_tree),
                         args.base], check=True, capture_output=True)
-        env = {**os.environ, "KAON_HOME": str(work / "home")}
-        os.environ["KAON_HOME"] = env["KAON_HOME"]
         try:
-            register_models([args.model])
             servers = {}
             for name, tree, port in (("base", base_tree, 8791), ("tree", REPO, 8792)):
-                # `python -m` puts the working directory first on sys.path: run each from its tree
-                tree_env = {**env, "PYTHONPATH": str(tree)}
+                # `python -m` puts the working directory first on sys.path: run each from its
+                # tree, with a home of its own registered by its own code (their schemas may
+                # differ: a base from before a migration cannot open the tree's database)
+                tree_env = {**os.environ, "KAON_HOME": str(work / f"home-{name}"),
+                            "PYTHONPATH": str(tree)}
                 where = subprocess.run([sys.executable, "-c", "import kaon; print(kaon.__file__)"],
                                        cwd=tree, env=tree_env, capture_output=True, text=True,
                                        check=True).stdout.strip()
                 if not where.startswith(str(tree)):
                     raise SystemExit(f"{name} would import kaon from {where}, not {tree}")
                 console.print(f"{name}: kaon from {where}")
+                subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'bench'); "
+                                "from serve_compare import register_models; "
+                                f"register_models([{args.model!r}])"],
+                               cwd=tree, env=tree_env, check=True)
                 servers[name] = start("kaon", f"{args.model}:1", port, args.batch, args.wait_ms,
                                       tree_env, cwd=tree)
             body = {"inputs": [[[0] * 28] * 28]}
