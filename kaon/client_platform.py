@@ -71,11 +71,9 @@ def error_from_response(response: httpx.Response) -> KaonError:
         body = None
     status = response.status_code
     if not isinstance(body, dict):  # a proxy's page, or another server altogether
-        kind = response.headers.get("content-type", "no content type").split(";")[0]
         body = {"message": f"HTTP {status} {response.reason_phrase}{_from(response)}, "
-                           f"with a {kind} body, not a Kaon error.",
-                "hint": "Check the URL: the server's root as `kaon up` or `kaon serve` "
-                        "printed it (e.g. http://127.0.0.1:8080, without /api/v1)."}
+                           f"with a {_kind(response)} body, not a Kaon error.",
+                "hint": _CHECK_URL}
     message = str(body.get("message") or body.get("detail") or f"HTTP {status}")
     hint = body.get("hint")
     cls = _KNOWN.get(str(body.get("error")), _BY_STATUS.get(status, KaonError))
@@ -98,6 +96,14 @@ def error_from_response(response: httpx.Response) -> KaonError:
     return exc
 
 
+_CHECK_URL = ("Check the URL: the server's root as `kaon up` or `kaon serve` printed it "
+              "(e.g. http://127.0.0.1:8080, without /api/v1).")
+
+
+def _kind(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "no content type").split(";")[0]
+
+
 def _from(response: httpx.Response) -> str:
     try:
         return f" from {response.request.method} {response.url}"
@@ -113,11 +119,9 @@ def json_body(response: httpx.Response) -> Any:
             return response.json()
         except ValueError:
             pass
-    kind = response.headers.get("content-type", "no content type").split(";")[0]
-    raise UnavailableError(f"The answer{_from(response)} ({response.status_code}, {kind}) "
-                           "is not Kaon's JSON: this URL is not a Kaon server.",
-                           hint="Check the URL: the server's root as `kaon up` or `kaon "
-                                "serve` printed it (e.g. http://127.0.0.1:8080).")
+    raise UnavailableError(f"The answer{_from(response)} ({response.status_code}, "
+                           f"{_kind(response)}) is not Kaon's JSON: this URL is not a Kaon "
+                           "server.", hint=_CHECK_URL)
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:

@@ -25,7 +25,6 @@ import numpy as np
 from kaon.config import get_settings
 from kaon.data import catalog, formats
 from kaon.data.dataset import Dataset, Split
-from kaon.data.formats import MAX_CLASSES
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from kaon.names import is_valid_name
@@ -148,9 +147,6 @@ def _read(fmt: str, paths: list[Path], label_column: str,
     if names is not None and top >= len(names):
         raise DataError(f"{paths[0]}: label {top} but only {len(names)} class names",
                         hint="give one class name per label, in label order")
-    if top >= MAX_CLASSES:
-        raise DataError(f"{paths[0]}: label {top} means over {MAX_CLASSES:,} classes",
-                        hint="labels are class indices 0..K-1")
     return splits, names or [str(i) for i in range(top + 1)]
 
 

@@ -160,9 +160,17 @@ def get_key(session: Session, workspace_id: str, key_id: str,
 
 
 def revoke_key(session: Session, workspace_id: str, key_id: str,
-               user_id: str | None = None, now: datetime | None = None) -> ApiKey:
-    """Revoke a key of this workspace (one of ``user_id``'s when given); idempotent."""
+               user_id: str | None = None, now: datetime | None = None,
+               by: Principal | None = None) -> ApiKey:
+    """Revoke a key of this workspace (one of ``user_id``'s when given); idempotent. A
+    non-admin caller ``by`` may revoke itself, or keys with no scope it lacks: an app key must
+    not be able to lock out its user's admin key."""
     row = get_key(session, workspace_id, key_id, user_id)
+    if by is not None and not by.has("admin") and row.id != by.key_id and \
+            not effective_scopes(row.scopes, by.role) <= by.scopes:
+        raise ForbiddenError("A key may revoke itself, or keys of its user with no scope it "
+                             "lacks; this one has more.",
+                             hint="Revoke it with a key that has its scopes, or an admin key.")
     if row.revoked_at is None:
         row.revoked_at = now or utcnow()
         session.flush()

@@ -245,8 +245,8 @@ def usage_lines(session: Session, workspace_id: str, changes: list[SubscriptionC
             f" ({name}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC)")
         used = metering.usage_between(session, workspace_id, since, until)
         # storage is a level: what was held, for how long (byte-months), not what came in
-        used["storage_bytes"] = int(metering.byte_months(session, workspace_id, since, until,
-                                                         float(month)))
+        used["storage_bytes"] = int(metering.level_seconds(session, workspace_id, since,
+                                                           until) / month)
         lines += overage_lines(catalog.get(name), used, share, during)
     return lines
 

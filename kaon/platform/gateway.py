@@ -102,7 +102,8 @@ class Gateway:
         return plan
 
     async def admit(self, authorization: str | None, deployment: str, metric: str | None,
-                    event_key: str, rid: str = "") -> tuple[Principal, Plan, bool, ReplicaPool]:
+                    event_key: str, source: dict[str, str] | None = None,
+                    ) -> tuple[Principal, Plan, bool, ReplicaPool]:
         """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
         quota, e.g. health and metadata); True when a unit was consumed; and the deployment's
         replica pool."""
@@ -117,8 +118,7 @@ class Gateway:
         if metric is None or quota.limit_for(plan, metric) is None:
             return principal, plan, False, pool
         consumed = await asyncio.to_thread(_consume, principal.workspace_id, metric, plan,
-                                           event_key, {"deployment": deployment,
-                                                       "request_id": rid})
+                                           event_key, source or {"deployment": deployment})
         return principal, plan, consumed, pool
 
     # -- HTTP -----------------------------------------------------------------------------
@@ -128,12 +128,13 @@ class Gateway:
         # the caller's X-Request-ID is for tracing only: a key it chose could repeat an
         # earlier event's (not counted again, then refunded: served unmetered)
         event_key = f"req:{uuid.uuid4().hex}"
+        source = {"deployment": deployment, "request_id": rid}
         started = time.perf_counter()
         metered = request.method == "POST"  # inference; health and metadata are free
         try:
             principal, _, consumed, pool = await self.admit(
                 request.headers.get("authorization"), deployment,
-                "inference_requests" if metered else None, event_key, rid)
+                "inference_requests" if metered else None, event_key, source)
         except KaonError as exc:
             return _error(exc, rid)
         headers: dict[str, str | None] = {"x-request-id": rid, "authorization": None}
@@ -143,8 +144,7 @@ class Gateway:
         try:
             if ok and metered and not consumed:
                 await self.meter.record(principal.workspace_id, "inference_requests", 1,
-                                        event_key, {"deployment": deployment,
-                                                    "request_id": rid})
+                                        event_key, source)
             elif consumed and not ok:
                 await asyncio.to_thread(refund, principal.workspace_id, event_key)
         except KaonError as exc:  # not metered, so not served: the caller may retry

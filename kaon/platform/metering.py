@@ -140,26 +140,27 @@ def stored(session: Session, workspace_id: str, metric: str = "storage_bytes") -
         UsageCounter.metric == metric)) or 0)
 
 
+def _event_sum(session: Session, workspace_id: str, metric: str, *where: Any) -> int:
+    return int(session.scalar(select(func.coalesce(func.sum(UsageEvent.quantity), 0)).where(
+        UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric, *where)) or 0)
+
+
 def stored_by(session: Session, workspace_id: str, field: str, value: str,
               metric: str = "storage_bytes") -> int:
     """What the events whose source names ``field=value`` (e.g. one dataset) hold now."""
-    return int(session.scalar(select(func.coalesce(func.sum(UsageEvent.quantity), 0)).where(
-        UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric,
-        UsageEvent.source[field].as_string() == value)) or 0)
+    return _event_sum(session, workspace_id, metric,
+                      UsageEvent.source[field].as_string() == value)
 
 
 def level_at(session: Session, workspace_id: str, at: datetime,
              metric: str = "storage_bytes") -> int:
     """A gauge's level just before ``at``."""
-    return int(session.scalar(select(func.coalesce(func.sum(UsageEvent.quantity), 0)).where(
-        UsageEvent.workspace_id == workspace_id, UsageEvent.metric == metric,
-        UsageEvent.occurred_at < at)) or 0)
+    return _event_sum(session, workspace_id, metric, UsageEvent.occurred_at < at)
 
 
-def byte_months(session: Session, workspace_id: str, start: datetime, end: datetime,
-                month_seconds: float, metric: str = "storage_bytes") -> Decimal:
-    """The level of a gauge integrated over ``[start, end)``, in (level × months): 1 GB held
-    for half of a month is 0.5 GB-month."""
+def level_seconds(session: Session, workspace_id: str, start: datetime, end: datetime,
+                  metric: str = "storage_bytes") -> Decimal:
+    """The level of a gauge integrated over ``[start, end)`` (byte-seconds for storage)."""
     level = level_at(session, workspace_id, start, metric)
     changes = session.execute(
         select(UsageEvent.occurred_at, UsageEvent.quantity)
@@ -171,8 +172,7 @@ def byte_months(session: Session, workspace_id: str, start: datetime, end: datet
         at = at.astimezone(timezone.utc)
         held += Decimal(level) * Decimal(str((at - since).total_seconds()))
         level, since = level + quantity, at
-    held += Decimal(level) * Decimal(str((end - since).total_seconds()))
-    return held / Decimal(str(month_seconds))
+    return held + Decimal(level) * Decimal(str((end - since).total_seconds()))
 
 
 def usage(session: Session, workspace_id: str, period: str) -> dict[str, int]:

@@ -118,13 +118,12 @@ def period_usage(session: Session, workspace_id: str, period: str,
     """Per metric: used, included (None: not limited) and overage for the month."""
     if not isinstance(period, str):
         raise ConfigError("period must be YYYY-MM.")
-    parse_period(period)
+    end = parse_period(period)[1]
     totals = metering.usage(session, workspace_id, period)
     current = period == period_of(utcnow())
     for gauge in metering.GAUGES:  # what is held (now, or at the month's end), not the
         totals[gauge] = (metering.stored(session, workspace_id, gauge) if current  # net change
-                         else metering.level_at(session, workspace_id,
-                                                parse_period(period)[1], gauge))
+                         else metering.level_at(session, workspace_id, end, gauge))
     out: dict[str, dict[str, int | None]] = {}
     for metric, value in totals.items():
         included = plan.included(metric)

@@ -21,13 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from kaon.config import get_settings
 from kaon.db.engine import session_scope
 from kaon.db.models import utcnow
 from kaon.platform import billing, quota
@@ -40,7 +41,8 @@ from kaon.platform.models import Job
 class WorkerConfig:
     poll_s: float = 0.5  # how often an idle worker looks for work
     heartbeat_s: float = 1.0
-    stale_s: float = 15.0  # a running job without a beat for this long lost its worker
+    # a running job without a beat for this long lost its worker (KAON_JOB_STALE_S)
+    stale_s: float = field(default_factory=lambda: get_settings().job_stale_s)
     grace_s: float = 15.0  # SIGINT → SIGKILL on cancel
 
 
@@ -229,9 +231,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # a running job stops and is requeued
         signal.signal(sig, lambda *_: stop.set())
-    from kaon.config import get_settings
-
-    JobWorker(config=WorkerConfig(stale_s=get_settings().job_stale_s)).run(stop)
+    JobWorker().run(stop)
 
 
 if __name__ == "__main__":
