@@ -4,7 +4,8 @@
 
 Both sides run through the same trial machinery (a subprocess per trial, the final retrain on
 train + validation, the test evaluation); only the search differs: Kaon's warm start, TPE and
-Hyperband against plain random search without pruning. Each side
+Hyperband against plain random search without pruning. Both score trials the same way (on
+small validation splits: cross-validated, on perturbed images, docs/tune.md). Each side
 gets the full budget, one after the other, in the same run. Prints a table with test accuracy,
 test ROC AUC (binary tasks), the trial counts and the wall time against the budget.
 """

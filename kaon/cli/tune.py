@@ -38,6 +38,10 @@ def tune(
     cv: int | None = typer.Option(
         None, "--cv", help="Cross-validate each trial on K folds of train + val (0: off; "
                            "default: 3 when the validation split has under 1,000 images)."),
+    robust: bool | None = typer.Option(
+        None, "--robust/--no-robust",
+        help="Score trials on perturbed validation images: shifted, zoomed, re-exposed "
+             "(default: on when trials are cross-validated)."),
     warm_start: bool = typer.Option(
         True, "--warm-start/--no-warm-start",
         help="Try a portfolio of known-good configurations before the sampler's own."),
@@ -60,6 +64,8 @@ def tune(
 
         kaon tune --data ./my-xrays --size 64x64 --time 30m --cv 5
 
+        kaon tune --data fashion-mnist --time 15m --robust
+
         kaon tune --resume tune-3f9c1a2b
 
         kaon tune --resume tune-3f9c1a2b --pick 7
@@ -77,6 +83,7 @@ def tune(
         given = [flag for flag, value in (
             ("--data", data), ("--size", size), ("--time", time_), ("--workers", workers),
             ("--trial-time", trial_time), ("--space", space), ("--cv", cv),
+            ("--robust/--no-robust", robust),
             ("--multi-objective", multi_objective)) if value is not None]
         given += [flag for flag, value, default in (
             ("--objective", objective, "accuracy"), ("--sampler", sampler, "tpe"),
@@ -109,6 +116,8 @@ def tune(
             fields["trial_seconds"] = parse_duration(trial_time, "--trial-time")
         if cv is not None:
             fields["cv_folds"] = cv
+        if robust is not None:
+            fields["robust"] = robust
         try:
             cfg = TuneConfig.model_validate(fields)
         except ValidationError as exc:
@@ -159,6 +168,8 @@ def _stop_on_sigterm() -> None:
 def _print_result(result: TuneResult) -> None:
     what = (f"trial {result.trial} (picked), validation" if result.picked
             else "best validation")
+    if result.robust:
+        what += " (robust scoring)"
     console.print(f"Study [bold]{result.study}[/]: trials {result.trials}; {what} "
                   f"{result.best_value:.4f}; registered [bold]{result.model}[/] in "
                   f"{result.seconds:.0f}s.", soft_wrap=True)

@@ -43,6 +43,8 @@ class TuneSpec(BaseModel):
     warm_start: bool = True
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True
+    robust: bool | None = Field(default=None, description=(
+        "score trials on perturbed validation images (default: when cross-validated)"))
     space: SearchSpace | None = Field(default=None, description=(
         "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
 

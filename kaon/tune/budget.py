@@ -16,6 +16,11 @@ STARTUP_SECONDS = 10.0  # a trial process: interpreter, torch (+dynamo) import, 
 FINISH_SECONDS = 5.0  # test evaluation, plots, registration after the retrain
 EPOCH_OVERHEAD = 1.2  # an epoch against its bare training steps: batching, augmentation, logs
 TRIAL_SHARE = 0.4  # of the budget, the default cap of one trial
+# ... of a cross-validated one, which is several fits: room for the portfolio's ResNet to
+# finish its schedule on PneumoniaMNIST's three folds in a 10-minute budget (12 epochs took
+# 331 s of the 360; with 240 it had 5 epochs, too few to stand out, decision 0020)
+TRIAL_SHARE_CV = 0.6
+FOLD_SETUP_SECONDS = 3.0  # each later fold of a cross-validated trial: its data and its run
 
 
 def parse_duration(text: str, flag: str = "--time") -> float:
@@ -46,6 +51,12 @@ class Budget:
         return now + min_trial <= self.search_cutoff(retrain_estimate)
 
 
+def one_fit(trial_seconds: float, folds: int) -> float:
+    """The seconds of one fit in a trial of ``trial_seconds`` that made ``folds`` fits (one
+    start-up between them): what a retrain is scaled from."""
+    return STARTUP_SECONDS + max(trial_seconds - STARTUP_SECONDS, 0.0) / max(folds, 1)
+
+
 def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
                      speedup: float = 1.0) -> float:
     """The final fit sees train + validation: scale a trial's time accordingly. ``speedup``:
@@ -65,26 +76,38 @@ def min_trial_seconds(seconds_per_image: float, n_train: int, n_val: int,
     return STARTUP_SECONDS + epoch_seconds(seconds_per_image, n_train, n_val) * min_epochs
 
 
+def fixed_seconds(seconds_per_image: float, n_val: int, folds: int, robust: bool) -> float:
+    """What a trial costs besides its epochs: the process, each later fold's setup and, when
+    trials are scored on perturbed images, one more forward pass over each fit's validation
+    images (a third of a training step per image)."""
+    fits = max(folds, 1)
+    passes = seconds_per_image * n_val / 3 * fits if robust else 0.0
+    return STARTUP_SECONDS + FOLD_SETUP_SECONDS * (fits - 1) + passes
+
+
 def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int,
-                  cap: float, low: int, high: int) -> int | None:
-    """The most epochs (at most ``high``) a trial of this cost finishes within ``cap`` seconds,
-    validation and every fold included; None when not even ``low`` fit."""
+                  cap: float, low: int, high: int, robust: bool = False) -> int | None:
+    """The most epochs (at most ``high``) a trial of this cost finishes within ``cap``
+    seconds, validation, every fold, its setup and the perturbed passes included; None when
+    not even ``low`` fit."""
     per_epoch = epoch_seconds(seconds_per_image, n_train, n_val) * max(folds, 1)
-    epochs = int((cap - STARTUP_SECONDS) / max(per_epoch, 1e-9))
+    usable = cap - fixed_seconds(seconds_per_image, n_val, folds, robust)
+    epochs = int(usable / max(per_epoch, 1e-9))
     return min(epochs, high) if epochs >= low else None
 
 
 def check_feasible(left: float, min_trial: float, n_train: int, n_val: int,
-                   cap: float | None = None) -> None:
+                   cap: float | None = None, folds: int = 0) -> None:
     """Refuse, before any trial, a budget that cannot hold one trial plus its retrain.
 
     ``left`` is what remains of the budget after the checks themselves. The retrain is
     estimated from the trial cap ``cap``, as the search does until a trial has finished (a
     smaller estimate here let budgets through in which the search then could not launch one
     trial); the cheapest trial gets a margin of 1.5x, and the finish and the timing of the
-    portfolio's models a second ``FINISH_SECONDS``.
+    portfolio's models a second ``FINISH_SECONDS``. A cross-validated trial is ``folds``
+    fits, the retrain one.
     """
-    retrain = retrain_estimate(max(cap or min_trial, min_trial), n_train, n_val)
+    retrain = retrain_estimate(one_fit(max(cap or min_trial, min_trial), folds), n_train, n_val)
     needed = 1.5 * min_trial + retrain + 2 * FINISH_SECONDS
     if left < needed:
         raise ConfigError(

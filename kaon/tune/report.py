@@ -32,6 +32,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "second_objective": values[1] if len(values) > 1 else None,
             "epochs": max(t.intermediate_values) if t.intermediate_values else 0,
             "seconds": t.user_attrs.get("seconds"), "params": t.params,
+            "plain": t.user_attrs.get("plain"),  # unperturbed, when scored on perturbed images
         })
     return rows
 
@@ -67,10 +68,10 @@ def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any]) -> 
     with files["trials_csv"].open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "state", "value", "second_objective", "epochs", "seconds",
-                         "params"])
+                         "params", "plain_value"])
         for r in rows:
             writer.writerow([r["trial"], r["state"], r["value"], r["second_objective"],
-                             r["epochs"], r["seconds"], json.dumps(r["params"])])
+                             r["epochs"], r["seconds"], json.dumps(r["params"]), r["plain"]])
     files["trials_json"].write_text(json.dumps(rows, indent=2))
     files["best"].write_text(json.dumps(summary, indent=2, default=str))
     logging.getLogger("optuna").setLevel(logging.ERROR)

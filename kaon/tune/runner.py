@@ -157,7 +157,10 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
                 if report:
                     trial.report(outcome.value, report_step(outcome.epochs, epochs, max_epochs))
-                    if prune and trial.should_prune():
+                    # asked even when the answer is not acted on (the portfolio's trials):
+                    # Hyperband records a trial at a rung only when asked, and the rungs that
+                    # other trials are judged against must hold it
+                    if trial.should_prune() and prune:
                         outcome.state = "pruned"
                         _kill(proc)
             code = proc.wait()

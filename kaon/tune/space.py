@@ -150,9 +150,11 @@ PORTFOLIO: tuple[dict[str, Any], ...] = (
      "adam_lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle", "batch_size": 128,
      "random_shift": 0, "hflip": False,
      "class_weight": "none"},
-    {"family": "resnet-small", "resnet_width": 16, "resnet_blocks": 1, "dropout": 0.0,
-     "optimizer": "adamw", "adam_lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle",
-     "batch_size": 128, "random_shift": 1, "hflip": False,
+    # SGD with Nesterov momentum and two blocks per stage: ahead of the AdamW, one-block
+    # ResNet on validation on all three benchmark sets at equal epochs (decision 0018)
+    {"family": "resnet-small", "resnet_width": 16, "resnet_blocks": 2, "dropout": 0.0,
+     "optimizer": "sgd", "sgd_lr": 0.07, "weight_decay": 5e-6, "schedule": "onecycle",
+     "batch_size": 64, "random_shift": 1, "hflip": False,
      "class_weight": "none"},
     {"family": "mlp", "mlp_depth": 2, "mlp_width": 512, "dropout": 0.2, "optimizer": "adam",
      "adam_lr": 1e-3, "weight_decay": 1e-5, "schedule": "onecycle", "batch_size": 128,
@@ -183,10 +185,11 @@ def portfolio(space: SearchSpace) -> list[dict[str, Any]]:
         if entry["family"] not in space.families:
             continue
         params = {k: _project(v, getattr(space, _FIELD.get(k, k))) for k, v in entry.items()}
-        lr_name = "sgd_lr" if params["optimizer"] == "sgd" else "adam_lr"
+        lr_name, other = (("sgd_lr", "adam_lr") if params["optimizer"] == "sgd"
+                          else ("adam_lr", "sgd_lr"))
         if lr_name not in params:  # the space swapped the optimizer: the middle of its range
             r = getattr(space, lr_name)
-            params.pop("adam_lr", None)
+            params.pop(other, None)
             params[lr_name] = (r.low * r.high) ** 0.5 if r.log else (r.low + r.high) / 2
         if params not in chosen:
             chosen.append(params)

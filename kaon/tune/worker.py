@@ -9,6 +9,10 @@ With ``folds`` K ≥ 2 the trial is K-fold cross-validated on train + val: the p
 come from the first fold (the pruner judges on them), each later fold sends one ``{"fold": j}``
 line, and the final value is the mean over the folds. On a small validation split this is what
 keeps the search from picking the configuration that was luckiest on a few dozen images.
+
+With ``robust`` true, each fit's value is its objective on perturbed validation images
+(kaon.tune.robust), measured once after the fit; the per-epoch lines (the pruner's) stay plain.
+The final line then carries ``plain``, the mean of the unperturbed values, for the record.
 """
 
 from __future__ import annotations
@@ -46,13 +50,29 @@ class Reporter:
 def validation_objective(trainer: Any, logs: dict[str, float], objective: str) -> float:
     if objective == "accuracy":
         return float(logs["val_accuracy"])
+    return objective_on(trainer, trainer.data.x_val, trainer.data.y_val, objective)
+
+
+def objective_on(trainer: Any, x: torch.Tensor, y: torch.Tensor, objective: str) -> float:
+    """The trained model's ``objective`` on images ``x`` with labels ``y``."""
     from kaon.registry.loader import logits_to_proba
     from kaon.train.metrics import roc_auc
+    from kaon.train.optim import predictions
 
-    logits = trainer.logits(trainer.data.x_val)
+    logits = trainer.logits(x)
+    if objective == "accuracy":
+        return float((predictions(logits).cpu() == y.cpu()).float().mean())
     output = "sigmoid" if logits.shape[1] == 1 else "softmax"
     proba = logits_to_proba(logits, output)
-    return roc_auc(trainer.data.y_val.cpu(), proba[:, 1].cpu())
+    return roc_auc(y.cpu(), proba[:, 1].cpu())
+
+
+def robust_objective(trainer: Any, objective: str, seed: int) -> float:
+    """The objective on the validation images, each perturbed once (kaon.tune.robust)."""
+    from kaon.tune.robust import perturb
+
+    x = perturb(trainer.data.x_val, seed)
+    return objective_on(trainer, x, trainer.data.y_val, objective)
 
 
 def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30) -> float:
@@ -85,7 +105,9 @@ def main() -> int:
         def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
             captured["trainer"] = trainer
 
+    robust = bool(job.get("robust"))
     values: list[float] = []
+    plain: list[float] = []
     fit_seconds: list[float] = []
     run_id = ""
     for fold in range(max(folds, 1)):
@@ -100,16 +122,20 @@ def main() -> int:
                        workspace=job.get("workspace", "default"), run_id=announced)
         fit_seconds.append(time.monotonic() - started)
         assert reporter.last is not None
-        values.append(reporter.last)
+        plain.append(reporter.last)
+        values.append(robust_objective(captured["trainer"], job["objective"], fold)
+                      if robust else reporter.last)
         run_id = run_id or result.run_id
         if fold > 0:
-            emit({"fold": fold, "value": reporter.last})
+            emit({"fold": fold, "value": values[-1]})
     trainer = captured["trainer"]
     final: dict[str, Any] = {"final": True, "value": statistics.fmean(values),
                              "run_id": run_id, "params": count_parameters(trainer.model),
                              "fit_seconds": statistics.fmean(fit_seconds)}
     if folds >= 2:
         final["folds"] = values
+    if robust:
+        final["plain"] = statistics.fmean(plain)
     if job.get("latency"):
         shape = tuple(trainer.data.x_train.shape[1:])
         final["latency_ms"] = latency_ms(trainer.model.cpu(), shape)

@@ -128,6 +128,8 @@ def test_trial_time_errors_name_trial_time(tmp_path: Path) -> None:
 def test_resume_refuses_options_it_would_ignore_and_names_unknown_studies() -> None:
     error = tune("--resume", "tune-00000000", "--time", "10m", "--workers", "1")
     assert isinstance(error, ConfigError) and "--time, --workers cannot change" in error.message
+    error = tune("--resume", "tune-00000000", "--no-robust")
+    assert isinstance(error, ConfigError) and "--robust/--no-robust cannot" in error.message
     error = tune("--resume", "tune-00000000")
     assert isinstance(error, NotFoundError) and "No tuning study" in error.message
 

@@ -34,6 +34,9 @@ FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 MLP = {"families": ["mlp"], "mlp_width": [16], "mlp_depth": {"low": 1, "high": 1},
        "batch_sizes": [16], "epochs": {"low": 4, "high": 4}}
 SIZES = {"n_train": 100, "n_val": 20, "min_trial": 1.0, "speedup": {}}
+MLP_PARAMS = {"family": "mlp", "mlp_depth": 1, "mlp_width": 16, "dropout": 0.0,
+              "optimizer": "adam", "adam_lr": 1e-3, "weight_decay": 1e-5, "schedule": "cosine",
+              "batch_size": 16, "random_shift": 0, "hflip": False, "class_weight": "none"}
 
 
 def mlp_space(epochs: int) -> SearchSpace:
@@ -99,6 +102,21 @@ def test_the_pruner_gets_every_epoch_and_a_pruned_trial_is_killed(
     assert not marker.exists()  # killed, not left to run its 30 s to the end
 
 
+def test_the_portfolio_s_trials_are_reported_but_never_pruned(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    search = search_for(config(), "warm-no-prune-test")
+    for _ in range(3):
+        run_one(search, monkeypatch, FAKE_VALUE="0.9")
+    search.study.enqueue_trial({**MLP_PARAMS, "epochs": 4}, user_attrs={"warm_start": True})
+    run_one(search, monkeypatch, FAKE_VALUE="0.1")  # would be pruned at the first rung
+    warm = search.study.trials[-1]
+    assert warm.user_attrs["warm_start"] is True
+    assert warm.state == optuna.trial.TrialState.COMPLETE and warm.value == 0.1
+    assert warm.intermediate_values == {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.1}
+    # ... and Hyperband holds it at its rungs, which later trials are judged against
+    assert any(key.startswith("completed_rung_") for key in warm.system_attrs)
+
+
 def test_multi_objective_trials_are_neither_reported_nor_pruned(
         fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     search = search_for(config(multi_objective="latency"), "no-prune-test")
@@ -151,12 +169,7 @@ def test_the_cli_prints_the_front_as_a_table_with_the_spec_paths() -> None:
 
 def test_the_real_worker_reports_each_epoch_and_its_latency(tiny: str, tmp_path: Path) -> None:
     trial = optuna.create_study(direction="maximize").ask()
-    choice = suggest(optuna.trial.FixedTrial({"family": "mlp", "mlp_depth": 1, "mlp_width": 16,
-                                              "dropout": 0.0, "optimizer": "adam",
-                                              "adam_lr": 1e-3, "weight_decay": 1e-5,
-                                              "schedule": "cosine", "batch_size": 16,
-                                              "epochs": 3, "random_shift": 0, "hflip": False,
-                                              "class_weight": "none"}), mlp_space(3))
+    choice = suggest(optuna.trial.FixedTrial({**MLP_PARAMS, "epochs": 3}), mlp_space(3))
     job = {"spec": to_spec("tiny-trial", tiny, choice), "objective": "accuracy", "threads": 1,
            "folds": 0, "latency": True}
     outcome = run_trial(trial, job, lambda: time.monotonic() + 300, tmp_path / "trial.log",
@@ -164,6 +177,27 @@ def test_the_real_worker_reports_each_epoch_and_its_latency(tiny: str, tmp_path:
     assert outcome.state == "complete", outcome.error
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3]
     assert outcome.info["latency_ms"] > 0 and outcome.info["params"] == 6 * 6 * 16 + 16 + 34
+
+
+def test_the_real_worker_scores_each_fold_on_perturbed_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (120, 12, 12), dtype=np.uint8)
+    labels = (np.arange(120) % 2).reshape(-1, 1)
+    images[labels[:, 0] == 1] //= 4
+    npz = tmp_path / "small.npz"
+    np.savez(npz, train_images=images[:100], train_labels=labels[:100],
+             test_images=images[100:], test_labels=labels[100:])
+    import_dataset(npz, "small12")
+    trial = optuna.create_study(direction="maximize").ask()
+    choice = suggest(optuna.trial.FixedTrial({**MLP_PARAMS, "epochs": 2}), mlp_space(2))
+    job = {"spec": to_spec("small-trial", "small12", choice), "objective": "accuracy",
+           "threads": 1, "folds": 2, "robust": True}
+    outcome = run_trial(trial, job, lambda: time.monotonic() + 300, tmp_path / "trial.log",
+                        prune=False, report=True, max_epochs=2)
+    assert outcome.state == "complete", outcome.error
+    folds, plain = outcome.info["folds"], outcome.info["plain"]
+    assert len(folds) == 2 and outcome.value == pytest.approx(sum(folds) / 2)
+    assert 0 <= plain <= 1 and plain != outcome.value  # the perturbed images score otherwise
 
 
 # ---- a GPU per trial -------------------------------------------------------------------------

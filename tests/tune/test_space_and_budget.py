@@ -9,9 +9,16 @@ import pytest
 
 from kaon.errors import ConfigError
 from kaon.nn.spec import parse_spec
-from kaon.tune.budget import Budget, check_feasible, fitted_epochs, parse_duration, retrain_estimate
+from kaon.tune.budget import (
+    Budget,
+    check_feasible,
+    fitted_epochs,
+    one_fit,
+    parse_duration,
+    retrain_estimate,
+)
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
-from kaon.tune.study import TuneConfig, adapt, cv_sizes
+from kaon.tune.study import TuneConfig, adapt, cv_sizes, trial_cap
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45)])
@@ -89,6 +96,22 @@ def test_feasibility_and_the_first_launch_agree_on_the_retrain_estimate() -> Non
     check_feasible(total - 2, min_trial, n_train, n_val, cap)
 
 
+def test_a_cross_validated_trial_is_several_fits_and_the_retrain_one() -> None:
+    assert one_fit(70.0, folds=3) == pytest.approx(10 + 60 / 3)
+    assert one_fit(70.0, folds=0) == 70.0
+    # a 60 s cap of three fits budgets a retrain of one (scaled to train + val), not of three
+    check_feasible(73.0, 15.0, 400, 200, cap=60.0, folds=3)
+    with pytest.raises(ConfigError, match="too small"):
+        check_feasible(73.0, 15.0, 400, 200, cap=60.0)
+
+
+def test_a_cross_validated_trial_gets_a_larger_share_of_the_budget() -> None:
+    sizes = {"min_trial": 10.0}
+    assert trial_cap(config(cv_folds=3), sizes) == pytest.approx(0.6 * 300)
+    assert trial_cap(config(cv_folds=0), sizes) == pytest.approx(0.4 * 300)
+    assert trial_cap(config(cv_folds=3, trial_seconds=50), sizes) == 50
+
+
 # ---- data-dependent defaults ---------------------------------------------------------------------
 def config(**changes: object) -> TuneConfig:
     return TuneConfig.model_validate({"dataset": "breastmnist", "time_seconds": 300,
@@ -100,6 +123,14 @@ def test_a_small_validation_split_turns_on_three_fold_cross_validation() -> None
     assert adapt(config(), n_train=54000, n_val=6000).cv_folds == 0
     assert adapt(config(cv_folds=0), n_train=546, n_val=78).cv_folds == 0  # asked for: kept
     assert adapt(config(cv_folds=5), n_train=54000, n_val=6000).cv_folds == 5
+
+
+def test_trials_are_scored_on_perturbed_images_when_cross_validated_unless_told() -> None:
+    assert adapt(config(), n_train=546, n_val=78).robust is True
+    assert adapt(config(), n_train=54000, n_val=6000).robust is False
+    assert adapt(config(cv_folds=0), n_train=546, n_val=78).robust is False
+    assert adapt(config(robust=False), n_train=546, n_val=78).robust is False  # asked for
+    assert adapt(config(robust=True), n_train=54000, n_val=6000).robust is True
 
 
 def test_few_images_stretch_the_default_epochs_but_not_a_space_file_s() -> None:
@@ -150,12 +181,29 @@ def test_the_portfolio_moves_into_a_narrower_space_and_drops_what_it_leaves_out(
         suggest(optuna.trial.FixedTrial({**params, "epochs": 3}), space)
 
 
+def test_the_sgd_resnet_takes_the_adam_rate_in_a_space_without_sgd() -> None:
+    space = SearchSpace.model_validate({"families": ["resnet-small"],
+                                        "optimizers": ["adamw"]})
+    (resnet,) = portfolio(space)
+    assert resnet["optimizer"] == "adamw" and "sgd_lr" not in resnet
+    assert space.adam_lr.low < resnet["adam_lr"] < space.adam_lr.high
+    suggest(optuna.trial.FixedTrial({**resnet, "epochs": 3}), space)
+
+
 def test_warm_start_epochs_fit_the_trial_cap() -> None:
-    # 1 ms per image, 1,000 train + 300 val images: 1.1 s of steps, 1.32 s an epoch
+    # 1 ms per image, 1,000 train + 300 val images: 1.1 s of steps, 1.32 s an epoch; the
+    # cap less the 10 s start-up (and 3 s for each later fold) is theirs
     assert fitted_epochs(1e-3, 1000, 300, folds=0, cap=23.5, low=3, high=12) == 10
     assert fitted_epochs(1e-3, 1000, 300, folds=0, cap=100, low=3, high=12) == 12
-    assert fitted_epochs(1e-3, 1000, 300, folds=2, cap=23.5, low=3, high=12) == 5
+    assert fitted_epochs(1e-3, 1000, 300, folds=2, cap=23.5, low=3, high=12) == 3
     assert fitted_epochs(1e-3, 1000, 300, folds=3, cap=12, low=3, high=12) is None
+
+
+def test_fitted_epochs_leave_room_for_the_perturbed_pass() -> None:
+    # 10 ms per image, 100 train + 300 val: 2.4 s an epoch; the perturbed pass over the 300
+    # validation images is a forward pass, a third of a step each: 1 s
+    assert fitted_epochs(1e-2, 100, 300, folds=0, cap=30, low=3, high=12) == 8
+    assert fitted_epochs(1e-2, 100, 300, folds=0, cap=30, low=3, high=12, robust=True) == 7
 
 
 def test_class_weights_are_a_dimension_of_the_space_and_reach_the_spec(tmp_path: Path) -> None:
