@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     from kaon.errors import KaonError
 
     job_id = (argv or sys.argv[1:])[0]
+    # the worker cancels with SIGINT: honour it even when it came ignored from the worker's
+    # own start (`kaon up &` in a script, nohup), which Python would otherwise keep
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _die_with_parent()
     out = job_dir(job_id)
     out.mkdir(parents=True, exist_ok=True)

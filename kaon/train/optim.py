@@ -31,8 +31,13 @@ def make_scheduler(cfg: Schedule, opt: torch.optim.Optimizer, epochs: int,
     """Return (scheduler, steps_each_batch)."""
     total = epochs * steps_per_epoch
     if cfg.name == "onecycle":
+        if total < 3:  # no room for a warm-up and an annealing phase: a constant rate
+            return None, False
         max_lr = cfg.max_lr or opt.param_groups[0]["lr"]
-        return OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=cfg.warmup), True
+        # OneCycleLR divides by zero when its warm-up is exactly one step (warm-up 0.25 of 4
+        # steps: one epoch of 400 images at batch 128): make it two
+        warmup = 2 / total if cfg.warmup * total == 1 else cfg.warmup
+        return OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=warmup), True
     if cfg.name == "cosine":
         return CosineAnnealingLR(opt, T_max=total), True
     if cfg.name == "step":

@@ -89,17 +89,26 @@ def test_a_job_on_an_unknown_dataset_is_refused_at_submission(kaon_home: Path) -
 
 
 @pytest.mark.slow
-def test_a_running_job_is_cancelled(shared_datasets: Path) -> None:
-    job_id = submit(spec(epochs=200))
-    worker = JobWorker(config=WorkerConfig(poll_s=0.1, grace_s=20))
-    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1})
-    thread.start()
-    wait_for(lambda: "epoch 1:" in _log(job_id), what="the first epoch")
-    with session_scope() as s:
-        jobs.request_cancel(s, "default", job_id)
-    thread.join(timeout=60)
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_running_job_is_cancelled(shared_datasets: Path, sigint: str) -> None:
+    # "ignored": the worker was started with SIGINT ignored (`kaon up &` in a script, nohup),
+    # which its job processes inherit; they must still stop on the worker's SIGINT
+    before = signal.getsignal(signal.SIGINT)
+    if sigint == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        job_id = submit(spec(epochs=200))
+        worker = JobWorker(config=WorkerConfig(poll_s=0.1, grace_s=20))
+        thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 1})
+        thread.start()
+        wait_for(lambda: "epoch 1:" in _log(job_id), what="the first epoch")
+        with session_scope() as s:
+            jobs.request_cancel(s, "default", job_id)
+        thread.join(timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert not thread.is_alive()
-    assert job(job_id).state == "cancelled"
+    assert job(job_id).state == "cancelled", _log(job_id)
 
 
 @pytest.mark.slow

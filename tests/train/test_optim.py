@@ -1,4 +1,4 @@
-"""Losses with and without class-balanced weights (kaon/train/optim.py)."""
+"""Losses with and without class-balanced weights, and schedules (kaon/train/optim.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kaon.train.optim import balanced_weights, make_loss
+from kaon.nn.spec import Schedule
+from kaon.train.optim import balanced_weights, make_loss, make_scheduler
 
 
 def test_balanced_weights_are_n_over_classes_times_count_and_zero_for_an_absent_class() -> None:
@@ -45,3 +46,15 @@ def test_balanced_weights_make_each_class_count_as_much_as_the_other(name: str,
     minority = per_example(logits[3:], y[3:])
     assert weighted(logits, y).item() == pytest.approx(((majority + minority) / 2).item())
     assert per_example(logits, y).item() == pytest.approx(((3 * majority + minority) / 4).item())
+
+
+@pytest.mark.parametrize("epochs,steps", [(1, 1), (1, 2), (1, 3), (1, 4), (2, 2), (1, 5), (3, 7)])
+def test_one_cycle_runs_however_few_the_steps(epochs: int, steps: int) -> None:
+    # warm-up 0.25 of 4 steps is one step, where OneCycleLR divided by zero
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler, per_step = make_scheduler(Schedule(name="onecycle"), opt, epochs, steps)
+    for _ in range(epochs * steps):
+        opt.step()
+        if scheduler is not None and per_step:
+            scheduler.step()
+    assert 0 < opt.param_groups[0]["lr"] <= 0.1
