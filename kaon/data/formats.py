@@ -123,6 +123,12 @@ def read_idx(images_path: Path, labels_path: Path) -> Split:
                  torch.from_numpy(labels.astype(np.int64)))
 
 
+def check_label_bound(where: str, top: int, hint: str) -> None:
+    """Refuse a largest label that would mean more than :data:`MAX_CLASSES` classes."""
+    if top >= MAX_CLASSES:
+        raise DataError(f"{where}: label {top} means over {MAX_CLASSES:,} classes", hint=hint)
+
+
 def make_split(where: str, images: np.ndarray, labels: np.ndarray) -> Split:
     """Validate and convert arrays: images (N,H,W) or channels-last (N,H,W,C), C in 1, 3, 4."""
     if images.dtype != np.uint8:
@@ -150,9 +156,8 @@ def make_split(where: str, images: np.ndarray, labels: np.ndarray) -> Split:
     if labels.size and labels.min() < 0:
         raise DataError(f"{where}: negative label {int(labels.min())}",
                         hint="labels are class indices 0..K-1")
-    if labels.size and int(labels.max()) >= MAX_CLASSES:  # also before int64 could wrap it
-        raise DataError(f"{where}: label {int(labels.max())} means over {MAX_CLASSES:,} classes",
-                        hint="labels are class indices 0..K-1")
+    if labels.size:  # also before int64 could wrap it
+        check_label_bound(where, int(labels.max()), "labels are class indices 0..K-1")
     if len(images) != len(labels):
         raise DataError(f"{where}: label count mismatch: {len(images)} images but "
                         f"{len(labels)} labels", hint="save exactly one label per image")
@@ -308,9 +313,9 @@ def _encode_labels(path: Path, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if ints.min() < 0:
         raise DataError(f"{path}: negative label {int(ints.min())}",
                         hint="integer labels are class indices 0..K-1; or use class names")
-    if ints.max() >= MAX_CLASSES:  # K names would be built: a label of 10**11 must not
-        raise DataError(f"{path}: label {int(ints.max())} means over {MAX_CLASSES:,} classes",
-                        hint="integer labels are class indices 0..K-1; or use class names")
+    # K names would be built: a label of 10**11 must not
+    check_label_bound(str(path), int(ints.max()),
+                      "integer labels are class indices 0..K-1; or use class names")
     return ints, [str(i) for i in range(int(ints.max()) + 1)]
 
 

@@ -121,6 +121,9 @@ class FamilyModel(Strict):
 
 
 # ---- data, optimisation, schedule ------------------------------------------------------------
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy take
+
+
 class Normalize(Strict):
     mean: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
         default=None, description="per channel, in [0,1] units")
@@ -221,7 +224,7 @@ class TrainSpec(Strict):
     batch_size: int = Field(default=64, gt=0, le=65536)
     eval_batch_size: int = Field(default=1024, gt=0)
     early_stopping: EarlyStopping | None = None
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: Seed = 0
     register_: Register | None = Field(default=Register(), alias="register",
                                        description="register the result; null to skip")
     parent: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}([:@].+)?$",

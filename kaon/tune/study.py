@@ -33,7 +33,7 @@ from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError, NotFoundError
 from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
-from kaon.nn.spec import parse_spec
+from kaon.nn.spec import Seed, parse_spec
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
@@ -56,7 +56,7 @@ class TuneConfig(BaseModel):
     multi_objective: Literal["latency", "params"] | None = None
     workers: int = Field(default_factory=lambda: default_workers(), ge=1, le=64)
     trial_seconds: float | None = Field(default=None, gt=0)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: Seed = 0
     model_name: str | None = Field(default=None, pattern=NAME_PATTERN)
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True

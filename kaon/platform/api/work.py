@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -78,13 +79,9 @@ def job_logs(job_id: str, db: DB, principal: Reader,
 def _whole_characters(chunk: bytes) -> bytes:
     """``chunk`` without a UTF-8 character cut off at its end: the next read starts on it, so
     a log read in chunks is put back together exactly."""
-    for back in range(1, min(4, len(chunk)) + 1):
-        byte = chunk[-back]
-        if byte & 0xC0 != 0x80:  # ASCII or the first byte of a character
-            size = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 \
-                else 4
-            return chunk if size <= back else chunk[:-back]
-    return chunk
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(chunk)
+    return chunk[:len(chunk) - len(decoder.getstate()[0])]  # less the bytes it holds back
 
 
 @router.post("/tune", response_model=JobOut, status_code=201,
