@@ -1,6 +1,7 @@
 """``kaon tune`` (TPE + Hyperband) vs plain Optuna random search, same space, budget and workers.
 
     python bench/tune_search.py --data breastmnist --time 5m [--objective accuracy] [--space F]
+                                [--seed 0]
 
 Both sides run through the same trial machinery (a subprocess per trial, the final retrain on
 train + validation, the test evaluation); only the search differs: Kaon's warm start, TPE and
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--space", type=Path, default=None,
                         help="a search-space YAML file, used by both sides")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="both searches' seed: the sampler's, every trial's and the retrain's")
     args = parser.parse_args()
     os.environ["KAON_HOME"] = tempfile.mkdtemp(prefix="kaon-bench-tune-")
     os.environ.setdefault("KAON_DATA_PATH", str(REPO.parent / "shared" / "datasets"))
@@ -42,14 +45,14 @@ def main() -> None:
                                  ("Optuna random search", "random", False)):
         cfg = TuneConfig(dataset=args.data, time_seconds=budget, objective=args.objective,
                          workers=args.workers, sampler=sampler, pruning=kaon,
-                         warm_start=kaon, space=load_space(args.space),
+                         warm_start=kaon, space=load_space(args.space), seed=args.seed,
                          model_name=f"{args.data}-{sampler}")
         result = tune(cfg, progress=False)
         rows.append((label, result))
         print(f"{label}: {result.to_dict()}", flush=True)
 
     print(f"\n{args.data}, budget {args.time} ({budget:.0f}s), objective {args.objective}, "
-          f"{args.workers} workers, space {args.space or 'default'}")
+          f"{args.workers} workers, space {args.space or 'default'}, seed {args.seed}")
     print("| search | trials (complete/pruned/timeout/failed) | best val | test acc | test AUC "
           "| wall s | wall / budget |")
     print("|---|---|---|---|---|---|---|")

@@ -137,7 +137,8 @@ def tune(
 _FLAGS = {"time_seconds": "--time", "workers": "--workers", "objective": "--objective",
           "multi_objective": "--multi-objective", "cv_folds": "--cv", "model_name": "--name",
           "seed": "--seed", "trial_seconds": "--trial-time", "sampler": "--sampler",
-          "dataset": "--data"}
+          "dataset": "--data", "robust": "--robust", "warm_start": "--warm-start",
+          "space": "--space"}
 
 
 def _problems(exc: ValidationError) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from kaon.db.models import new_id, utcnow
 from kaon.errors import ConfigError, NotFoundError
-from kaon.platform.common import check_id, check_name
+from kaon.platform.common import check_id, check_name, lock_workspace
 from kaon.platform.errors import AuthError, ConflictError, ForbiddenError
 from kaon.platform.models import ApiKey, Member
 
@@ -78,6 +78,7 @@ def create_key(session: Session, workspace_id: str, user_id: str, name: str,
                                                     Member.user_id == user_id))
     if role is None:
         raise NotFoundError(f"No member {user_id!r} in this workspace.")
+    lock_workspace(session, workspace_id)  # racing creations are counted one at a time
     active = session.scalar(select(func.count()).select_from(ApiKey).where(
         ApiKey.workspace_id == workspace_id, ApiKey.user_id == user_id,
         ApiKey.revoked_at.is_(None))) or 0

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from kaon.db.models import new_id, utcnow
 from kaon.errors import ConfigError, NotFoundError
 from kaon.platform import metering
-from kaon.platform.common import check_id, insert_for, month_bounds, parse_period
+from kaon.platform.common import check_id, insert_for, lock_workspace, month_bounds, parse_period
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import Deployment, Invoice, Subscription, SubscriptionChange
 from kaon.platform.plans import GB, Plan, get_catalog
@@ -114,6 +114,7 @@ def subscribe(session: Session, workspace_id: str, plan_name: str,
     plan undoes a pending cancellation."""
     plan = get_catalog().get(plan_name)
     now = _utc(now)
+    lock_workspace(session, workspace_id)  # no deployment is created or scaled meanwhile
     sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
     if sub is None:
         start, end = month_bounds(_utc_day(now))
@@ -161,6 +162,7 @@ def _move(session: Session, workspace_id: str, plan_name: str, now: datetime | N
 def cancel(session: Session, workspace_id: str, now: datetime | None = None) -> Subscription:
     """Cancel at the end of the current period (no refund for the rest of the month). The
     deployments must fit the default plan that takes over, as for any change of plan."""
+    lock_workspace(session, workspace_id)
     sub = get_subscription(session, workspace_id, now)
     _check_fits(session, workspace_id, get_catalog().default)
     sub.cancel_at_period_end = True

@@ -6,11 +6,13 @@ import re
 from datetime import date, datetime, timezone
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from kaon.errors import ConfigError, NotFoundError
 from kaon.names import is_valid_name
+from kaon.platform.models import Workspace
 
 NAME_RULE = ("Use lower-case letters, digits, '.', '_' and '-' (max 64), starting with a "
              "letter or digit: never spaces, '/', '..' paths or SQL.")
@@ -26,6 +28,19 @@ def insert_for(session: Session, table: Any) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise ConfigError(f"The control plane supports SQLite and PostgreSQL, not {name}.")
+
+
+def lock_workspace(session: Session, workspace_id: str) -> None:
+    """Hold the workspace's row until this transaction ends, so that checks of what the
+    workspace has (deployments against its plan, a plan change against its deployments) and
+    the writes they guard run one transaction at a time. A no-op UPDATE: PostgreSQL locks the
+    row; SQLite, which has no row locks, takes its write lock (other writers wait on the busy
+    timeout). Call it before reading what the check reads."""
+    done = session.execute(update(Workspace).where(Workspace.id == workspace_id)
+                           .values(name=Workspace.name)
+                           .execution_options(synchronize_session=False))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise NotFoundError(f"No workspace {workspace_id[:80]!r}.")
 
 
 def check_name(value: str, what: str) -> str:

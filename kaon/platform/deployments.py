@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from kaon.db.models import Model, ModelVersion, new_id, utcnow
 from kaon.errors import ConfigError, NotFoundError
 from kaon.names import is_valid_name
-from kaon.platform.common import check_name
+from kaon.platform.common import check_name, lock_workspace
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import Deployment
 from kaon.platform.plans import Plan
@@ -56,13 +56,15 @@ def create_deployment(session: Session, workspace_id: str, name: str, model: str
                       max_batch_size: int = 32, max_wait_ms: float = 5.0) -> Deployment:
     """Record a deployment of ``model`` (the latest version unless given), within the plan.
 
-    The deployment count is checked, not locked: two creations at the same instant can
-    pass a plan's ``max_deployments`` by one.
+    The workspace is locked for the rest of the transaction (:func:`lock_workspace`), so
+    creations at the same instant are counted one after another and never pass the plan's
+    ``max_deployments``.
     """
     check_name(name, "deployment name")
     check_name(model, "model name")
     _check_replicas(replicas, plan)
     _check_batching(max_batch_size, max_wait_ms)
+    lock_workspace(session, workspace_id)
     resolved = resolve_version(session, workspace_id, model, version)
     if session.scalar(select(Deployment.id).where(Deployment.workspace_id == workspace_id,
                                                   Deployment.name == name)):
@@ -102,7 +104,9 @@ def get_deployment(session: Session, workspace_id: str, name: str) -> Deployment
 def scale_deployment(session: Session, workspace_id: str, name: str, *, plan: Plan,
                      replicas: int | None = None, max_batch_size: int | None = None,
                      max_wait_ms: float | None = None) -> Deployment:
-    """Change replicas and/or batching; the runtime picks the change up."""
+    """Change replicas and/or batching; the runtime picks the change up (under the
+    workspace's lock, like a plan change that checks the replicas)."""
+    lock_workspace(session, workspace_id)
     row = get_deployment(session, workspace_id, name)
     if replicas is not None:
         _check_replicas(replicas, plan)

@@ -38,11 +38,12 @@ from kaon.platform import billing, quota
 from kaon.platform.api.app import DATABASE_BUSY, error_response
 from kaon.platform.auth import Principal, authenticate, require
 from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
+from kaon.platform.errors import PlanLimitError
 from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, take_request
+from kaon.serve.asgi import METHODS, refuse_handshake, take_request
 from kaon.serve.pool import ReplicaPool
 
 
@@ -54,6 +55,8 @@ class _TTLCache:
     """
 
     def __init__(self, seconds: float, size: int = 10_000) -> None:
+        if size < 1:
+            raise ValueError(f"a cache holds at least one entry, not {size}")
         self.seconds, self.size = seconds, size
         self._items: dict[str, tuple[float, Any]] = {}
         self._loading: dict[str, asyncio.Future[Any]] = {}
@@ -74,8 +77,11 @@ class _TTLCache:
         del self._loading[key]
         if done.cancelled() or done.exception() is not None:
             return
-        if len(self._items) >= self.size:
-            self._items.clear()
+        # insertion order is expiry order (one TTL for all): when full, the first entry is the
+        # stalest, so a flood of unknown keys evicts them one at a time, never the whole cache
+        self._items.pop(key, None)
+        while len(self._items) >= self.size:
+            del self._items[next(iter(self._items))]
         self._items[key] = (time.monotonic() + self.seconds, done.result())
 
 
@@ -184,12 +190,15 @@ class Gateway:
         try:
             principal, plan, _, pool = await self.admit(auth, deployment, None, "")
             if not plan.has("streams"):
-                raise KaonError(f"The {plan.name} plan does not include streams.",
-                                hint="Upgrade the plan.")
+                raise PlanLimitError(f"The {plan.name} plan does not include streams.",
+                                     hint="Upgrade the plan.")
             await asyncio.to_thread(_check_quota, principal.workspace_id, "stream_frames",
                                     plan)
-        except KaonError as exc:
-            await websocket.close(code=1008, reason=exc.message[:120])
+        except KaonError as exc:  # the handshake gets the HTTP routes' answer: 401, 404, 429
+            await refuse_handshake(websocket, _error(exc, stream_id), code=1008)
+            return
+        except OperationalError:  # 503, as the HTTP routes answer (1013: try again later)
+            await refuse_handshake(websocket, _error(DATABASE_BUSY, stream_id), code=1013)
             return
         meter = self.meter
 

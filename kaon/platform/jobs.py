@@ -10,14 +10,14 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from kaon.db.models import new_id, utcnow
 from kaon.errors import ConfigError, NotFoundError
 from kaon.platform import quota
-from kaon.platform.common import check_id
+from kaon.platform.common import check_id, lock_workspace
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import JOB_KINDS, JOB_STATES, Job
 from kaon.platform.plans import Plan
@@ -43,10 +43,20 @@ class TuneSpec(BaseModel):
     warm_start: bool = True
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True
+    cv_folds: int | None = Field(default=None, ge=0, le=10, description=(
+        "K-fold cross-validation of every trial: 0 off, 2-10 folds (default: 3 folds when "
+        "the validation split is under 1,000 images)"))
     robust: bool | None = Field(default=None, description=(
         "score trials on perturbed validation images (default: when cross-validated)"))
     space: SearchSpace | None = Field(default=None, description=(
         "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, value: int | None) -> int | None:
+        if value == 1:
+            raise ValueError("cv_folds 1 is not cross-validation: give 0 (off) or 2 to 10")
+        return value
 
 
 def validate_spec(kind: str, spec: Any) -> dict[str, Any]:
@@ -100,6 +110,7 @@ def submit_job(session: Session, workspace_id: str, kind: str, spec: dict[str, A
             raise PlanLimitError(f"The {plan.name} plan does not include {feature!r} "
                                  f"({kind} jobs).", hint="Upgrade the plan.")
         quota.check(session, workspace_id, "training_seconds", plan)
+    lock_workspace(session, workspace_id)  # the queue's bound holds under racing submissions
     waiting = session.scalar(select(func.count()).select_from(Job).where(
         Job.workspace_id == workspace_id, Job.state == "queued")) or 0
     if waiting >= MAX_QUEUED:

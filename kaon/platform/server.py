@@ -28,6 +28,7 @@ from kaon.platform.deployrt import MAX_BODY, DeploymentRuntime
 from kaon.platform.gateway import Gateway, GatewayFirst
 from kaon.platform.meterlog import MeterWriter
 from kaon.procs import die_with_parent, freeze_heap
+from kaon.serve import logs
 
 
 class WorkerProcesses:
@@ -71,6 +72,7 @@ class WorkerProcesses:
 
 
 def create_platform_app(*, workers: int = 1) -> FastAPI:
+    logs.redact_keys_in_server_logs()  # a browser's stream URL carries ?api_key=
     runtime = DeploymentRuntime()
     meter = MeterWriter(journal=get_settings().home / "meter-journal")
     job_workers = WorkerProcesses(workers)

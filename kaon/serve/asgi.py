@@ -5,14 +5,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.serve import logs
 
 # what the forwarding paths pass on; others get FastAPI's 404/405
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+async def refuse_handshake(websocket: WebSocket, response: Response, code: int) -> None:
+    """Refuse a WebSocket before accepting it, with ``response`` as the handshake's HTTP answer
+    (the ASGI denial-response extension: the client sees 401, 404, 429 or 503 and the JSON
+    body, as over HTTP). A server without the extension can only refuse with 403, so there
+    the socket is accepted and closed with ``code`` and the message as the reason."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+        return
+    await websocket.accept()
+    reason = response.body.decode("utf-8", "replace")[:120] if response.body else ""
+    await websocket.close(code=code, reason=reason)
 
 
 def is_v2(path: str) -> bool:

@@ -17,6 +17,34 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # restarts (the gateway keys usage events by them) without a system call per request.
 _PREFIX = secrets.token_hex(8)
 _COUNTER = itertools.count(1)
+_KEY_IN_QUERY = re.compile(r"(?i)(api(?:_|%5f)key=)[^&\s\"']+")
+
+
+def _redact(value: Any) -> Any:
+    return _KEY_IN_QUERY.sub(r"\1REDACTED", value) if isinstance(value, str) else value
+
+
+class RedactKeys(logging.Filter):
+    """Replace ``api_key=…`` in a record with ``api_key=REDACTED``: browsers, which cannot
+    set headers on a WebSocket, put the key in the URL, and uvicorn logs URLs whole. The
+    arguments are redacted one by one, keeping their shape (uvicorn's access formatter
+    unpacks them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact(v) for k, v in record.args.items()}
+        record.msg = _redact(record.msg)
+        return True
+
+
+def redact_keys_in_server_logs() -> None:
+    """Install :class:`RedactKeys` on uvicorn's loggers (idempotent)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in target.filters):
+            target.addFilter(RedactKeys())
 
 
 class JsonFormatter(logging.Formatter):

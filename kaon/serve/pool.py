@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
+from kaon.serve.asgi import refuse_handshake
 from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -266,7 +267,7 @@ class ReplicaPool:
 
         replica = self.pick()
         if replica is None:
-            await websocket.close(code=1013, reason="no replica is ready; retry")
+            await refuse_handshake(websocket, unavailable("No replica is ready."), code=1013)
             return
         query = websocket.url.query if query is None else query
         uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")

@@ -147,7 +147,19 @@ def test_a_stream_through_the_gateway_meters_each_frame(deployed: dict[str, Any]
             ws.send(tensor_frame(i))
         seqs = [__import__("json").loads(ws.recv(timeout=10))["seq"] for _ in range(3)]
     assert seqs == [0, 1, 2]
-    assert _settled(url, key, before + 3, "stream_frames") == before + 3
+    # a browser cannot set headers on a WebSocket: the key may come as ?api_key=
+    with connect(url.replace("http", "ws") + f"/d/digits/v1/models/digits/stream?api_key={key}"
+                 ) as ws:
+        ws.send(tensor_frame(0))
+        assert __import__("json").loads(ws.recv(timeout=10))["seq"] == 0
+    assert _settled(url, key, before + 4, "stream_frames") == before + 4
+    # a refused stream gets the HTTP routes' status and body as the handshake's answer
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url.replace("http", "ws") + "/d/digits/v1/models/digits/stream")
+    assert refused.value.response.status_code == 401
+    assert b"No API key was sent" in refused.value.response.body
 
 
 @pytest.mark.slow

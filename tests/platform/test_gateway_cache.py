@@ -1,10 +1,13 @@
-"""The gateway's key and plan cache: one load per key however many requests miss at once."""
+"""The gateway in process: its key and plan cache (one load per key however many requests
+miss at once; a full cache evicts its stalest entry), and a stream refused while the database
+is unreachable."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -73,3 +76,50 @@ def test_a_caller_that_goes_away_does_not_cancel_the_load_for_the_others() -> No
         return await stayer
 
     assert asyncio.run(scenario()) == "ok"
+
+
+def test_a_full_cache_evicts_its_stalest_entry_not_every_entry() -> None:
+    """A flood of unknown keys (each a miss) must not push every valid key out at once."""
+    loads: list[str] = []
+
+    def loader(key: str) -> Callable[[], str]:
+        def load() -> str:
+            loads.append(key)
+            return key
+        return load
+
+    async def scenario() -> list[str]:
+        cache = _TTLCache(seconds=60, size=3)
+        for key in ("a", "b", "c", "a", "d", "b", "c", "a"):
+            await cache.get(key, loader(key))
+        return loads
+
+    # d evicts a (the stalest) alone; b and c stay cached; a's return evicts b
+    assert asyncio.run(scenario()) == ["a", "b", "c", "d", "a"]
+
+
+def test_a_stream_opened_while_the_database_is_unreachable_is_refused_with_503(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a traceback and a failed handshake: the HTTP routes' 503 and body, as the
+    handshake's answer."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
+
+    from kaon.config import reset_settings
+    from kaon.platform.deployrt import DeploymentRuntime
+    from kaon.platform.gateway import Gateway
+    from kaon.platform.meterlog import MeterWriter
+
+    # nothing listens on port 1: every connection is refused (SQLAlchemy's OperationalError)
+    monkeypatch.setenv("KAON_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    reset_settings()
+    app = FastAPI()
+    app.include_router(Gateway(DeploymentRuntime(), MeterWriter()).router())
+    key = "kaon_0123456789ab_" + "x" * 43  # well formed: the gateway must ask the database
+    with TestClient(app) as client, pytest.raises(WebSocketDenialResponse) as refused, \
+            client.websocket_connect("/d/cam/v1/models/m/stream",
+                                     headers={"Authorization": f"Bearer {key}"}):
+        pass
+    assert refused.value.status_code == 503
+    assert refused.value.json()["message"] == "The database is busy or unreachable."

@@ -36,14 +36,18 @@ def test_jobs_are_validated_and_queued(db: Session) -> None:
     assert jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60},
                            plan=pro).kind == "tune"
     for unbounded in ({"time_seconds": 1e300}, {"trial_seconds": 1e300}, {"seed": 2**80},
-                      {"workers": 4}):  # POST /jobs gets the bounds POST /tune has
+                      {"workers": 4}, {"cv_folds": 1}, {"cv_folds": 11}):  # POST /jobs
+        # gets the bounds POST /tune has
         with pytest.raises(ConfigError, match="Invalid tuning request"):
             jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60,
                                             **unbounded}, plan=pro)
+    folds = jobs.submit_job(db, A, "tune", {"dataset": "mnist", "time_seconds": 60,
+                                            "cv_folds": 5, "robust": False}, plan=pro)
+    assert (folds.spec["cv_folds"], folds.spec["robust"]) == (5, False)
     metering.record(db, A, "training_seconds", free.included_training_seconds, "used-up")
     with pytest.raises(QuotaExceeded):
         jobs.submit_job(db, A, "train", TRAIN_SPEC, plan=free)
-    assert [j.kind for j in jobs.list_jobs(db, A)] == ["tune", "train"]
+    assert [j.kind for j in jobs.list_jobs(db, A)] == ["tune", "tune", "train"]
     assert jobs.list_jobs(db, B) == []
     with pytest.raises(NotFoundError):
         jobs.get_job(db, B, job.id)

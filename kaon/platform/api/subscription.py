@@ -19,7 +19,7 @@ from kaon.platform.api.schemas import (
     UsageOut,
 )
 from kaon.platform.audit import audit
-from kaon.platform.common import parse_period, period_of
+from kaon.platform.common import lock_workspace, parse_period, period_of
 from kaon.platform.plans import Plan, get_catalog
 
 router = APIRouter()
@@ -49,6 +49,7 @@ def get_subscription(db: DB, principal: Reader) -> SubscriptionOut:
 @router.post("/subscription", response_model=SubscriptionOut,
              summary="Subscribe, or change plan (prorated by day)")
 def change_subscription(body: SubscriptionChange, db: DB, principal: Admin) -> SubscriptionOut:
+    lock_workspace(db, principal.workspace_id)  # before the subscription row, as everywhere
     before = billing.current_plan(db, principal.workspace_id).name
     sub = billing.subscribe(db, principal.workspace_id, body.plan)
     audit(db, principal, "subscription.change", sub.id, {"from": before, "to": sub.plan})

@@ -19,6 +19,7 @@ from kaon.platform.api.schemas import (
     JobOut,
 )
 from kaon.platform.audit import audit
+from kaon.platform.common import lock_workspace
 from kaon.platform.jobrun import job_dir
 
 router = APIRouter()
@@ -36,6 +37,7 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 @router.post("/jobs", response_model=JobOut, status_code=201,
              summary="Queue a training or tuning job")
 def submit_job(body: JobCreate, db: DB, principal: Trainer) -> JobOut:
+    lock_workspace(db, principal.workspace_id)
     plan = billing.current_plan(db, principal.workspace_id)
     job = jobs.submit_job(db, principal.workspace_id, body.kind, body.spec, plan=plan,
                           max_attempts=body.max_attempts)
@@ -87,6 +89,7 @@ def _whole_characters(chunk: bytes) -> bytes:
 @router.post("/tune", response_model=JobOut, status_code=201,
              summary="Queue a `kaon tune` search (a job of kind 'tune')")
 def submit_tune(body: TuneRequest, db: DB, principal: Trainer) -> JobOut:
+    lock_workspace(db, principal.workspace_id)
     plan = billing.current_plan(db, principal.workspace_id)
     spec = body.model_dump(exclude_none=True, exclude_unset=True)  # the space's own defaults
     job = jobs.submit_job(db, principal.workspace_id, "tune", spec, plan=plan,
@@ -129,6 +132,7 @@ def get_model(ref: Annotated[str, Path(max_length=140)], principal: Reader) -> d
 @router.post("/deployments", response_model=DeploymentOut, status_code=201,
              summary="Deploy a registered model (within the plan's limits)")
 def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer) -> DeploymentOut:
+    lock_workspace(db, principal.workspace_id)  # the plan cannot change until this commits
     plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.create_deployment(
         db, principal.workspace_id, body.name, body.model, plan=plan, version=body.version,
@@ -155,6 +159,7 @@ def get_deployment(name: str, db: DB, principal: Reader) -> DeploymentOut:
               summary="Scale a deployment or change its batching")
 def scale_deployment(name: str, body: DeploymentScale, db: DB,
                      principal: Deployer) -> DeploymentOut:
+    lock_workspace(db, principal.workspace_id)
     plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.scale_deployment(db, principal.workspace_id, name, plan=plan,
                                        **body.model_dump(exclude_none=True))

@@ -1,0 +1,124 @@
+"""Limits on what a workspace holds hold under concurrency: creations racing for a plan's last
+deployment slot, a downgrade racing a creation, submissions racing for the job queue's last
+place are serialised by the workspace's lock, on SQLite and on PostgreSQL (real servers, real
+transactions)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+from sqlalchemy.orm import Session
+
+from kaon.db.models import new_id
+from kaon.errors import KaonError
+from kaon.platform import billing, deployments, jobs
+from kaon.platform.models import Job, Workspace
+from kaon.platform.plans import get_catalog
+from tests.platform.helpers import TRAIN_SPEC, register_model
+
+WS = "ws-cccccccccccc"
+
+
+@pytest.fixture
+def ws(db: Session) -> str:
+    db.add(Workspace(id=WS, name="c"))
+    register_model(db, WS)
+    db.commit()
+    return WS
+
+
+def _slow_clock(monkeypatch: pytest.MonkeyPatch, module: object = deployments) -> None:
+    """Widen the window between a check and its write: each creation stamps its row 0.2 s
+    after counting, so without a lock every racer counts before the first one commits."""
+    real = module.utcnow  # type: ignore[attr-defined]
+
+    def slow() -> datetime:
+        time.sleep(0.2)
+        return real()
+
+    monkeypatch.setattr(module, "utcnow", slow)
+
+
+def _race(sessions: Callable[[], Session], calls: list[Callable[[Session], object]],
+          ) -> tuple[list[int], list[int], list[BaseException]]:
+    allowed: list[int] = []
+    refused: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            with sessions() as s:
+                calls[i](s)
+                s.commit()
+            allowed.append(i)
+        except KaonError:  # the limit's own error: PlanLimitError, ConflictError
+            refused.append(i)
+        except BaseException as exc:  # pragma: no cover - reported by the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return allowed, refused, errors
+
+
+def test_racing_creations_never_pass_max_deployments(
+        sessions: Callable[[], Session], ws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    free = get_catalog().get("free")
+    assert free.max_deployments == 1
+    _slow_clock(monkeypatch)
+    calls = [lambda s, i=i: deployments.create_deployment(s, ws, f"web-{i}", "mnist-mlp",
+                                                          plan=free) for i in range(6)]
+    allowed, refused, errors = _race(sessions, calls)
+    assert errors == []
+    assert (len(allowed), len(refused)) == (1, 5)
+    with sessions() as s:
+        assert len(deployments.list_deployments(s, ws)) == 1
+
+
+def test_a_downgrade_racing_a_creation_leaves_the_workspace_within_its_plan(
+        sessions: Callable[[], Session], ws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with sessions() as s:
+        billing.subscribe(s, ws, "pro")
+        deployments.create_deployment(s, ws, "web-0", "mnist-mlp", plan=get_catalog().get("pro"))
+        s.commit()
+    _slow_clock(monkeypatch)
+
+    def create(s: Session) -> object:  # what the API route does: lock, then read the plan
+        from kaon.platform.common import lock_workspace
+
+        lock_workspace(s, ws)
+        return deployments.create_deployment(s, ws, "web-1", "mnist-mlp",
+                                             plan=billing.limits_plan(s, ws))
+
+    allowed, refused, errors = _race(sessions, [create, lambda s: billing.subscribe(s, ws, "free")])
+    assert errors == []
+    assert len(allowed) == 1 and len(refused) == 1
+    with sessions() as s:
+        count = len(deployments.list_deployments(s, ws))
+        plan = billing.limits_plan(s, ws)
+        assert count <= plan.max_deployments, (count, plan.name)
+
+
+def test_racing_submissions_never_pass_the_job_queues_bound(
+        sessions: Callable[[], Session], ws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with sessions() as s:
+        s.add_all([Job(id=new_id("job"), workspace_id=ws, kind="train", spec=TRAIN_SPEC,
+                       state="queued", attempts=0, max_attempts=1, cancel_requested=False,
+                       compute_seconds=0.0) for _ in range(jobs.MAX_QUEUED - 1)])
+        s.commit()
+    _slow_clock(monkeypatch, jobs)
+    calls = [lambda s: jobs.submit_job(s, ws, "train", TRAIN_SPEC) for _ in range(4)]
+    allowed, refused, errors = _race(sessions, calls)
+    assert errors == []
+    assert (len(allowed), len(refused)) == (1, 3)
+    with sessions() as s:
+        assert len(jobs.list_jobs(s, ws, state="queued")) == jobs.MAX_QUEUED
