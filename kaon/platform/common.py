@@ -17,6 +17,7 @@ from kaon.platform.models import Workspace
 NAME_RULE = ("Use lower-case letters, digits, '.', '_' and '-' (max 64), starting with a "
              "letter or digit: never spaces, '/', '..' paths or SQL.")
 _ID = re.compile(r"^[a-z]{1,8}-[0-9a-f]{12}$")
+_LOCKED = "kaon.locked_workspaces"  # session.info: (the transaction, the ids it has locked)
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -35,12 +36,21 @@ def lock_workspace(session: Session, workspace_id: str) -> None:
     workspace has (deployments against its plan, a plan change against its deployments) and
     the writes they guard run one transaction at a time. A no-op UPDATE: PostgreSQL locks the
     row; SQLite, which has no row locks, takes its write lock (other writers wait on the busy
-    timeout). Call it before reading what the check reads."""
+    timeout). Call it before reading what the check reads. A second call in the same
+    transaction (a route that locks before reading the plan, then the service it calls)
+    does nothing."""
+    held = session.info.get(_LOCKED)
+    if held is not None and held[0] is session.get_transaction() and workspace_id in held[1]:
+        return
     done = session.execute(update(Workspace).where(Workspace.id == workspace_id)
                            .values(name=Workspace.name)
                            .execution_options(synchronize_session=False))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFoundError(f"No workspace {workspace_id[:80]!r}.")
+    transaction = session.get_transaction()
+    if held is None or held[0] is not transaction:
+        held = session.info[_LOCKED] = (transaction, set())
+    held[1].add(workspace_id)
 
 
 def check_name(value: str, what: str) -> str:

@@ -194,11 +194,9 @@ class Gateway:
                                      hint="Upgrade the plan.")
             await asyncio.to_thread(_check_quota, principal.workspace_id, "stream_frames",
                                     plan)
-        except KaonError as exc:  # the handshake gets the HTTP routes' answer: 401, 404, 429
-            await refuse_handshake(websocket, _error(exc, stream_id), code=1008)
-            return
-        except OperationalError:  # 503, as the HTTP routes answer (1013: try again later)
-            await refuse_handshake(websocket, _error(DATABASE_BUSY, stream_id), code=1013)
+        except (KaonError, OperationalError) as exc:  # the HTTP routes' answer: 401 … 503
+            refusal = exc if isinstance(exc, KaonError) else DATABASE_BUSY
+            await refuse_handshake(websocket, _error(refusal, stream_id))
             return
         meter = self.meter
 

@@ -21,7 +21,7 @@ from kaon.platform.common import check_id, lock_workspace
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import JOB_KINDS, JOB_STATES, Job
 from kaon.platform.plans import Plan
-from kaon.tune.space import SearchSpace
+from kaon.tune.space import SearchSpace, check_cv_folds
 
 FEATURE_FOR_KIND = {"tune": "automl"}  # kinds a plan must list as a feature
 MAX_QUEUED = 50  # jobs of one workspace waiting for a worker: the queue is bounded
@@ -51,12 +51,7 @@ class TuneSpec(BaseModel):
     space: SearchSpace | None = Field(default=None, description=(
         "what the search may choose; keys left out keep their defaults (docs/tune.md)"))
 
-    @field_validator("cv_folds")
-    @classmethod
-    def _folds(cls, value: int | None) -> int | None:
-        if value == 1:
-            raise ValueError("cv_folds 1 is not cross-validation: give 0 (off) or 2 to 10")
-        return value
+    _folds = field_validator("cv_folds")(check_cv_folds)
 
 
 def validate_spec(kind: str, spec: Any) -> dict[str, Any]:

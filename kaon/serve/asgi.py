@@ -16,11 +16,13 @@ from kaon.serve import logs
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
-async def refuse_handshake(websocket: WebSocket, response: Response, code: int) -> None:
+async def refuse_handshake(websocket: WebSocket, response: Response) -> None:
     """Refuse a WebSocket before accepting it, with ``response`` as the handshake's HTTP answer
     (the ASGI denial-response extension: the client sees 401, 404, 429 or 503 and the JSON
     body, as over HTTP). A server without the extension can only refuse with 403, so there
-    the socket is accepted and closed with ``code`` and the message as the reason."""
+    the socket is accepted and closed with the message as the reason and 1013 (try again
+    later) for a 503, else 1008 (policy)."""
+    code = 1013 if response.status_code == 503 else 1008
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(response)
         return

@@ -267,7 +267,7 @@ class ReplicaPool:
 
         replica = self.pick()
         if replica is None:
-            await refuse_handshake(websocket, unavailable("No replica is ready."), code=1013)
+            await refuse_handshake(websocket, unavailable("No replica is ready."))
             return
         query = websocket.url.query if query is None else query
         uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")

@@ -73,11 +73,6 @@ def epoch_seconds(seconds_per_image: float, n_train: int, n_val: int) -> float:
     return seconds_per_image * (n_train + n_val / 3) * EPOCH_OVERHEAD
 
 
-def min_trial_seconds(seconds_per_image: float, n_train: int, n_val: int,
-                      min_epochs: int) -> float:
-    return STARTUP_SECONDS + epoch_seconds(seconds_per_image, n_train, n_val) * min_epochs
-
-
 def fixed_seconds(seconds_per_image: float, n_val: int, folds: int, robust: bool) -> float:
     """What a trial costs besides its epochs: the process, each later fold's setup and, when
     trials are scored on perturbed images, one more forward pass over each fit's validation

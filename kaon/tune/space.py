@@ -79,6 +79,14 @@ class SearchSpace(BaseModel):
         return self.epochs.high
 
 
+def check_cv_folds(folds: int | None) -> int | None:
+    """The one rule on a number of folds that bounds alone cannot say (0 is off, 2-10 folds);
+    shared by the search's config and the platform's tune requests."""
+    if folds == 1:
+        raise ValueError("cv_folds 1 is not cross-validation: give 0 (off) or 2 to 10")
+    return folds
+
+
 def load_space(path: Path | None) -> SearchSpace:
     """Defaults, with the keys of a YAML file (if given) replacing theirs."""
     if path is None:

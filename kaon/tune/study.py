@@ -38,7 +38,7 @@ from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.report import trials_table, write_report
 from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial
-from kaon.tune.space import IntRange, SearchSpace, portfolio, suggest, to_spec
+from kaon.tune.space import IntRange, SearchSpace, check_cv_folds, portfolio, suggest, to_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -83,8 +83,7 @@ class TuneConfig(BaseModel):
         if not re.fullmatch(NAME_PATTERN, f"{self.name}-trial"):
             raise ValueError(f"model name {self.name!r} is too long or not allowed "
                              "(trials are named NAME-trial, at most 64 characters)")
-        if self.cv_folds == 1:
-            raise ValueError("cv_folds 1 is not cross-validation: give 0 (off) or 2 to 10")
+        check_cv_folds(self.cv_folds)
         if self.workers > (os.cpu_count() or 1) * 2:
             raise ValueError(f"--workers {self.workers} is more than twice the "
                              f"{os.cpu_count()} cores")
@@ -286,9 +285,9 @@ def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
     """Images per fit (one fold under cross-validation) and the cheapest trial's seconds."""
     folds = cfg.cv_folds or 0
     n_train, n_val = cv_sizes(int(sizes["n_train"]), int(sizes["n_val"]), folds)
-    one_fit = b.min_trial_seconds(sizes["per_image"], n_train, n_val, cfg.space.epochs.low)
     fixed = b.fixed_seconds(sizes["per_image"], n_val, folds, bool(cfg.robust))
-    min_trial = fixed + (one_fit - b.STARTUP_SECONDS) * max(folds, 1)
+    min_trial = fixed + b.epoch_seconds(sizes["per_image"], n_train, n_val) \
+        * cfg.space.epochs.low * max(folds, 1)
     return {**sizes, "n_train": n_train, "n_val": n_val, "min_trial": min_trial}
 
 

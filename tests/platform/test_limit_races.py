@@ -122,3 +122,32 @@ def test_racing_submissions_never_pass_the_job_queues_bound(
     assert (len(allowed), len(refused)) == (1, 3)
     with sessions() as s:
         assert len(jobs.list_jobs(s, ws, state="queued")) == jobs.MAX_QUEUED
+
+
+def test_a_workspace_is_locked_once_per_transaction(
+        sessions: Callable[[], Session], ws: str) -> None:
+    """A route locks before reading the plan and its service locks again: one UPDATE, until
+    the transaction ends; the next transaction locks anew."""
+    from sqlalchemy import event
+
+    from kaon.platform.common import lock_workspace
+
+    updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE workspaces"):
+            updates.append(statement)
+
+    with sessions() as s:
+        engine = s.get_bind()
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            lock_workspace(s, ws)
+            lock_workspace(s, ws)
+            assert len(updates) == 1
+            s.commit()
+            lock_workspace(s, ws)
+            assert len(updates) == 2
+            s.rollback()
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)

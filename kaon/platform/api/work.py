@@ -82,7 +82,7 @@ def _whole_characters(chunk: bytes) -> bytes:
     """``chunk`` without a UTF-8 character cut off at its end: the next read starts on it, so
     a log read in chunks is put back together exactly."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    decoder.decode(chunk)
+    decoder.decode(chunk[-3:])  # a character cut off leaves at most 3 of its bytes
     return chunk[:len(chunk) - len(decoder.getstate()[0])]  # less the bytes it holds back
 
 
