@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kaon.config import get_settings
 from kaon.data import catalog, formats
@@ -113,7 +114,27 @@ def read_any(path: Path | str | Sequence[Path | str], format: str = "auto",
         raise ConfigError(f"--size applies to image folders and CSV files, not {fmt}",
                           hint="drop --size")
     splits, class_names = _read(fmt, paths, label_column, size)
+    _check_two_classes(splits, class_names, paths[0])
     return splits, class_names, fmt, paths
+
+
+def _check_two_classes(splits: dict[str, Split], class_names: list[str], path: Path) -> None:
+    """A classifier learns from training images of two classes at least: refuse a dataset
+    without them (an .npz or CSV whose labels are all one value, an IDX folder holding only
+    a test pair) at import, not at the first training."""
+    train = splits.get("train")
+    if train is None or len(train) == 0:
+        raise DataError(f"{path}: holds no training images (splits: {', '.join(splits)})",
+                        hint="add a train split (an IDX folder: a train-images-idx3-ubyte "
+                             "pair beside the t10k one)")
+    present = torch.unique(train.labels).tolist()
+    if len(present) >= 2:
+        return
+    raise DataError(f"{path}: only one class ({class_names[present[0]]!r}) has training "
+                    "images; a classifier needs at least two",
+                    hint="add training images of a second class (an .npz or a CSV: a second "
+                         "label value; an image folder: a sub-folder per class, under train/ "
+                         "if it has one)")
 
 
 def detect_format(path: Path) -> str:

@@ -51,7 +51,10 @@ class _TTLCache:
     """Values kept for ``seconds``; a miss loads once, however many callers ask meanwhile.
 
     Without the single flight, every request in flight when an entry expires (16 at
-    concurrency 16) would go to the database for the same key.
+    concurrency 16) would go to the database for the same key. A load that returns an
+    exception (an unknown or revoked key: the refusal is the value) is kept apart, in a
+    store of its own size, so a flood of unknown keys evicts only other refusals, never a
+    valid key.
     """
 
     def __init__(self, seconds: float, size: int = 10_000) -> None:
@@ -59,12 +62,13 @@ class _TTLCache:
             raise ValueError(f"a cache holds at least one entry, not {size}")
         self.seconds, self.size = seconds, size
         self._items: dict[str, tuple[float, Any]] = {}
+        self._refusals: dict[str, tuple[float, BaseException]] = {}
         self._loading: dict[str, asyncio.Future[Any]] = {}
 
     async def get(self, key: str, load: Callable[[], Any]) -> Any:
         """The cached value of ``key``, else ``load()`` run in a thread (once). The load is
         its own task, so a caller that goes away does not cancel it for the others."""
-        hit = self._items.get(key)
+        hit = self._items.get(key) or self._refusals.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         task = self._loading.get(key)
@@ -77,12 +81,15 @@ class _TTLCache:
         del self._loading[key]
         if done.cancelled() or done.exception() is not None:
             return
-        # insertion order is expiry order (one TTL for all): when full, the first entry is the
-        # stalest, so a flood of unknown keys evicts them one at a time, never the whole cache
+        value = done.result()
         self._items.pop(key, None)
-        while len(self._items) >= self.size:
-            del self._items[next(iter(self._items))]
-        self._items[key] = (time.monotonic() + self.seconds, done.result())
+        self._refusals.pop(key, None)
+        store = self._refusals if isinstance(value, BaseException) else self._items
+        # insertion order is expiry order (one TTL for all): when full, the first entry is the
+        # stalest, so a store that is full drops one entry at a time, never all of them
+        while len(store) >= self.size:
+            del store[next(iter(store))]
+        store[key] = (time.monotonic() + self.seconds, value)
 
 
 class Gateway:
@@ -99,8 +106,8 @@ class Gateway:
         token = authorization or ""
         cache_key = hashlib.sha256(token.encode()).hexdigest()
         found = await self._principals.get(cache_key, lambda: _authenticate(token))
-        if isinstance(found, KaonError):
-            raise found
+        if isinstance(found, KaonError):  # the cached refusal: raised without the traceback
+            raise found.with_traceback(None)  # of its last raise (frames kept alive, growing)
         return found
 
     async def plan(self, workspace_id: str) -> Plan:
@@ -252,7 +259,7 @@ def _authenticate(token: str) -> Principal | KaonError:
         with session_scope() as s:
             return authenticate(s, token)
     except KaonError as exc:
-        return exc
+        return exc.with_traceback(None)  # cached: it must not hold this lookup's frames
 
 
 def _current_plan(workspace_id: str) -> Plan:

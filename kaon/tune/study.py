@@ -74,6 +74,17 @@ class TuneConfig(BaseModel):
     def name(self) -> str:
         return self.model_name or f"{self.dataset}-tuned"
 
+    @property
+    def folds(self) -> int:
+        """Folds each trial is cross-validated on (0: a plain hold-out; before :func:`adapt`
+        has settled the default, also 0)."""
+        return self.cv_folds or 0
+
+    @property
+    def scores_robust(self) -> bool:
+        """Trials are scored on perturbed validation images."""
+        return bool(self.robust)
+
     @model_validator(mode="after")
     def _names_fit(self) -> TuneConfig:
         if not is_valid_name(self.dataset):  # a path: the CLI imports it first, this does not
@@ -200,7 +211,7 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     sizes = _fit_sizes(cfg, sizes)
     b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
                      int(sizes["n_train"]), int(sizes["n_val"]), trial_cap(cfg, sizes),
-                     cfg.cv_folds or 0)
+                     cfg.folds)
     if cfg.trial_seconds is not None and cfg.trial_seconds < sizes["min_trial"]:
         raise ConfigError(f"--trial-time {cfg.trial_seconds:.0f}s is shorter than the cheapest "
                           f"trial on this dataset (about {sizes['min_trial']:.0f}s).",
@@ -283,9 +294,9 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
 
 def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
     """Images per fit (one fold under cross-validation) and the cheapest trial's seconds."""
-    folds = cfg.cv_folds or 0
+    folds = cfg.folds
     n_train, n_val = cv_sizes(int(sizes["n_train"]), int(sizes["n_val"]), folds)
-    fixed = b.fixed_seconds(sizes["per_image"], n_val, folds, bool(cfg.robust))
+    fixed = b.fixed_seconds(sizes["per_image"], n_val, folds, cfg.scores_robust)
     min_trial = fixed + b.epoch_seconds(sizes["per_image"], n_train, n_val) \
         * cfg.space.epochs.low * max(folds, 1)
     return {**sizes, "n_train": n_train, "n_val": n_val, "min_trial": min_trial}
@@ -352,7 +363,7 @@ def trial_threads(cfg: TuneConfig) -> int:
 def trial_cap(cfg: TuneConfig, sizes: dict[str, Any]) -> float:
     """Seconds one trial may run: ``--trial-time``, else a share of the budget (a larger one
     for a cross-validated trial, which is several fits)."""
-    share = b.TRIAL_SHARE_CV if (cfg.cv_folds or 0) >= 2 else b.TRIAL_SHARE
+    share = b.TRIAL_SHARE_CV if cfg.folds >= 2 else b.TRIAL_SHARE
     return cfg.trial_seconds or max(share * cfg.time_seconds, 2 * sizes["min_trial"])
 
 
@@ -411,8 +422,8 @@ def _warm_start(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any],
     epochs = cfg.space.epochs
     for t in timed:
         fitted = b.fitted_epochs(t.alone, int(sizes["n_train"]), int(sizes["n_val"]),
-                                 cfg.cv_folds or 0, trial_cap(cfg, sizes), epochs.low,
-                                 epochs.high, robust=bool(cfg.robust))
+                                 cfg.folds, trial_cap(cfg, sizes), epochs.low,
+                                 epochs.high, robust=cfg.scores_robust)
         if fitted is not None:
             study.enqueue_trial({**t.params, "epochs": fitted}, user_attrs={"warm_start": True})
 
@@ -444,7 +455,7 @@ class _Search:
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(optuna.trial.TrialState.COMPLETE,))]
         return max(done) if done else b.retrain_estimate(
-            b.one_fit(self.trial_cap, self.cfg.cv_folds or 0), n_train, n_val)
+            b.one_fit(self.trial_cap, self.cfg.folds), n_train, n_val)
 
     def cutoff(self) -> float:
         """When running trials must stop; moves earlier as longer trials complete."""
@@ -473,8 +484,8 @@ class _Search:
         spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
         spec["data"]["test_fraction"] = self.sizes.get("test_fraction")
         job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
-               "workspace": self.cfg.workspace, "folds": self.cfg.cv_folds or 0,
-               "robust": bool(self.cfg.robust),
+               "workspace": self.cfg.workspace, "folds": self.cfg.folds,
+               "robust": self.cfg.scores_robust,
                "latency": self.cfg.multi_objective == "latency"}
         # the portfolio's configurations are known to be good: their first, noisiest epochs
         # must not end them (under Hyperband most ResNets fell at the first rung, decision 0020)
@@ -668,8 +679,8 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         if cfg.multi_objective else []
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
-               "retrain_epochs": epochs, "cv_folds": cfg.cv_folds or 0,
-               "robust": bool(cfg.robust), "test": test,
+               "retrain_epochs": epochs, "cv_folds": cfg.folds,
+               "robust": cfg.scores_robust, "test": test,
                "pareto": pareto, "trials": counts}
     files = write_report(study, report_dir, summary)
     if pareto:
@@ -678,7 +689,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     study.set_user_attr("spent", search.spent())
     return TuneResult(study.study_name, model, best.values[0], best.params, test, counts,
                       search.spent(), files, pareto, trial=best.number,
-                      robust=bool(cfg.robust))
+                      robust=cfg.scores_robust)
 
 
 def pick(study_name: str, number: int, *, name: str | None = None,
@@ -700,7 +711,7 @@ def pick(study_name: str, number: int, *, name: str | None = None,
     files = write_report(study, report_dir, summary)
     return TuneResult(study.study_name, model, trial.values[0], trial.params, test, counts,
                       time.monotonic() - started, files, trial=number, picked=True,
-                      robust=bool(cfg.robust))
+                      robust=cfg.scores_robust)
 
 
 def _finished_trial(study: optuna.Study, cfg: TuneConfig,

@@ -94,6 +94,32 @@ def test_import_csv_with_string_labels_and_a_shape(tmp_path: Path) -> None:
     assert dataset.class_names == ["no", "yes"] and dataset.shape == (1, 2, 3)
 
 
+def test_import_refuses_a_csv_whose_labels_are_all_one_class(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("label,a,b,c,d\nyes,1,2,3,4\nyes,4,3,2,1\n")
+    with pytest.raises(DataError, match="only one class \\('yes'\\) has training images") as info:
+        import_dataset(path, "answers", size=(2, 2))
+    assert "second" in (info.value.hint or "")
+    assert store.list_imported() == []
+
+
+def test_import_refuses_an_npz_whose_training_labels_are_one_class(tmp_path: Path) -> None:
+    npz = tmp_path / "one.npz"
+    images = np.zeros((6, 4, 4), dtype=np.uint8)
+    np.savez(npz, train_images=images, train_labels=np.zeros((6, 1), dtype=np.int64),
+             test_images=images[:2], test_labels=np.array([[0], [1]]))
+    with pytest.raises(DataError, match="only one class \\('0'\\)"):
+        import_dataset(npz, "one")
+
+
+def test_import_refuses_an_idx_folder_without_a_train_pair(tmp_path: Path) -> None:
+    write_idx(tmp_path / "idx", "t10k", tiny_images(3), np.array([1, 0, 1]))
+    with pytest.raises(DataError, match="holds no training images \\(splits: test\\)") as info:
+        import_dataset(tmp_path / "idx", "only-test")
+    assert "train-images-idx3-ubyte" in (info.value.hint or "")
+    assert store.list_imported() == []
+
+
 def test_import_rejects_size_for_formats_it_does_not_apply_to(shared_datasets: Path) -> None:
     with pytest.raises(ConfigError, match="--size applies to image folders and CSV"):
         import_dataset(shared_datasets / "breastmnist" / "breastmnist.npz", "b", size=(8, 8))

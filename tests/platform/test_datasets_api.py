@@ -99,6 +99,9 @@ def test_bad_uploads_are_refused_with_the_reason(client: Any, admin_secret: str)
     short = client.put(f"{API}/datasets/pets", headers=auth, content=npz_bytes(
         ("a",), train_labels=np.arange(40) % 2))
     assert short.status_code == 422 and "class names" in short.json()["message"]
+    one = client.put(f"{API}/datasets/pets", headers=auth,
+                     content=npz_bytes(train_labels=np.zeros(40, dtype=np.int64)))
+    assert one.status_code == 422 and "only one class ('cat')" in one.json()["message"]
     assert client.put(f"{API}/datasets/..%2Fetc", headers=auth,
                       content=npz_bytes()).status_code in (404, 422)
     assert client.put(f"{API}/datasets/Bad%20Name", headers=auth,

@@ -1,6 +1,6 @@
 """The gateway in process: its key and plan cache (one load per key however many requests
-miss at once; a full cache evicts its stalest entry), and a stream refused while the database
-is unreachable."""
+miss at once; a full cache evicts its stalest entry; refused keys are kept apart from valid
+ones), and a stream refused while the database is unreachable."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_a_caller_that_goes_away_does_not_cancel_the_load_for_the_others() -> No
 
 
 def test_a_full_cache_evicts_its_stalest_entry_not_every_entry() -> None:
-    """A flood of unknown keys (each a miss) must not push every valid key out at once."""
+    """A full store drops its stalest entry, one at a time, never the whole store."""
     loads: list[str] = []
 
     def loader(key: str) -> Callable[[], str]:
@@ -96,6 +96,29 @@ def test_a_full_cache_evicts_its_stalest_entry_not_every_entry() -> None:
 
     # d evicts a (the stalest) alone; b and c stay cached; a's return evicts b
     assert asyncio.run(scenario()) == ["a", "b", "c", "d", "a"]
+
+
+def test_a_flood_of_refused_keys_never_evicts_a_valid_key() -> None:
+    """Refusals (a load that returns the error) have a store of their own: unknown keys
+    evict each other, while the valid keys stay cached."""
+    loads: list[str] = []
+
+    def loader(key: str) -> Callable[[], object]:
+        def load() -> object:
+            loads.append(key)
+            return LookupError(f"no key {key}") if key.startswith("bad") else key
+        return load
+
+    async def scenario() -> list[object]:
+        cache = _TTLCache(seconds=60, size=2)
+        for key in ("a", "b", *(f"bad{i}" for i in range(5))):
+            await cache.get(key, loader(key))
+        return [await cache.get(key, loader(key)) for key in ("a", "b", "bad4", "bad0")]
+
+    found = asyncio.run(scenario())
+    assert found[:2] == ["a", "b"] and isinstance(found[2], LookupError)
+    # a and b were never loaded again; bad4 (recent) was cached, bad0 (evicted) was reloaded
+    assert loads == ["a", "b", *(f"bad{i}" for i in range(5)), "bad0"]
 
 
 def test_a_stream_opened_while_the_database_is_unreachable_is_refused_with_503(

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
@@ -151,3 +152,42 @@ def test_a_workspace_is_locked_once_per_transaction(
             s.rollback()
         finally:
             event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_through_the_api_a_downgrade_racing_a_creation_leaves_the_workspace_within_its_plan(
+        client: Any, admin_secret: str, api_db: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same race through the routes (the test above calls the services): the creation
+    route must lock before it reads the plan, or it creates on the plan being replaced."""
+    from kaon.db.models import DEFAULT_WORKSPACE
+    from tests.platform.conftest import bearer
+
+    register_model(api_db, DEFAULT_WORKSPACE)
+    api_db.commit()
+    h = bearer(admin_secret)
+    assert client.post("/api/v1/subscription", headers=h, json={"plan": "pro"}).status_code == 200
+    assert client.post("/api/v1/deployments", headers=h,
+                       json={"name": "web-0", "model": "mnist-mlp"}).status_code == 201
+    _slow_clock(monkeypatch)
+    # both routes stamp through billing's clock under the lock: without the creation
+    # route's own lock, it reads "pro" first and the downgrade commits while it sleeps
+    _slow_clock(monkeypatch, billing)
+    statuses: dict[str, int] = {}
+    barrier = threading.Barrier(2)
+
+    def post(what: str, path: str, body: dict[str, str]) -> None:
+        barrier.wait()
+        statuses[what] = client.post(path, headers=h, json=body).status_code
+
+    threads = [threading.Thread(target=post, args=(
+                   "create", "/api/v1/deployments", {"name": "web-1", "model": "mnist-mlp"})),
+               threading.Thread(target=post, args=(
+                   "downgrade", "/api/v1/subscription", {"plan": "free"}))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses.values()) in ([200, 409], [201, 409]), statuses
+    plan = client.get("/api/v1/subscription", headers=h).json()["plan"]
+    held = client.get("/api/v1/deployments", headers=h).json()
+    assert len(held) <= get_catalog().get(plan).max_deployments, (plan, statuses)

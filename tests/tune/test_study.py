@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
 from sqlalchemy import select
 
 from kaon import registry
-from kaon.data import import_dataset
+from kaon.data import Dataset, Split, import_dataset, store
 from kaon.db.engine import session_scope
 from kaon.db.models import Run
 from kaon.errors import ConfigError, DataError
@@ -58,12 +59,12 @@ def test_a_budget_too_small_is_refused_before_any_study_starts(shared_datasets: 
 
 
 def test_a_dataset_with_one_class_is_refused(tmp_path: Path) -> None:
-    npz = tmp_path / "one.npz"
-    images = np.zeros((20, 8, 8), dtype=np.uint8)
-    labels = np.zeros((20, 1), dtype=np.int64)
-    np.savez(npz, train_images=images, train_labels=labels, test_images=images[:4],
-             test_labels=labels[:4])
-    import_dataset(npz, "one-class")
+    # `kaon data import` refuses one class now; a dataset saved before it did is still refused
+    images = torch.zeros((20, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.zeros(20, dtype=torch.int64)
+    split = Split(images, labels)
+    store._save(Dataset("one-class", {"train": split, "test": split}, ["0", "1"]),
+                store.datasets_root() / "one-class")
     with pytest.raises(DataError, match="only 1 class"):
         tune(tiny_config(dataset="one-class"))
 
