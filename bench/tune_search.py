@@ -8,7 +8,8 @@ train + validation, the test evaluation); only the search differs: Kaon's warm s
 Hyperband against plain random search without pruning. Both score trials the same way (on
 small validation splits: cross-validated, on perturbed images, docs/tune.md). Each side
 gets the full budget, one after the other, in the same run. Prints a table with test accuracy,
-test ROC AUC (binary tasks), the trial counts and the wall time against the budget.
+test ROC AUC (binary tasks), the trial counts and the wall time against the budget. A side
+on which no trial finished (so no model) is a row saying so, not a crash of the run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +37,8 @@ def main() -> None:
     os.environ["KAON_HOME"] = tempfile.mkdtemp(prefix="kaon-bench-tune-")
     os.environ.setdefault("KAON_DATA_PATH", str(REPO.parent / "shared" / "datasets"))
 
-    from kaon.tune import TuneConfig, tune
+    from kaon.errors import KaonError
+    from kaon.tune import TuneConfig, TuneResult, tune
     from kaon.tune.budget import parse_duration
     from kaon.tune.space import load_space
 
@@ -47,16 +50,25 @@ def main() -> None:
                          workers=args.workers, sampler=sampler, pruning=kaon,
                          warm_start=kaon, space=load_space(args.space), seed=args.seed,
                          model_name=f"{args.data}-{sampler}")
-        result = tune(cfg, progress=False)
-        rows.append((label, result))
-        print(f"{label}: {result.to_dict()}", flush=True)
+        started = time.monotonic()
+        try:
+            result: TuneResult | str = tune(cfg, progress=False)
+        except KaonError as exc:  # e.g. no trial finished: that side found no model
+            result = f"no model: {exc.message}"
+            print(f"{label}: {result} ({time.monotonic() - started:.0f}s)", flush=True)
+        else:
+            print(f"{label}: {result.to_dict()}", flush=True)
+        rows.append((label, result, time.monotonic() - started))
 
     print(f"\n{args.data}, budget {args.time} ({budget:.0f}s), objective {args.objective}, "
           f"{args.workers} workers, space {args.space or 'default'}, seed {args.seed}")
     print("| search | trials (complete/pruned/timeout/failed) | best val | test acc | test AUC "
           "| wall s | wall / budget |")
     print("|---|---|---|---|---|---|---|")
-    for label, r in rows:
+    for label, r, wall in rows:
+        if isinstance(r, str):
+            print(f"| {label} | {r} | | | | {wall:.0f} | {wall / budget:.3f} |")
+            continue
         t = r.trials
         auc = r.test_metrics.get("roc_auc")
         print(f"| {label} | {t['complete']}/{t['pruned']}/{t['timeout']}/{t['failed']} | "

@@ -211,9 +211,13 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
         metrics = _final_metrics(trainer, setup, history)
         model_ref = None
         if spec.register_ is not None:
+            # a run shortened to end in time (callbacks.Deadline) registers the epochs it
+            # trained: its spec retrains what was served, not the plan (in metrics)
+            trained = spec.model_copy(update={"epochs": trainer.epochs}) \
+                if trainer.epochs != spec.epochs else spec
             info = register(
                 spec.register_.name or spec.name, trainer.model.state_dict(),
-                spec=spec.model_dump(mode="json"), signature=setup.signature(),
+                spec=trained.model_dump(mode="json"), signature=setup.signature(),
                 dataset=setup.dataset.name, dataset_hash=setup.dataset_hash, metrics=metrics,
                 run_id=run_id, parent=spec.parent, alias=spec.register_.alias, lineage=lineage,
                 workspace=workspace,
@@ -244,6 +248,8 @@ def _final_metrics(trainer: Trainer, setup: _Setup,
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("val_") else k: v
                                for k, v in last.items() if k not in ("lr", "seconds")}
     metrics["epochs"] = trainer.epoch
+    if trainer.epochs != setup.spec.epochs:  # shortened to end in time
+        metrics["planned_epochs"] = setup.spec.epochs
     metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 3)
     metrics["parameters"] = count_parameters(trainer.model)
     if setup.test is not None:

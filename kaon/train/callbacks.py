@@ -1,7 +1,12 @@
-"""What happens after each epoch: checkpoint, metrics to SQL and TensorBoard, early stopping."""
+"""What happens after each epoch: checkpoint, metrics to SQL and TensorBoard, early stopping,
+a deadline."""
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,3 +86,28 @@ class EarlyStop:
     def restore_best(self, trainer: Trainer) -> None:
         if self.best_path.is_file():
             trainer.model.load_state_dict(load_weights(self.best_path))
+
+
+class Deadline:
+    """End the run by ``at`` (on ``clock``): after each epoch, if the epochs left would not
+    all end in time at the pace so far, shorten the run to those that do (the schedule is
+    re-planned over them, :meth:`Trainer.shorten`). The pace is the median wall time of the
+    last three epochs, callbacks included, from the second epoch on: the first carries the
+    warm-up, so after it the run is only ended, when not even one more epoch fits.
+    ``kaon tune`` ends its final retrain by the budget this way, as a guard behind its
+    estimate of the epochs that fit."""
+
+    def __init__(self, at: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.at, self.clock = at, clock
+        self.last: float | None = None
+        self.walls: list[float] = []
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        now = self.clock()
+        if self.last is not None:
+            self.walls = [*self.walls[-2:], now - self.last]
+        self.last = now
+        pace = statistics.median(self.walls) if self.walls else logs.get("seconds", 0.0)
+        fit = math.floor(max(self.at - now, 0.0) / max(pace, 1e-6))
+        if self.walls or fit == 0:
+            trainer.shorten(epoch + fit)  # no-op unless fewer epochs than planned fit

@@ -20,6 +20,7 @@ from kaon.nn.preprocess import Normalizer, random_hflip, random_shift
 from kaon.nn.spec import TrainSpec
 from kaon.train.checkpoint import TrainState
 from kaon.train.optim import (
+    annealing,
     balanced_weights,
     make_loss,
     make_optimizer,
@@ -57,8 +58,10 @@ class Trainer:
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # callbacks' resumable state
     should_stop: bool = False
+    epochs: int = 0  # the epochs this run trains: the spec's, unless shorten() cut them
 
     def __post_init__(self) -> None:
+        self.epochs = self.epochs or self.spec.epochs
         n = len(self.data.y_train)
         self.steps_per_epoch = math.ceil(n / self.spec.batch_size)
         self.optimizer = make_optimizer(self.spec.optimizer, self.model.parameters())
@@ -86,7 +89,10 @@ class Trainer:
 
     def load_state(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
+        replan = state.extra.get("replan")
+        if replan:  # shortened before the checkpoint: the re-planned schedule, then its state
+            self.scheduler = annealing(self.optimizer, **replan)
+        self.optimizer.load_state_dict(state.optimizer)  # after: its rates are the saved ones
         if self.scheduler and state.scheduler:
             self.scheduler.load_state_dict(state.scheduler)
         self.generator.set_state(state.generator)
@@ -95,13 +101,34 @@ class Trainer:
         self.history = list(state.extra.get("history", []))
         self.extra = {k: v for k, v in state.extra.items() if k != "history"}
         self.should_stop = "stopped_epoch" in self.extra
+        self.epochs = int(self.extra.get("epochs", self.epochs))  # as shorten() left it
+
+    def shorten(self, epochs: int) -> None:
+        """Train ``epochs`` in all (never fewer than are done, never more than planned).
+
+        A per-step schedule (one-cycle, cosine) is re-planned over the steps left: a cosine
+        from the rate it is at down to its floor, so a run cut short still anneals (a plain
+        stop would end it at a high rate) and its rate never jumps up, even in a warm-up.
+        A per-epoch step schedule does not depend on the length and is kept.
+        """
+        epochs = max(self.epoch, min(epochs, self.epochs))
+        if epochs == self.epochs or self.should_stop:
+            return
+        self.epochs = self.extra["epochs"] = epochs
+        if epochs > self.epoch and self.per_step and self.scheduler is not None:
+            groups = self.optimizer.param_groups
+            self.extra["replan"] = {"start": [g["lr"] for g in groups],
+                                    "end": [g.get("min_lr", 0.0) for g in groups],
+                                    "steps": (epochs - self.epoch) * self.steps_per_epoch}
+            self.scheduler = annealing(self.optimizer, **self.extra["replan"])
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> list[dict[str, float]]:
-        bar = ProgressBar(self.progress, self.spec.epochs)
+        bar = ProgressBar(self.progress, self.epochs)
         try:
-            while self.epoch < self.spec.epochs and not self.should_stop:
+            while self.epoch < self.epochs and not self.should_stop:
                 started = time.perf_counter()
+                bar.total_epochs = self.epochs  # a callback may have shortened the run
                 bar.start_epoch(self.epoch + 1, self.steps_per_epoch)
                 logs = self.train_epoch(bar)
                 if self.data.x_val is not None and self.data.y_val is not None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, StepLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LambdaLR,
+    LRScheduler,
+    OneCycleLR,
+    StepLR,
+)
 
 from kaon.nn.spec import Optimizer, Schedule
 
@@ -43,6 +51,22 @@ def make_scheduler(cfg: Schedule, opt: torch.optim.Optimizer, epochs: int,
     if cfg.name == "step":
         return StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma), False
     return None, False
+
+
+def annealing(opt: torch.optim.Optimizer, start: list[float], end: list[float],
+              steps: int) -> LambdaLR:
+    """A cosine from each parameter group's ``start`` rate down to its ``end`` over ``steps``
+    steps (then ``end``): a schedule re-planned mid-run (:meth:`Trainer.shorten`)."""
+    factors = []
+    for group, first, last in zip(opt.param_groups, start, end, strict=True):
+        base = group.setdefault("initial_lr", group["lr"]) or 1.0  # what LambdaLR scales
+        factors.append(functools.partial(_cosine_factor, first / base, last / base,
+                                         max(steps, 1)))
+    return LambdaLR(opt, factors)
+
+
+def _cosine_factor(first: float, last: float, steps: int, step: int) -> float:
+    return last + (first - last) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -129,6 +129,12 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     assert "roc_auc" in result.test_metrics
     for key in ("trials_csv", "best", "optimization_history"):
         assert result.report[key].is_file()
+    summary = json.loads(result.report["best"].read_text())
+    # the retrain ran by the budget's clock: the epochs it trained (at most those planned),
+    # its seconds, and the registered spec says what was trained
+    assert 1 <= summary["retrain_epochs"] <= summary["retrain_planned_epochs"]
+    assert 0 < summary["retrain_seconds"] < 75
+    assert info.spec["epochs"] == summary["retrain_epochs"]
     # 78 validation images: every finished trial was scored by 3-fold cross-validation
     study = optuna.load_study(study_name=result.study, storage=storage())
     assert study.trials[0].user_attrs["warm_start"]  # the portfolio went first
