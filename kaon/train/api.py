@@ -56,7 +56,8 @@ def train(spec: TrainSpec | str | Path, overrides: list[str] | None = None, *,
     ``lineage`` is recorded with the registered version (e.g. the tuning study it came from).
 
     ``callbacks`` run after Kaon's own at the end of every epoch
-    (``on_epoch_end(trainer, epoch, logs)``). The run and the model belong to ``workspace``;
+    (``on_epoch_end(trainer, epoch, logs)``); one whose ``before_checkpoint`` is true runs
+    before the epoch's checkpoint is saved. The run and the model belong to ``workspace``;
     ``on_run_created(run_id)`` is called once the run exists (a job records it to resume);
     ``run_id`` (from ``runs.new_run_id()``) names the run in advance.
     """
@@ -194,7 +195,10 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
     if early:
         callbacks.append(early)
     checkpoint = Checkpoint(run_dir)
-    callbacks += [board, checkpoint, *user_callbacks]
+    # a callback that changes the run (Deadline shortens it) goes before the checkpoint, so a
+    # run interrupted right after keeps the change when it is resumed
+    first = [c for c in user_callbacks if getattr(c, "before_checkpoint", False)]
+    callbacks += [board, *first, checkpoint, *(c for c in user_callbacks if c not in first)]
     channels_last = prefers_channels_last(setup.model)
     if channels_last:
         setup.model.to(memory_format=torch.channels_last)
@@ -212,7 +216,8 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
         model_ref = None
         if spec.register_ is not None:
             # a run shortened to end in time (callbacks.Deadline) registers the epochs it
-            # trained: its spec retrains what was served, not the plan (in metrics)
+            # trained, not the plan (in metrics); the schedule re-planned at the cut is not
+            # in the spec
             trained = spec.model_copy(update={"epochs": trainer.epochs}) \
                 if trainer.epochs != spec.epochs else spec
             info = register(

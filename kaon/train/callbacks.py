@@ -97,6 +97,8 @@ class Deadline:
     ``kaon tune`` ends its final retrain by the budget this way, as a guard behind its
     estimate of the epochs that fit."""
 
+    before_checkpoint = True  # the epoch's checkpoint holds the shortened plan
+
     def __init__(self, at: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.at, self.clock = at, clock
         self.last: float | None = None

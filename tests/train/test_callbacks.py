@@ -64,8 +64,8 @@ def test_a_step_schedule_does_not_depend_on_the_length_and_is_kept(
 def test_a_shortened_run_resumes_to_the_same_weights(shared_datasets: Path) -> None:
     spec = small_spec(epochs=10)
     reference = train(spec, callbacks=[one_second_epochs()])
-    with pytest.raises(TrainingInterrupted):  # cut after epoch 2, interrupted after 3
-        train(spec, callbacks=[one_second_epochs(), StopAfter(3)])
+    with pytest.raises(TrainingInterrupted):  # interrupted right after the cut (epoch 2)
+        train(spec, callbacks=[one_second_epochs(), StopAfter(2)])
     run_id = next(r for r in _run_ids() if r != reference.run_id)
     resumed = resume(run_id)  # no deadline now: the re-planned length and schedule hold
     assert resumed.metrics["epochs"] == 5
