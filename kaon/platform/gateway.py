@@ -259,7 +259,7 @@ def _authenticate(token: str) -> Principal | KaonError:
         with session_scope() as s:
             return authenticate(s, token)
     except KaonError as exc:
-        return exc.with_traceback(None)  # cached: it must not hold this lookup's frames
+        return exc
 
 
 def _current_plan(workspace_id: str) -> Plan:

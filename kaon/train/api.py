@@ -218,8 +218,7 @@ def _run(setup: _Setup, run_id: str, run_dir: Path, progress: bool,
             # a run shortened to end in time (callbacks.Deadline) registers the epochs it
             # trained, not the plan (in metrics); the schedule re-planned at the cut is not
             # in the spec
-            trained = spec.model_copy(update={"epochs": trainer.epochs}) \
-                if trainer.epochs != spec.epochs else spec
+            trained = spec.model_copy(update={"epochs": trainer.epochs})
             info = register(
                 spec.register_.name or spec.name, trainer.model.state_dict(),
                 spec=trained.model_dump(mode="json"), signature=setup.signature(),

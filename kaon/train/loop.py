@@ -58,10 +58,8 @@ class Trainer:
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # callbacks' resumable state
     should_stop: bool = False
-    epochs: int = 0  # the epochs this run trains: the spec's, unless shorten() cut them
 
     def __post_init__(self) -> None:
-        self.epochs = self.epochs or self.spec.epochs
         n = len(self.data.y_train)
         self.steps_per_epoch = math.ceil(n / self.spec.batch_size)
         self.optimizer = make_optimizer(self.spec.optimizer, self.model.parameters())
@@ -101,7 +99,12 @@ class Trainer:
         self.history = list(state.extra.get("history", []))
         self.extra = {k: v for k, v in state.extra.items() if k != "history"}
         self.should_stop = "stopped_epoch" in self.extra
-        self.epochs = int(self.extra.get("epochs", self.epochs))  # as shorten() left it
+
+    @property
+    def epochs(self) -> int:
+        """The epochs this run trains: the spec's, unless :meth:`shorten` cut them (kept in
+        ``extra``, so a checkpoint carries it)."""
+        return int(self.extra.get("epochs", self.spec.epochs))
 
     def shorten(self, epochs: int) -> None:
         """Train ``epochs`` in all (never fewer than are done, never more than planned).
@@ -114,7 +117,7 @@ class Trainer:
         epochs = max(self.epoch, min(epochs, self.epochs))
         if epochs == self.epochs or self.should_stop:
             return
-        self.epochs = self.extra["epochs"] = epochs
+        self.extra["epochs"] = epochs
         if epochs > self.epoch and self.per_step and self.scheduler is not None:
             groups = self.optimizer.param_groups
             self.extra["replan"] = {"start": [g["lr"] for g in groups],

@@ -651,7 +651,7 @@ def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
             if k in evaluation.report}
     report_dir = registry.get(result.model, cfg.workspace).artifact.parent / "tune-report"
     registry.update_lineage(result.model, {"report": str(report_dir)}, cfg.workspace)
-    return result.model, test, report_dir, int(result.metrics.get("epochs", spec.epochs))
+    return result.model, test, report_dir, int(result.metrics["epochs"])
 
 
 def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[str, Any],
