@@ -1,7 +1,10 @@
 """Dynamic batching: single requests in, batches out, with bounded memory.
 
 The wait window opens when the *first* item of a batch arrives (no fixed poll) and the batch
-is flushed at ``max_batch_size`` units or ``max_wait_ms``, whichever comes first. An item is
+is flushed at ``max_batch_size`` units or ``max_wait_ms``, whichever comes first; if the model
+is still busy with the last batch when the window closes, the batch keeps taking items until
+the model is free (a batch closed early would only wait, while later items queued behind
+it for a batch of their own). An item is
 one unit unless submitted as more (a request's images travel as one item of that many units:
 one future for the lot, not one per image). The queue is bounded in units (past
 ``max_queue``, an immediate 503 with Retry-After), every item has a deadline (504), an item
@@ -107,6 +110,7 @@ class Batcher(Generic[T, R]):
         self.queue: asyncio.Queue[_Item[T]] = asyncio.Queue()  # bounded in units, by submit
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kaon-batch")
         self.in_flight = asyncio.Semaphore(threads)
+        self._freed = asyncio.Event()  # set when a running batch ends (a slot is free)
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._held: _Item[T] | None = None  # did not fit the last batch: opens the next
@@ -167,6 +171,31 @@ class Batcher(Generic[T, R]):
             if self._live(item):
                 return item
 
+    async def _next_live_while_busy(self) -> _Item[T] | None:
+        """The next live item, or None once the model can take a batch."""
+        while self.in_flight.locked():
+            self._freed.clear()
+            get = asyncio.ensure_future(self.queue.get())
+            freed = asyncio.ensure_future(self._freed.wait())
+            try:
+                await asyncio.wait((get, freed), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # stop(): an item already taken is failed with
+                get.cancel()  # the batch being collected
+                if get.done() and not get.cancelled():
+                    self._collecting.append(get.result())
+                raise
+            finally:
+                freed.cancel()
+            if not get.done():
+                get.cancel()  # asyncio.Queue.get leaves the item queued when cancelled
+                await asyncio.wait((get,))
+            if get.cancelled():
+                return None
+            item = get.result()
+            if self._live(item):
+                return item
+        return None
+
     def _take_ready(self) -> _Item[T] | None:
         """A live item already queued, without awaiting (cheap under load)."""
         while not self.queue.empty():
@@ -200,10 +229,19 @@ class Batcher(Generic[T, R]):
             self._collecting = batch
             window_ends = time.perf_counter() + wait  # the window opens with the first item
             while units < self.policy.max_batch_size:
-                item = self._take_ready() or await self._next_live(
-                    window_ends - time.perf_counter())
+                item = self._take_ready()
                 if item is None:
-                    break
+                    left = window_ends - time.perf_counter()
+                    if left > 0:
+                        item = await self._next_live(left)
+                        if item is None:
+                            continue  # the window has closed: is the model free?
+                    elif self.in_flight.locked():  # no: fill until it is
+                        item = await self._next_live_while_busy()
+                        if item is None:
+                            break
+                    else:
+                        break
                 if units + item.units > self.policy.max_batch_size:
                     self._held = item  # does not fit: it opens the next batch
                     self.queued += item.units
@@ -240,3 +278,4 @@ class Batcher(Generic[T, R]):
                     item.future.set_result(result)
         finally:
             self.in_flight.release()
+            self._freed.set()

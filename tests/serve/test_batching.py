@@ -80,6 +80,25 @@ def test_the_window_opens_with_the_first_item() -> None:
     assert run(main()) == [[1, 2], [3]]
 
 
+def test_while_the_model_is_busy_a_closed_window_keeps_filling_the_next_batch() -> None:
+    async def main() -> list[list[int]]:
+        fn = Recorder()
+        fn.gate.clear()  # the model is busy with the first batch until the gate opens
+        batcher = await started(fn, max_batch_size=8, max_wait_ms=1)
+        calls = [asyncio.ensure_future(batcher.submit(0))]
+        await asyncio.sleep(0.05)  # [0] has gone to the model
+        for i in (1, 2, 3):  # each arrives after the window its predecessor opened
+            calls.append(asyncio.ensure_future(batcher.submit(i)))
+            await asyncio.sleep(0.05)
+        fn.gate.set()
+        assert await asyncio.gather(*calls) == [0, 2, 4, 6]
+        await batcher.stop()
+        return fn.batches
+
+    # not [[0], [1], [2, 3]]: a batch closed while the model was busy would only wait
+    assert run(main()) == [[0], [1, 2, 3]]
+
+
 def test_one_bad_item_fails_only_itself() -> None:
     async def main() -> list[object]:
         batcher = await started(Recorder(), max_batch_size=8, max_wait_ms=50)
