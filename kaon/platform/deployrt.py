@@ -1,7 +1,9 @@
 """Deployments made real: one replica pool per deployment row, kept in line with the table.
 
 The control API only writes rows (create, scale, delete); this reconciler, running inside
-``kaon up``, makes the processes follow every second: it starts a
+``kaon up``, makes the processes follow: at once when a route of the same process commits a
+change (:meth:`DeploymentRuntime.after_commit`), and every second for any other writer. It
+starts a
 :class:`~kaon.serve.pool.ReplicaPool` for a new row, scales one whose replica count changed,
 replaces one whose model or batching changed, stops one whose row is gone, and writes the
 state back (``starting`` → ``ready``, or ``failed``). Because the table is the source of
@@ -14,7 +16,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from kaon.db.engine import session_scope
 from kaon.platform.models import Deployment
@@ -49,12 +52,34 @@ class DeploymentRuntime:
         self.pools: dict[tuple[str, str], tuple[Desired, ReplicaPool]] = {}
         self._task: asyncio.Task[None] | None = None
         self._states: dict[str, str] = {}
+        # deleted deployments whose pools still stop: the gateway answers 404 for them at
+        # once, not the old replicas for up to a tick and then 503 while they drain
+        self._gone: set[str] = set()
+        self._wake = asyncio.Event()
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
 
     def pool(self, workspace_id: str, name: str) -> ReplicaPool | None:
         entry = self.pools.get((workspace_id, name))
-        return entry[1] if entry else None
+        return entry[1] if entry and entry[0].id not in self._gone else None
+
+    def after_commit(self, db: Session, deleted: str | None = None) -> None:
+        """Once ``db`` commits (a route's create, scale or delete), reconcile now instead of
+        at the next tick; ``deleted`` (a deployment id) is no longer served from then on.
+        Safe to call from the route's worker thread."""
+        def committed(_: Session) -> None:
+            if deleted is not None:
+                self._gone.add(deleted)
+            self.wake()
+        event.listen(db, "after_commit", committed, once=True)
+
+    def wake(self) -> None:
+        """Run the reconciler now (from any thread)."""
+        loop = self._loop_ref
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
+        self._loop_ref = asyncio.get_running_loop()
         await self.reconcile()
         self._task = asyncio.create_task(self._loop(), name="kaon-deployments")
 
@@ -68,7 +93,9 @@ class DeploymentRuntime:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
             with contextlib.suppress(Exception):  # a database hiccup: try again next tick
                 await self.reconcile()
 
@@ -78,6 +105,8 @@ class DeploymentRuntime:
         for key in [k for k in self.pools if k not in wanted]:
             _, pool = self.pools.pop(key)
             await pool.stop()
+        # a deleted id is kept while its pool lives (the rows read may predate the delete)
+        self._gone &= {d.id for d, _ in self.pools.values()}
         for key, desired in wanted.items():
             current = self.pools.get(key)
             if current is None or _needs_new_pool(current[0], desired):

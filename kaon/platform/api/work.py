@@ -5,9 +5,10 @@ from __future__ import annotations
 import codecs
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
+from sqlalchemy.orm import Session
 
 from kaon.platform import billing, deployments, jobs
 from kaon.platform.api.deps import DB, Deployer, Reader, Trainer
@@ -129,9 +130,17 @@ def get_model(ref: Annotated[str, Path(max_length=140)], principal: Reader) -> d
 
 
 # ---- deployments --------------------------------------------------------------------------
+def _reconcile_on_commit(request: Request, db: Session, deleted: str | None = None) -> None:
+    """Under ``kaon up`` the deployment runtime acts on the change as soon as it commits."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.after_commit(db, deleted)
+
+
 @router.post("/deployments", response_model=DeploymentOut, status_code=201,
              summary="Deploy a registered model (within the plan's limits)")
-def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer) -> DeploymentOut:
+def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer,
+                      request: Request) -> DeploymentOut:
     lock_workspace(db, principal.workspace_id)  # the plan cannot change until this commits
     plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.create_deployment(
@@ -140,6 +149,7 @@ def create_deployment(body: DeploymentCreate, db: DB, principal: Deployer) -> De
         max_wait_ms=body.max_wait_ms)
     audit(db, principal, "deployment.create", row.name,
           {"model": row.model, "version": row.version, "replicas": row.replicas})
+    _reconcile_on_commit(request, db)
     return DeploymentOut.model_validate(row)
 
 
@@ -157,18 +167,20 @@ def get_deployment(name: str, db: DB, principal: Reader) -> DeploymentOut:
 
 @router.patch("/deployments/{name}", response_model=DeploymentOut,
               summary="Scale a deployment or change its batching")
-def scale_deployment(name: str, body: DeploymentScale, db: DB,
-                     principal: Deployer) -> DeploymentOut:
+def scale_deployment(name: str, body: DeploymentScale, db: DB, principal: Deployer,
+                     request: Request) -> DeploymentOut:
     lock_workspace(db, principal.workspace_id)
     plan = billing.limits_plan(db, principal.workspace_id)
     row = deployments.scale_deployment(db, principal.workspace_id, name, plan=plan,
                                        **body.model_dump(exclude_none=True))
     audit(db, principal, "deployment.scale", row.name, body.model_dump(exclude_none=True))
+    _reconcile_on_commit(request, db)
     return DeploymentOut.model_validate(row)
 
 
 @router.delete("/deployments/{name}", status_code=204, summary="Delete a deployment")
-def delete_deployment(name: str, db: DB, principal: Deployer) -> Response:
+def delete_deployment(name: str, db: DB, principal: Deployer, request: Request) -> Response:
     row = deployments.delete_deployment(db, principal.workspace_id, name)
     audit(db, principal, "deployment.delete", row.name, {"model": row.model})
+    _reconcile_on_commit(request, db, deleted=row.id)  # served no more once the 204 is sent
     return Response(status_code=204)
