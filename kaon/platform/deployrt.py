@@ -65,18 +65,22 @@ class DeploymentRuntime:
     def after_commit(self, db: Session, deleted: str | None = None) -> None:
         """Once ``db`` commits (a route's create, scale or delete), reconcile now instead of
         at the next tick; ``deleted`` (a deployment id) is no longer served from then on.
-        Safe to call from the route's worker thread."""
-        def committed(_: Session) -> None:
+        Nothing happens if it rolls back. Safe to call from the route's worker thread: the
+        change is applied on the event loop, queued ahead of the route's response."""
+        db.info.setdefault(_ON_COMMIT, []).append(lambda: self._committed(deleted))
+
+    def _committed(self, deleted: str | None) -> None:
+        loop = self._loop_ref
+        if loop is None or loop.is_closed():  # not started: nothing serves, nothing to wake
             if deleted is not None:
                 self._gone.add(deleted)
-            self.wake()
-        event.listen(db, "after_commit", committed, once=True)
+            return
+        loop.call_soon_threadsafe(self._changed, deleted)
 
-    def wake(self) -> None:
-        """Run the reconciler now (from any thread)."""
-        loop = self._loop_ref
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
+    def _changed(self, deleted: str | None) -> None:
+        if deleted is not None:
+            self._gone.add(deleted)
+        self._wake.set()
 
     async def start(self) -> None:
         self._loop_ref = asyncio.get_running_loop()
@@ -93,7 +97,7 @@ class DeploymentRuntime:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):  # (not the builtin before 3.11)
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
             with contextlib.suppress(Exception):  # a database hiccup: try again next tick
@@ -105,8 +109,6 @@ class DeploymentRuntime:
         for key in [k for k in self.pools if k not in wanted]:
             _, pool = self.pools.pop(key)
             await pool.stop()
-        # a deleted id is kept while its pool lives (the rows read may predate the delete)
-        self._gone &= {d.id for d, _ in self.pools.values()}
         for key, desired in wanted.items():
             current = self.pools.get(key)
             if current is None or _needs_new_pool(current[0], desired):
@@ -118,6 +120,8 @@ class DeploymentRuntime:
             elif current[0].replicas != desired.replicas:
                 await current[1].scale(desired.replicas)
                 self.pools[key] = (desired, current[1])
+        # a deleted id is kept while a pool of it lives (the rows read may predate the delete)
+        self._gone &= {d.id for d, _ in self.pools.values()}
         await asyncio.to_thread(self._write_states)
 
     def _write_states(self) -> None:
@@ -133,6 +137,20 @@ class DeploymentRuntime:
                     s.execute(update(Deployment).where(Deployment.id == deployment_id)
                               .values(state=state).execution_options(synchronize_session=False))
         self._states = states
+
+
+_ON_COMMIT = "kaon.deployrt.on_commit"
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    for callback in session.info.pop(_ON_COMMIT, ()):
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 def _needs_new_pool(old: Desired, new: Desired) -> bool:

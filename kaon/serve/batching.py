@@ -182,7 +182,9 @@ class Batcher(Generic[T, R]):
             except asyncio.CancelledError:  # stop(): an item already taken is failed with
                 get.cancel()  # the batch being collected
                 if get.done() and not get.cancelled():
-                    self._collecting.append(get.result())
+                    item = get.result()
+                    self.queued -= item.units
+                    self._collecting.append(item)
                 raise
             finally:
                 freed.cancel()

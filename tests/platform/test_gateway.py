@@ -227,7 +227,6 @@ def test_scaling_and_deleting_a_deployment_changes_its_processes(
     assert httpx.delete(f"{url}/api/v1/deployments/digits",
                         headers=_auth(key)).status_code == 204
     # gone from the moment the 204 is sent: not served by its replicas while they stop
-    assert _replicas(pid) == 2
     assert httpx.post(f"{url}/d/digits/v1/models/digits/predict", headers=_auth(key),
                       json={"inputs": [IMAGE]}).status_code == 404
     deadline = time.monotonic() + 60

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from kaon.errors import KaonError
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout, run_isolated
 
 
@@ -97,6 +98,26 @@ def test_while_the_model_is_busy_a_closed_window_keeps_filling_the_next_batch() 
 
     # not [[0], [1], [2, 3]]: a batch closed while the model was busy would only wait
     assert run(main()) == [[0], [1, 2, 3]]
+
+
+def test_stop_without_drain_fails_a_batch_filling_while_the_model_is_busy() -> None:
+    async def main() -> tuple[object, int]:
+        fn = Recorder()
+        fn.gate.clear()
+        batcher = await started(fn, max_batch_size=8, max_wait_ms=1)
+        busy = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)
+        filling = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)  # its window has closed; it waits for the busy model
+        await batcher.stop(drain=False)
+        fn.gate.set()
+        (failed,) = await asyncio.gather(filling, return_exceptions=True)
+        await asyncio.gather(busy, return_exceptions=True)
+        return failed, batcher.depth
+
+    failed, depth = run(main())
+    assert isinstance(failed, KaonError) and "shutting down" in str(failed)
+    assert depth == 0
 
 
 def test_one_bad_item_fails_only_itself() -> None:
