@@ -13,7 +13,8 @@ then fixed windows until the last three agree within 10%, and report those three
 The ceiling is the model's own batched throughput in this process, without HTTP.
 ``--v2-images`` adds a table for clients that send many images per request (Kaon alone,
 Open Inference Protocol binary tensors): images/s against the same ceiling.
-Needs ``pip install litserve`` and, for the lighter load generator, ``apt-get install wrk``.
+Needs LitServe (``.venv/bin/pip install -e '.[bench]'``, the version measured) and, for the
+lighter load generator, ``apt-get install wrk``.
 """
 
 from __future__ import annotations
