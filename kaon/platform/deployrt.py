@@ -71,11 +71,10 @@ class DeploymentRuntime:
 
     def _committed(self, deleted: str | None) -> None:
         loop = self._loop_ref
-        if loop is None or loop.is_closed():  # not started: nothing serves, nothing to wake
-            if deleted is not None:
-                self._gone.add(deleted)
-            return
-        loop.call_soon_threadsafe(self._changed, deleted)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed, deleted)
+        else:  # not started: no loop to hand it to, and nothing waits on the wake
+            self._changed(deleted)
 
     def _changed(self, deleted: str | None) -> None:
         if deleted is not None:
