@@ -171,21 +171,6 @@ class Batcher(Generic[T, R]):
             if self._live(item):
                 return item
 
-    async def _next_for_batch(self, window_ends: float) -> _Item[T] | None:
-        """The next live item for the batch being filled, or None once it must go: its window
-        has closed and the model is free."""
-        while (item := self._take_ready()) is None:
-            left = window_ends - time.perf_counter()
-            if left > 0:
-                item = await self._next_live(left)
-                if item is None:
-                    continue  # the window has closed: is the model free?
-                return item
-            if not self.in_flight.locked():
-                return None
-            return await self._next_live_while_busy()  # busy: keep filling until it is free
-        return item
-
     async def _next_live_while_busy(self) -> _Item[T] | None:
         """The next live item, or None once the model can take a batch."""
         while self.in_flight.locked():
@@ -246,10 +231,19 @@ class Batcher(Generic[T, R]):
             self._collecting = batch
             window_ends = time.perf_counter() + wait  # the window opens with the first item
             while units < self.policy.max_batch_size:
-                # (an item already queued is taken without a coroutine: the loaded path)
-                item = self._take_ready() or await self._next_for_batch(window_ends)
+                item = self._take_ready()
                 if item is None:
-                    break
+                    left = window_ends - time.perf_counter()
+                    if left > 0:
+                        item = await self._next_live(left)
+                        if item is None:
+                            continue  # the window has closed: is the model free?
+                    elif self.in_flight.locked():  # no: fill until it is
+                        item = await self._next_live_while_busy()
+                        if item is None:
+                            break
+                    else:
+                        break
                 if units + item.units > self.policy.max_batch_size:
                     self._held = item  # does not fit: it opens the next batch
                     self.queued += item.units
