@@ -20,8 +20,9 @@ from kaon.nn.preprocess import Normalizer, random_hflip, random_shift
 from kaon.nn.spec import TrainSpec
 from kaon.train.checkpoint import TrainState
 from kaon.train.optim import (
-    annealing,
+    Annealing,
     balanced_weights,
+    cycled_momentum,
     make_loss,
     make_optimizer,
     make_scheduler,
@@ -89,7 +90,7 @@ class Trainer:
         self.model.load_state_dict(state.model)
         replan = state.extra.get("replan")
         if replan:  # shortened before the checkpoint: the re-planned schedule, then its state
-            self.scheduler = annealing(self.optimizer, **replan)
+            self.scheduler = Annealing(self.optimizer, **replan)
         self.optimizer.load_state_dict(state.optimizer)  # after: its rates are the saved ones
         if self.scheduler and state.scheduler:
             self.scheduler.load_state_dict(state.scheduler)
@@ -112,6 +113,7 @@ class Trainer:
         A per-step schedule (one-cycle, cosine) is re-planned over the steps left: a cosine
         from the rate it is at down to its floor, so a run cut short still anneals (a plain
         stop would end it at a high rate) and its rate never jumps up, even in a warm-up.
+        One-cycle's momentum follows the same cosine up to its ceiling, as in its own end.
         A per-epoch step schedule does not depend on the length and is kept.
         """
         epochs = max(self.epoch, min(epochs, self.epochs))
@@ -122,8 +124,9 @@ class Trainer:
             groups = self.optimizer.param_groups
             self.extra["replan"] = {"start": [g["lr"] for g in groups],
                                     "end": [g.get("min_lr", 0.0) for g in groups],
-                                    "steps": (epochs - self.epoch) * self.steps_per_epoch}
-            self.scheduler = annealing(self.optimizer, **self.extra["replan"])
+                                    "steps": (epochs - self.epoch) * self.steps_per_epoch,
+                                    "momentum": cycled_momentum(self.scheduler, self.optimizer)}
+            self.scheduler = Annealing(self.optimizer, **self.extra["replan"])
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> list[dict[str, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,16 +54,51 @@ def make_scheduler(cfg: Schedule, opt: torch.optim.Optimizer, epochs: int,
     return None, False
 
 
-def annealing(opt: torch.optim.Optimizer, start: list[float], end: list[float],
-              steps: int) -> LambdaLR:
+class Annealing(LambdaLR):
     """A cosine from each parameter group's ``start`` rate down to its ``end`` over ``steps``
-    steps (then ``end``): a schedule re-planned mid-run (:meth:`Trainer.shorten`)."""
-    factors = []
-    for group, first, last in zip(opt.param_groups, start, end, strict=True):
-        base = group.setdefault("initial_lr", group["lr"]) or 1.0  # what LambdaLR scales
-        factors.append(functools.partial(_cosine_factor, first / base, last / base,
-                                         max(steps, 1)))
-    return LambdaLR(opt, factors)
+    steps (then ``end``): a schedule re-planned mid-run (:meth:`Trainer.shorten`).
+
+    With ``momentum`` (one-cycle's, which moves against the rate) the momentum follows the
+    same cosine the other way, from its value at the cut up to one-cycle's ``max_momentum``,
+    as one-cycle's own annealing phase does: ``{"key": "betas" | "momentum", "start": [...],
+    "end": [...]}``, one value per group.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, start: list[float], end: list[float],
+                 steps: int, momentum: dict[str, Any] | None = None) -> None:
+        self.steps = max(steps, 1)
+        self.momentum = momentum  # set before LambdaLR's first step, which reads it
+        factors = []
+        for group, first, last in zip(opt.param_groups, start, end, strict=True):
+            base = group.setdefault("initial_lr", group["lr"]) or 1.0  # what LambdaLR scales
+            factors.append(functools.partial(_cosine_factor, first / base, last / base,
+                                             self.steps))
+        super().__init__(opt, factors)
+
+    def step(self, epoch: int | None = None) -> None:
+        super().step(epoch)
+        if not self.momentum:
+            return
+        key = self.momentum["key"]
+        for group, first, last in zip(self.optimizer.param_groups, self.momentum["start"],
+                                      self.momentum["end"], strict=True):
+            value = _cosine_factor(first, last, self.steps, self.last_epoch)
+            group[key] = (value, *group[key][1:]) if key == "betas" else value
+
+
+def cycled_momentum(scheduler: LRScheduler | None,
+                    opt: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """The momentum a re-planned schedule carries on (see :class:`Annealing`): one-cycle's
+    when it cycles momentum, or that of an earlier re-plan; ``None`` otherwise."""
+    if isinstance(scheduler, Annealing) and scheduler.momentum:
+        key, end = scheduler.momentum["key"], scheduler.momentum["end"]
+    elif isinstance(scheduler, OneCycleLR) and scheduler.cycle_momentum:
+        key = "betas" if scheduler.use_beta1 else "momentum"
+        end = [g["max_momentum"] for g in opt.param_groups]
+    else:
+        return None
+    now = [g[key][0] if key == "betas" else g[key] for g in opt.param_groups]
+    return {"key": key, "start": now, "end": end}
 
 
 def _cosine_factor(first: float, last: float, steps: int, step: int) -> float:

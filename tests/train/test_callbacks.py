@@ -14,6 +14,7 @@ import torch
 from kaon import registry
 from kaon.train import TrainingInterrupted, resume, train
 from kaon.train.callbacks import Deadline
+from kaon.train.loop import Trainer
 from kaon.train.runs import get_run
 from tests.train.test_train import StopAfter, _run_ids, registered_weights, small_spec
 
@@ -53,6 +54,32 @@ def test_a_one_cycle_run_cut_in_its_warm_up_never_jumps_up(shared_datasets: Path
     assert got[4] == pytest.approx(0.003 / 25 / 1e4)  # to one-cycle's own floor
 
 
+class MomentumAtEpochEnd:
+    """Records the first parameter group's momentum (Adam's beta1) after each epoch."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        group = trainer.optimizer.param_groups[0]
+        self.seen.append(group["betas"][0] if "betas" in group else group["momentum"])
+
+
+@pytest.mark.parametrize("optimizer", [{"name": "adam", "lr": 0.003},
+                                       {"name": "sgd", "lr": 0.05, "momentum": 0.9}])
+def test_a_shortened_one_cycle_run_raises_its_momentum_as_its_rate_anneals(
+        shared_datasets: Path, optimizer: dict[str, object]) -> None:
+    # one-cycle moves momentum against the rate: down to 0.85 in the warm-up, back up to
+    # 0.95 as the rate anneals; the re-planned rate anneals from the cut, so must momentum
+    momentum = MomentumAtEpochEnd()
+    result = train(small_spec(epochs=10, schedule={"name": "onecycle"}, optimizer=optimizer),
+                   callbacks=[one_second_epochs(), momentum])
+    got, rates = momentum.seen, lrs(result.run_id)
+    assert len(got) == 5 and got[0] > got[1]  # cut after epoch 2, in the warm-up
+    assert rates[1] > rates[2] and got[1] < got[2] < got[3] < got[4]
+    assert got[4] == pytest.approx(0.95)  # one-cycle's max_momentum, as its own end
+
+
 def test_a_step_schedule_does_not_depend_on_the_length_and_is_kept(
         shared_datasets: Path) -> None:
     result = train(small_spec(epochs=10, schedule={"name": "step", "step_size": 2,
@@ -61,8 +88,14 @@ def test_a_step_schedule_does_not_depend_on_the_length_and_is_kept(
     assert lrs(result.run_id) == pytest.approx([0.003, 0.0015, 0.0015, 0.00075, 0.00075])
 
 
-def test_a_shortened_run_resumes_to_the_same_weights(shared_datasets: Path) -> None:
-    spec = small_spec(epochs=10)
+@pytest.mark.parametrize("changes", [
+    {},  # cosine, Adam
+    {"schedule": {"name": "onecycle"}, "optimizer": {"name": "sgd", "lr": 0.05,
+                                                     "momentum": 0.9}},
+], ids=["cosine", "onecycle-sgd"])
+def test_a_shortened_run_resumes_to_the_same_weights(shared_datasets: Path,
+                                                     changes: dict[str, object]) -> None:
+    spec = small_spec(epochs=10, **changes)
     reference = train(spec, callbacks=[one_second_epochs()])
     with pytest.raises(TrainingInterrupted):  # interrupted right after the cut (epoch 2)
         train(spec, callbacks=[one_second_epochs(), StopAfter(2)])
