@@ -80,7 +80,8 @@ def serve(
                       f"replica(s)  ({routes})", soft_wrap=True)
     if replicas == 1:
         uvicorn.run(build(config), host=host, port=port, log_level="warning",
-                    limit_concurrency=MAX_CONNECTIONS)
+                    limit_concurrency=MAX_CONNECTIONS,
+                    ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why
         return
     front.run(config, replicas, host, port, max_body, timeout)
 

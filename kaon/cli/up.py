@@ -50,7 +50,8 @@ def up(
                       soft_wrap=True)
     uvicorn.run(create_platform_app(workers=workers), host=host, port=port,
                 log_level="warning", timeout_graceful_shutdown=60,
-                limit_concurrency=MAX_CONNECTIONS)
+                limit_concurrency=MAX_CONNECTIONS,
+                ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why
 
 
 def worker() -> None:

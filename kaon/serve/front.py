@@ -97,4 +97,5 @@ def run(config: dict[str, Any], replicas: int, host: str, port: int, max_body: i
 
     pool = ReplicaPool(config, replicas, timeout=timeout + 5.0)
     uvicorn.run(create_front(pool, max_body), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=int(timeout) + 10, limit_concurrency=MAX_CONNECTIONS)
+                timeout_graceful_shutdown=int(timeout) + 10, limit_concurrency=MAX_CONNECTIONS,
+                ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why

@@ -111,7 +111,8 @@ class ReplicaPool:
             [sys.executable, "-m", "uvicorn", "kaon.serve.factory:app_from_env", "--factory",
              "--uds", str(replica.socket), "--log-level", "warning", "--no-access-log",
              "--timeout-keep-alive", "75",
-             "--timeout-graceful-shutdown", str(int(self.timeout))],
+             "--timeout-graceful-shutdown", str(int(self.timeout)),
+             "--ws-per-message-deflate", "false"],  # kaon.serve.protocols.stream: why
             env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         replica.started_at, replica.ready = time.monotonic(), False
         replica.client = UnixHTTPClient(str(replica.socket))
@@ -273,8 +274,9 @@ class ReplicaPool:
         uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")
         replica.in_flight += 1
         try:
-            async with unix_connect(str(replica.socket), uri, max_size=None,
-                                    open_timeout=5) as upstream:
+            # uncompressed, as every Kaon server: kaon.serve.protocols.stream says why
+            async with unix_connect(str(replica.socket), uri, max_size=None, open_timeout=5,
+                                    compression=None) as upstream:
                 await websocket.accept()
 
                 async def up() -> None:

@@ -359,3 +359,16 @@ def test_members_list_add_remove(logged_in: Platform) -> None:
     removed = kaon_json("members", "remove", added["member"]["user_id"], "--yes")
     assert removed == {"removed": added["member"]["user_id"]}
     assert "grace@example.com" not in [m["email"] for m in kaon_json("members", "list")]
+
+
+def test_kaon_up_declines_websocket_compression(kaon_home: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # streams through the gateway stay uncompressed, as on `kaon serve`
+    # (test_streams_are_not_compressed_even_when_the_client_offers_it)
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda built, **options: served.update(options))
+    result = runner.invoke(app, ["up", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert served["ws_per_message_deflate"] is False

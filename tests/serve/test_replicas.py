@@ -45,6 +45,8 @@ def _ready(url: str, replicas: int) -> bool:
         r = httpx.get(f"{url}/readyz", timeout=2)
     except httpx.HTTPError:
         return False
+    if replicas == 1:  # one process, no front
+        return r.status_code == 200
     return r.status_code == 200 and r.json()["replicas_ready"] == replicas
 
 
@@ -147,6 +149,40 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
         results = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
     assert [r["seq"] for r in results] == list(range(5))
     assert all("latency_ms" in r for r in results)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_streams_are_not_compressed_even_when_the_client_offers_it(kaon_home: Path,
+                                                                   replicas: int) -> None:
+    # browsers and `websockets` offer permessage-deflate; zlib on every frame cost the sender
+    # more CPU than the model did (kaon.serve.protocols.stream), so the server declines it
+    from websockets.asyncio.client import unix_connect
+    from websockets.sync.client import connect
+
+    register_tiny("digits")
+    server, url = _start(["digits:1"], kaon_home, replicas)
+    try:
+        with connect(url.replace("http", "ws") + "/v1/models/digits/stream",
+                     compression="deflate") as ws:
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            ws.send(tensor_frame(0))
+            assert json.loads(ws.recv(timeout=10))["seq"] == 0
+
+        async def replica_extensions(socket: str) -> str | None:
+            async with unix_connect(socket, "ws://replica/v1/models/digits/stream",
+                                    compression="deflate") as ws:
+                return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+        sockets = []  # and the front's hop to each replica is not compressed either
+        for pid in _replicas(server.pid):
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            sockets.append(args[args.index(b"--uds") + 1].decode())
+        assert len(sockets) == (replicas if replicas > 1 else 0)
+        for socket in sockets:
+            assert asyncio.run(replica_extensions(socket)) is None
+    finally:
+        _stop(server)
 
 
 @pytest.mark.slow
