@@ -11,9 +11,10 @@ so the sender is held back by TCP. Garbage gets an error message and closes that
 
 Every Kaon server declines WebSocket compression (permessage-deflate; uvicorn's
 ``ws_per_message_deflate=False``, and the replica pool's hop from the front to a replica).
-Frames are pixels or JPEG, which deflate does not shrink, and a sender that compresses each
-86 KB frame spends more CPU on zlib than the server spends on the frame: a client offering
-compression (browsers and Python's ``websockets`` do by default) then sends uncompressed.
+Camera frames (sensor noise, or JPEG) shrink little under deflate, and a sender that
+compresses each 86 KB frame spends more CPU on zlib than the server spends on the frame: a
+client offering compression (browsers and Python's ``websockets`` do by default) then sends
+uncompressed.
 """
 
 from __future__ import annotations
