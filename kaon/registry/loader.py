@@ -9,6 +9,7 @@ from torch import nn
 
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.nn.build import build_model
+from kaon.nn.fold import fold_batchnorm
 from kaon.nn.preprocess import Normalizer, prefers_channels_last
 from kaon.nn.spec import parse_spec
 from kaon.registry.artifacts import load_weights
@@ -48,14 +49,19 @@ def logits_to_proba(logits: torch.Tensor, output: str) -> torch.Tensor:
 
 
 def load_model(ref: str, workspace: str = DEFAULT_WORKSPACE,
-               device: torch.device | str = "cpu") -> LoadedModel:
-    """The registered version ``ref`` of ``workspace``, in eval mode on ``device``."""
+               device: torch.device | str = "cpu", fold: bool = True) -> LoadedModel:
+    """The registered version ``ref`` of ``workspace``, in eval mode on ``device``; with
+    ``fold``, its BatchNorm layers folded into the layers before them (the same outputs,
+    fewer operations: :func:`kaon.nn.fold.fold_batchnorm`)."""
     info = get(ref, workspace)
     spec = parse_spec(info.spec, source=f"registry {info.ref}")
     sig = info.signature
     module = build_model(spec, sig.shape, len(sig.class_names))
     module.load_state_dict(load_weights(info.artifact, info.sha256), strict=True)
     module.eval().to(device)
+    if fold:  # checked on a fixed batch, so loading leaves the global random state alone
+        example = torch.randn(2, *sig.shape, generator=torch.Generator().manual_seed(0))
+        module = fold_batchnorm(module, example.to(device))
     channels_last = prefers_channels_last(module)
     if channels_last:
         module.to(memory_format=torch.channels_last)

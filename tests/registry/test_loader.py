@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kaon.errors import ArtifactError, NotFoundError
+from kaon.nn.fold import count_batchnorms
 from kaon.registry import Signature, load_model
 from kaon.registry.artifacts import save_weights
 from tests.registry.fixtures import MNIST_SIGNATURE, register_tiny, tiny_model, tiny_spec
@@ -96,3 +97,13 @@ def test_a_registered_artifact_swapped_for_a_pickle_is_refused() -> None:
     torch.save(tiny_model(tiny_spec("digits")).state_dict(), info.artifact)
     with pytest.raises(ArtifactError, match="not a safetensors file"):
         load_model("digits:1")
+
+
+def test_a_batchnorm_model_is_served_folded_with_the_same_probabilities() -> None:
+    spec = tiny_spec("bn", model={"family": "cnn", "channels": [4, 8]})
+    register_tiny("bn", spec=spec)
+    folded, as_trained = load_model("bn"), load_model("bn", fold=False)
+    assert count_batchnorms(folded.module) == 0 and count_batchnorms(as_trained.module) > 0
+    images = digits(16)
+    torch.testing.assert_close(folded.predict_proba(images), as_trained.predict_proba(images),
+                               rtol=1e-4, atol=1e-6)
