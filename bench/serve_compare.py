@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-console = Console()
+console = Console(width=180)  # the table stays readable when the output is a file
 
 MODELS: dict[str, dict[str, Any]] = {
     "mnist-cnn": yaml.safe_load((REPO / "examples/mnist_cnn.yaml").read_text()),
