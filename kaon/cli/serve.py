@@ -56,7 +56,7 @@ def serve(
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build, default_threads
-    from kaon.serve.front import MAX_CONNECTIONS
+    from kaon.serve.front import SERVER_OPTIONS
 
     logs.configure()  # one JSON line per request on stderr
     if replicas < 1:
@@ -79,9 +79,7 @@ def serve(
     console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
                       f"replica(s)  ({routes})", soft_wrap=True)
     if replicas == 1:
-        uvicorn.run(build(config), host=host, port=port, log_level="warning",
-                    limit_concurrency=MAX_CONNECTIONS,
-                    ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why
+        uvicorn.run(build(config), host=host, port=port, **SERVER_OPTIONS)
         return
     front.run(config, replicas, host, port, max_body, timeout)
 

@@ -32,7 +32,7 @@ def up(
     from kaon.platform.server import create_platform_app
     from kaon.platform.workspaces import OWNER_EMAIL, bootstrap
     from kaon.serve import logs
-    from kaon.serve.front import MAX_CONNECTIONS
+    from kaon.serve.front import SERVER_OPTIONS
 
     if workers < 0:
         raise ConfigError(f"--workers {workers} must be 0 or more.")
@@ -49,9 +49,7 @@ def up(
                       f"{get_settings().db_url.split('@')[-1]}, {workers} job worker(s))",
                       soft_wrap=True)
     uvicorn.run(create_platform_app(workers=workers), host=host, port=port,
-                log_level="warning", timeout_graceful_shutdown=60,
-                limit_concurrency=MAX_CONNECTIONS,
-                ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why
+                timeout_graceful_shutdown=60, **SERVER_OPTIONS)
 
 
 def worker() -> None:

@@ -24,6 +24,10 @@ from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
 MAX_CONNECTIONS = 4096  # open connections + tasks per server process; past it uvicorn sends 503
+#: uvicorn options every Kaon server shares (`kaon serve`, its front, `kaon up`): the bound on
+#: connections, and no WebSocket compression (kaon.serve.protocols.stream says why)
+SERVER_OPTIONS: dict[str, Any] = {"log_level": "warning", "limit_concurrency": MAX_CONNECTIONS,
+                                  "ws_per_message_deflate": False}
 
 
 class Forward:
@@ -96,6 +100,5 @@ def run(config: dict[str, Any], replicas: int, host: str, port: int, max_body: i
     import uvicorn
 
     pool = ReplicaPool(config, replicas, timeout=timeout + 5.0)
-    uvicorn.run(create_front(pool, max_body), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=int(timeout) + 10, limit_concurrency=MAX_CONNECTIONS,
-                ws_per_message_deflate=False)  # kaon.serve.protocols.stream: why
+    uvicorn.run(create_front(pool, max_body), host=host, port=port,
+                timeout_graceful_shutdown=int(timeout) + 10, **SERVER_OPTIONS)
