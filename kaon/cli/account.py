@@ -279,7 +279,7 @@ def subscribe(
                       ] = False,
     url: Url = None, key: Key = None, json_: Json = False,
 ) -> None:
-    """Subscribe the workspace to a plan or change plan (prorated by day; needs the admin
+    """Subscribe the workspace to a plan or change plan (prorated by the second; needs the admin
     scope), or cancel at the end of the current period.
 
     Examples:

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,26 +60,33 @@ def datasets_root(workspace: str = DEFAULT_WORKSPACE) -> Path:
 def import_dataset(path: Path | str | Sequence[Path | str], name: str, format: str = "auto",
                    label_column: str = "label", size: tuple[int, int] | None = None, *,
                    overwrite: bool = False, workspace: str = DEFAULT_WORKSPACE,
-                   source: str | None = None) -> Dataset:
+                   source: str | None = None,
+                   admit: Callable[[int], None] | None = None) -> Dataset:
     """Read a dataset in the user's format, validate it and save it as ``name``.
 
     ``path`` is an image folder, an ``.npz``, a ``.csv``, a folder holding IDX pairs
     (``<prefix>-images-idx3-ubyte[.gz]`` + ``<prefix>-labels-idx1-ubyte[.gz]``), or two IDX
     files (images, labels). ``size`` (H, W) resizes image folders, or gives a CSV's image shape.
-    ``source`` is what the metadata says it came from (default: the paths).
+    ``source`` is what the metadata says it came from (default: the paths). ``admit`` is
+    called with the bytes of the files written, before they take the name: raising there
+    (e.g. a full storage quota) keeps nothing and replaces nothing.
     """
     validate_name(name)
     target = datasets_root(workspace) / name
     if target.exists() and not overwrite:
-        raise ConflictError(f"a dataset named {name!r} already exists",
-                            hint="choose another name, or pass --overwrite to replace it")
+        raise _taken(name)
     splits, class_names, fmt, paths = read_any(path, format, label_column, size)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = source or ", ".join(str(p.resolve()) for p in paths)
     dataset = Dataset(name, splits, class_names, source=source,
                       meta={"format": fmt, "created_at": created, "origin": "imported"})
-    _save(dataset, target)
+    _save(dataset, target, admit, overwrite)
     return dataset
+
+
+def _taken(name: str) -> ConflictError:
+    return ConflictError(f"a dataset named {name!r} already exists",
+                         hint="choose another name, or pass --overwrite to replace it")
 
 
 def dataset_npz(path: Path | str | Sequence[Path | str], format: str = "auto",
@@ -214,8 +221,11 @@ def idx_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
     return pairs
 
 
-def _save(dataset: Dataset, target: Path) -> None:
-    """Write ``data.npz`` + ``meta.json`` to a temporary folder, then swap it into place."""
+def _save(dataset: Dataset, target: Path, admit: Callable[[int], None] | None = None,
+          overwrite: bool = True) -> None:
+    """Write ``data.npz`` + ``meta.json`` to a temporary folder, pass their bytes to
+    ``admit``, then swap the folder into place (unless ``overwrite`` is False and another
+    import took the name meanwhile)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     old = target.parent / f"{tmp.name}.old"
@@ -228,6 +238,10 @@ def _save(dataset: Dataset, target: Path) -> None:
                 "counts": dataset.counts(), "content_hash": dataset.content_hash(),
                 **dataset.meta}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if admit is not None:
+            admit(sum(f.stat().st_size for f in tmp.iterdir()))
+        if target.exists() and not overwrite:
+            raise _taken(dataset.name)
         if target.exists():
             os.replace(target, old)
         try:

@@ -1,8 +1,10 @@
 """Subscriptions, proration and invoices. Money is int cents or Decimal, never a float.
 
 Billing periods are calendar months (UTC), the same ``YYYY-MM`` the usage counters use.
-A plan change mid-month is prorated by day: the unused days of the old plan are credited and
-the new plan is charged for the same days (the day of the change counts as the new plan's).
+A plan change mid-month is prorated by the second: the old plan is credited and the new plan
+charged for the seconds from the change to the month's end, each line its price × those
+seconds / the month's seconds, rounded half up to a whole cent (the same shares of the month
+that the usage lines grant each plan's allowances for).
 Every change, the first subscription included, is a ``subscription_changes`` row.
 """
 
@@ -25,6 +27,7 @@ from kaon.platform.models import Deployment, Invoice, Subscription, Subscription
 from kaon.platform.plans import GB, Plan, get_catalog
 
 CURRENCY = "usd"
+PER_SECOND = Decimal("0.0000001")  # the unit price shown on a proration line (cents)
 
 
 def to_cents(amount: Decimal) -> int:
@@ -44,6 +47,11 @@ def _line(description: str, quantity: Decimal | int, unit_price_cents: Decimal |
 
 def _utc(now: datetime | None) -> datetime:
     return (now or utcnow()).astimezone(timezone.utc)
+
+
+def _seconds(span: timedelta) -> Decimal:
+    """A timedelta in seconds, exactly (microseconds included)."""
+    return Decimal(span.days * 86_400 + span.seconds) + Decimal(span.microseconds) / 1_000_000
 
 
 def _utc_day(at: datetime) -> date:
@@ -173,10 +181,13 @@ def cancel(session: Session, workspace_id: str, now: datetime | None = None) -> 
 # ---- proration and invoices ---------------------------------------------------------------
 def prorate(old: Plan | None, new: Plan, at: datetime, period_start: date,
             period_end: date) -> list[dict[str, Any]]:
-    """Lines for a change at ``at``: credit ``old`` and charge ``new`` for the days left."""
-    total = (period_end - period_start).days
-    day = _utc_day(at)
-    left = (period_end - day).days
+    """Lines for a change at ``at``: credit ``old`` and charge ``new`` for the seconds left
+    in the period (each amount rounded half up to a cent on its own)."""
+    start = datetime.combine(period_start, time(0), tzinfo=timezone.utc)
+    end = datetime.combine(period_end, time(0), tzinfo=timezone.utc)
+    at = _utc(at)
+    total = int((end - start).total_seconds())
+    left = _seconds(end - at)
     if not 0 < left <= total:
         return []
     lines = []
@@ -184,9 +195,10 @@ def prorate(old: Plan | None, new: Plan, at: datetime, period_start: date,
         if plan is None or plan.price_cents == 0:
             continue
         amount = to_cents(Decimal(plan.price_cents) * left / total)
-        daily = (Decimal(plan.price_cents) / total).quantize(Decimal("0.0001"), ROUND_HALF_UP)
-        lines.append(_line(f"{text} {plan.name} after {day.isoformat()} "
-                           f"({left} of {total} days)", left, sign * daily, sign * amount))
+        per_second = (Decimal(plan.price_cents) / total).quantize(PER_SECOND, ROUND_HALF_UP)
+        lines.append(_line(f"{text} {plan.name} after {at:%Y-%m-%d %H:%M:%S} UTC "
+                           f"({_dec(left)} of {total} seconds)", left, sign * per_second,
+                           sign * amount))
     return lines
 
 

@@ -28,13 +28,26 @@ class TokenBucket:
         self._tokens, self._at = float(capacity), clock()
         self._lock = threading.Lock()
 
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def resize(self, rate: float, capacity: float) -> None:
+        """New limits (a plan change) that keep the tokens held, up to the new capacity: a
+        change of plan neither refills the burst nor takes it away."""
+        if rate <= 0 or capacity < 1:
+            raise ValueError("a token bucket needs rate > 0 and capacity >= 1")
+        with self._lock:
+            self._refill()
+            self.rate, self.capacity = float(rate), float(capacity)
+            self._tokens = min(self._tokens, self.capacity)
+
     def take(self, n: float = 1.0) -> float:
         if n > self.capacity:
             raise ValueError(f"cannot take {n} tokens from a bucket of {self.capacity:g}")
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
+            self._refill()
             if self._tokens >= n:
                 self._tokens -= n
                 return 0.0
@@ -47,7 +60,8 @@ def retry_after(wait: float) -> int:
 
 
 class RateLimiter:
-    """One bucket per key, sized by the key's plan (rebuilt when the plan's limits change).
+    """One bucket per key, sized by the key's plan (resized when the plan's limits change,
+    keeping its tokens).
 
     Keeps at most ``max_keys`` buckets, forgetting the least recently used.
     """
@@ -60,8 +74,10 @@ class RateLimiter:
     def take(self, key: str, rate: float, burst: int, n: float = 1.0) -> float:
         with self._lock:
             bucket = self._buckets.get(key)
-            if bucket is None or (bucket.rate, bucket.capacity) != (float(rate), float(burst)):
+            if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(rate, burst, self._clock)
+            elif (bucket.rate, bucket.capacity) != (float(rate), float(burst)):
+                bucket.resize(rate, burst)
             self._buckets.move_to_end(key)
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)

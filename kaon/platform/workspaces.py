@@ -23,7 +23,7 @@ from kaon.platform.models import ROLES, ApiKey, Member, User, Workspace
 from kaon.platform.plans import get_catalog
 
 OWNER_EMAIL = "owner@localhost"
-MAX_OWNED = 20  # workspaces one user may create
+MAX_OWNED = 20  # workspaces the owner account may own (the default one included)
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$")
 
 
@@ -111,6 +111,12 @@ def create_workspace(session: Session, name: str, owner_user_id: str,
     owner = session.get(User, owner_user_id)
     if owner is None:
         raise NotFoundError(f"No user {owner_user_id!r}.")
+    if owner.id != _account_owner(session):  # else each new member brings MAX_OWNED more
+        raise ForbiddenError(
+            "Only the owner account made at first start creates workspaces; a user added "
+            "with POST /api/v1/members belongs to the workspace that added it.",
+            hint="Create the workspace with a key of the owner account.")
+    _lock_user(session, owner.id)  # concurrent creations count one at a time
     owned = session.scalar(select(func.count()).select_from(Member).where(
         Member.user_id == owner_user_id, Member.role == "owner")) or 0
     if owned >= MAX_OWNED:  # each workspace brings a free plan's quotas with it
@@ -123,6 +129,22 @@ def create_workspace(session: Session, name: str, owner_user_id: str,
     workspace = session.get(Workspace, workspace_id)
     assert workspace is not None
     return workspace, created[0], created[1]
+
+
+def _account_owner(session: Session) -> str | None:
+    """The owner account: the default workspace's first member, whom the first start made
+    (``BOOTSTRAP_OWNER``; a random id on installs older than migration 0005). Every other
+    user was added to a workspace through POST /members."""
+    return session.scalar(select(Member.user_id).where(Member.workspace_id == DEFAULT_WORKSPACE)
+                          .order_by(Member.created_at, Member.user_id).limit(1))
+
+
+def _lock_user(session: Session, user_id: str) -> None:
+    """Hold the user's row until the transaction ends (a no-op UPDATE, as
+    :func:`~kaon.platform.common.lock_workspace`): what the user owns is counted and added
+    to by one transaction at a time."""
+    session.execute(update(User).where(User.id == user_id).values(name=User.name)
+                    .execution_options(synchronize_session=False))
 
 
 def get_workspace(session: Session, workspace_id: str) -> Workspace:

@@ -150,7 +150,11 @@ def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, 
         db.flush()  # the version number is ours (unique per model) before any file is written
         row.sha256, row.size_bytes = save_weights(state, path,
                                                   metadata={"kaon.model": f"{name}:{version}"})
-        _meter_storage(db, workspace, row, f"{name}:{version}")
+        try:
+            _meter_storage(db, workspace, row, f"{name}:{version}")
+        except BaseException:  # refused (a full storage quota): the file is not kept
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
         if alias:
             _set_alias(db, model, alias, row)
         db.flush()
@@ -161,17 +165,33 @@ def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, 
 def _meter_storage(db: Session, workspace: str, row: ModelVersion, ref: str,
                    freed: bool = False) -> None:
     """On the platform, a stored version's bytes are usage: one event, in this transaction;
-    deleting the version (``freed``) gives them back.
+    deleting the version (``freed``) gives them back. A hard-capped plan refuses a version
+    that would pass its storage (:class:`~kaon.platform.errors.QuotaExceeded`), as it
+    refuses a dataset upload.
 
     Plain local use has no workspace record (``kaon up`` creates them): nothing to meter.
     """
-    from kaon.platform import metering
+    from kaon.platform import billing, metering, quota
+    from kaon.platform.errors import QuotaExceeded
     from kaon.platform.models import Workspace
 
-    if db.get(Workspace, workspace) is not None:
-        metering.record(db, workspace, "storage_bytes", -row.size_bytes if freed
-                        else row.size_bytes, f"model{'-freed' if freed else ''}:{row.id}",
-                        {"model": ref})
+    if db.get(Workspace, workspace) is None:
+        return
+    if freed:
+        metering.record(db, workspace, "storage_bytes", -row.size_bytes,
+                        f"model-freed:{row.id}", {"model": ref})
+        return
+    plan = billing.current_plan(db, workspace)
+    try:
+        quota.check_and_consume(db, workspace, "storage_bytes", row.size_bytes, plan,
+                                event_key=f"model:{row.id}", source={"model": ref})
+    except QuotaExceeded as exc:  # the job's error line is the message: say what to do in it
+        exc.message = (f"Model {ref} ({row.size_bytes:,} bytes) was not registered: it would "
+                       f"take this workspace's storage past the {plan.name} plan's "
+                       f"{exc.limit:,} bytes ({exc.used:,} held). Delete model versions or "
+                       "datasets it no longer needs, or change to a plan with more storage.")
+        exc.args = (exc.message,)
+        raise
 
 
 def get(ref: str, workspace: str = DEFAULT_WORKSPACE) -> ModelInfo:

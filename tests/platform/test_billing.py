@@ -1,4 +1,5 @@
-"""Billing: proration by day checked by hand, idempotent invoices, money never a float."""
+"""Billing: proration by the second checked by hand, idempotent invoices, money never a
+float."""
 
 from __future__ import annotations
 
@@ -49,14 +50,16 @@ def test_to_cents_rounds_half_up() -> None:
 
 
 def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) -> None:
-    # 2026-10-20: pro from 12 of October's 31 days: 4900 × 12 / 31 = 1896.77 → 1897
+    # 2026-10-20 12:00: pro for 11.5 of October's 31 days (993,600 of 2,678,400 seconds):
+    # 4900 × 993600 / 2678400 = 1817.74 → 1818
     billing.subscribe(db, ws, "pro", now=at(10, 20))
     db.commit()
     october = billing.generate_invoice(db, ws, "2026-10", now=at(11, 2))
-    assert [(line["quantity"], line["amount_cents"]) for line in october.lines] == [("12", 1897)]
-    assert october.total_cents == 1897
+    assert [(line["quantity"], line["amount_cents"]) for line in october.lines] == [
+        ("993600", 1818)]
+    assert october.total_cents == 1818
 
-    # 2026-11-11: upgrade to enterprise with 20 of November's 30 days left
+    # 2026-11-11 10:00: upgrade to enterprise with 470 of November's 720 hours left
     billing.subscribe(db, ws, "enterprise", now=at(11, 11, 10))
     enterprise = get_catalog().get("enterprise")
     metering.record(db, ws, "training_seconds", enterprise.included_training_seconds + 1000,
@@ -69,16 +72,16 @@ def test_a_mid_month_start_then_an_upgrade_with_overage(db: Session, ws: str) ->
     november = billing.generate_invoice(db, ws, "2026-11", now=at(12, 1, 1))
     amounts = [line["amount_cents"] for line in november.lines]
     # enterprise was in force 470 of November's 720 hours (11th 10:00 to the end), so it
-    # brings 47/72 of each included amount, as its fee is 20/30 of a month's
+    # brings 47/72 of each included amount, as its fee is 47/72 of a month's
     assert amounts == [
         4900,    # pro base fee (in force when November began)
-        -3267,   # unused pro: 4900 × 20/30 = 3266.67
-        33267,   # enterprise for 20 of 30 days: 49900 × 20/30 = 33266.67
+        -3199,   # unused pro: 4900 × 470/720 = 3198.61
+        32574,   # enterprise for 470 of 720 hours: 49900 × 470/720 = 32573.61
         34723,   # 20,000,150 - 13,055,555 included = 6,944,595 requests × 0.005 = 34722.975
         7530,    # 721,000 - 470,000 included = 251,000 s × 0.03
         3236,    # 2,000 GB held 468 of 720 hours = 1,300 GB-month, less 652.777777777 × 5
     ]
-    assert november.total_cents == 80389 == sum(amounts)
+    assert november.total_cents == 79764 == sum(amounts)
     assert november.lines[3]["unit_price_cents"] == "0.005"
     assert "13055555 included (enterprise, 2026-11-11 10:00 to 2026-12-01 00:00 UTC)" in \
         november.lines[3]["description"]
@@ -183,14 +186,30 @@ def test_upgrade_downgrade_and_plan_limits(db: Session, ws: str) -> None:
         billing.subscribe(db, ws, "platinum")
 
 
-def test_a_downgrade_credits_the_unused_days() -> None:
+def test_a_downgrade_credits_the_unused_seconds() -> None:
     catalog = get_catalog()
     lines = billing.prorate(catalog.get("enterprise"), catalog.get("pro"), at(1, 17, 23, 2027),
                             at(1, 1, year=2027).date(), at(2, 1, year=2027).date())
-    # 15 of January's 31 days left: 49900 × 15/31 = 24145.16; 4900 × 15/31 = 2370.97
+    # 14 days and 1 hour of January's 31 days left (1,213,200 of 2,678,400 seconds):
+    # 49900 × 1213200/2678400 = 22602.55; 4900 × 1213200/2678400 = 2219.46
     assert [(line["quantity"], line["amount_cents"]) for line in lines] == [
-        ("15", -24145), ("15", 2371)]
-    assert lines[0]["unit_price_cents"] == "-1609.6774"
+        ("1213200", -22603), ("1213200", 2219)]
+    assert lines[0]["unit_price_cents"] == "-0.0186305"  # 49900 / 2678400 cents a second
+    assert "(1213200 of 2678400 seconds)" in lines[0]["description"]
+
+
+def test_a_plan_held_for_part_of_a_day_costs_that_part(db: Session, ws: str) -> None:
+    """Up just after midnight and back before the next: the charge and the credit are for
+    different seconds, so the hours on enterprise are paid for, as its allowances are given."""
+    billing.subscribe(db, ws, "free", now=at(3, 1, 0))
+    billing.subscribe(db, ws, "enterprise", now=at(3, 10, 0))
+    billing.subscribe(db, ws, "free", now=at(3, 10, 12))
+    db.commit()
+    march = billing.generate_invoice(db, ws, "2026-03", now=at(4, 2))
+    # 22 days left at 00:00 (1,900,800 s), 21.5 at 12:00 (1,857,600 s) of 2,678,400:
+    # 49900 × 1900800/2678400 = 35412.90 → 35413; 49900 × 1857600/2678400 = 34608.06 → 34608
+    assert [line["amount_cents"] for line in march.lines] == [0, 35413, -34608]  # free: 0
+    assert march.total_cents == 805  # half a day of enterprise: 49900 / 62 = 804.84
 
 
 def test_the_html_page_escapes_everything() -> None:

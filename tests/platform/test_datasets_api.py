@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,6 +171,95 @@ def test_uploads_are_metered_as_storage_and_a_hard_capped_plan_refuses_past_it(
     assert client.get(f"{API}/datasets/more", headers=auth).status_code == 404  # not stored
     usage = client.get(f"{API}/usage", headers=auth).json()
     assert usage["metrics"]["storage_bytes"]["used"] == limit - 100  # nothing counted
+
+
+def _stored(client: Any, auth: dict[str, str]) -> int:
+    return int(client.get(f"{API}/usage", headers=auth).json()["metrics"]["storage_bytes"][
+        "used"])
+
+
+def _on_disk(kaon_home: Path, name: str) -> int:
+    """The bytes of the files the default workspace's dataset ``name`` is stored as."""
+    return sum(f.stat().st_size for f in (kaon_home / "datasets" / name).iterdir())
+
+
+def test_what_is_metered_is_what_is_stored(client: Any, admin_secret: str, api_db: Any,
+                                           kaon_home: Path) -> None:
+    """Labels are stored as int64 whatever their type in the upload: uint8 labels take 8
+    times their bytes once stored, and the stored bytes are what count, and what the cap
+    is checked against."""
+    from sqlalchemy import update
+
+    from kaon.platform.models import UsageCounter
+    from kaon.platform.plans import load_plans
+
+    auth = bearer(admin_secret)
+    n = 20_000
+    buffer = io.BytesIO()  # 40 KB of arrays: 1-pixel images, uint8 labels
+    np.savez(buffer, train_images=np.zeros((n, 1, 1), np.uint8),
+             train_labels=(np.arange(n) % 2).astype(np.uint8))
+    body = buffer.getvalue()
+    put = client.put(f"{API}/datasets/tiny", headers={**auth, **NPZ}, content=body)
+    assert put.status_code == 201, put.text
+    assert _stored(client, auth) == _on_disk(kaon_home, "tiny") > 9 * n
+
+    limit = load_plans().plans["free"].storage_bytes
+    api_db.execute(update(UsageCounter).where(UsageCounter.metric == "storage_bytes",
+                                              UsageCounter.period == "stored")
+                   .values(used=limit - 3 * n))  # room for the upload's arrays, not more
+    api_db.commit()
+    refused = client.put(f"{API}/datasets/more", headers={**auth, **NPZ}, content=body)
+    assert refused.status_code == 429, refused.text
+    assert client.get(f"{API}/datasets/more", headers=auth).status_code == 404
+    assert not (kaon_home / "datasets" / "more").exists()
+    assert _stored(client, auth) == limit - 3 * n
+
+
+@pytest.mark.parametrize("other", ["overwrite", "delete"])
+def test_racing_requests_give_back_what_a_dataset_held_once(
+        client: Any, admin_secret: str, kaon_home: Path, monkeypatch: pytest.MonkeyPatch,
+        other: str) -> None:
+    """An ?overwrite=true upload racing another one, or a deletion, on the real app and
+    database: reading what the dataset holds and giving it back are one step per request
+    (the workspace's lock), so what it held is given back once, not twice."""
+    from kaon.platform import metering
+
+    auth = bearer(admin_secret)
+    assert client.put(f"{API}/datasets/pets", headers={**auth, **NPZ},
+                      content=npz_bytes()).status_code == 201
+    small = io.BytesIO()
+    np.savez(small, train_images=np.zeros((4, 2, 2), np.uint8), train_labels=np.arange(4) % 2)
+    real, gate = metering.stored_by, threading.Barrier(2)
+
+    def in_step(*args: Any, **kwargs: Any) -> int:
+        held = real(*args, **kwargs)
+        # both read before either writes, unless the lock orders them (then the first
+        # waits out the timeout, and the other finds the barrier broken, after its commit)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            gate.wait(timeout=1)
+        return held
+
+    monkeypatch.setattr(metering, "stored_by", in_step)
+    statuses: list[int] = []
+
+    def overwrite() -> None:
+        statuses.append(client.put(f"{API}/datasets/pets?overwrite=true",
+                                   headers={**auth, **NPZ}, content=small.getvalue())
+                        .status_code)
+
+    def delete() -> None:
+        statuses.append(client.delete(f"{API}/datasets/pets", headers=auth).status_code)
+
+    threads = [threading.Thread(target=overwrite),
+               threading.Thread(target=overwrite if other == "overwrite" else delete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(metering, "stored_by", real)
+    assert sorted(statuses) == ([201, 201] if other == "overwrite" else [201, 204])
+    kept = (kaon_home / "datasets" / "pets").exists()  # deleted last, or replaced last
+    assert _stored(client, auth) == (_on_disk(kaon_home, "pets") if kept else 0)
 
 
 def test_an_upload_past_the_16_mib_body_limit_streams_to_disk(client: Any,

@@ -6,20 +6,17 @@ transactions)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from kaon.db.models import new_id
-from kaon.errors import KaonError
 from kaon.platform import billing, deployments, jobs
 from kaon.platform.models import Job, Workspace
 from kaon.platform.plans import get_catalog
-from tests.platform.helpers import TRAIN_SPEC, register_model
+from tests.platform.helpers import TRAIN_SPEC, race, register_model, slow_clock
 
 WS = "ws-cccccccccccc"
 
@@ -32,53 +29,14 @@ def ws(db: Session) -> str:
     return WS
 
 
-def _slow_clock(monkeypatch: pytest.MonkeyPatch, module: object = deployments) -> None:
-    """Widen the window between a check and its write: each creation stamps its row 0.2 s
-    after counting, so without a lock every racer counts before the first one commits."""
-    real = module.utcnow  # type: ignore[attr-defined]
-
-    def slow() -> datetime:
-        time.sleep(0.2)
-        return real()
-
-    monkeypatch.setattr(module, "utcnow", slow)
-
-
-def _race(sessions: Callable[[], Session], calls: list[Callable[[Session], object]],
-          ) -> tuple[list[int], list[int], list[BaseException]]:
-    allowed: list[int] = []
-    refused: list[int] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            with sessions() as s:
-                calls[i](s)
-                s.commit()
-            allowed.append(i)
-        except KaonError:  # the limit's own error: PlanLimitError, ConflictError
-            refused.append(i)
-        except BaseException as exc:  # pragma: no cover - reported by the assert
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return allowed, refused, errors
-
-
 def test_racing_creations_never_pass_max_deployments(
         sessions: Callable[[], Session], ws: str, monkeypatch: pytest.MonkeyPatch) -> None:
     free = get_catalog().get("free")
     assert free.max_deployments == 1
-    _slow_clock(monkeypatch)
+    slow_clock(monkeypatch, deployments)
     calls = [lambda s, i=i: deployments.create_deployment(s, ws, f"web-{i}", "mnist-mlp",
                                                           plan=free) for i in range(6)]
-    allowed, refused, errors = _race(sessions, calls)
+    allowed, refused, errors = race(sessions, calls)
     assert errors == []
     assert (len(allowed), len(refused)) == (1, 5)
     with sessions() as s:
@@ -91,7 +49,7 @@ def test_a_downgrade_racing_a_creation_leaves_the_workspace_within_its_plan(
         billing.subscribe(s, ws, "pro")
         deployments.create_deployment(s, ws, "web-0", "mnist-mlp", plan=get_catalog().get("pro"))
         s.commit()
-    _slow_clock(monkeypatch)
+    slow_clock(monkeypatch, deployments)
 
     def create(s: Session) -> object:  # what the API route does: lock, then read the plan
         from kaon.platform.common import lock_workspace
@@ -100,7 +58,7 @@ def test_a_downgrade_racing_a_creation_leaves_the_workspace_within_its_plan(
         return deployments.create_deployment(s, ws, "web-1", "mnist-mlp",
                                              plan=billing.limits_plan(s, ws))
 
-    allowed, refused, errors = _race(sessions, [create, lambda s: billing.subscribe(s, ws, "free")])
+    allowed, refused, errors = race(sessions, [create, lambda s: billing.subscribe(s, ws, "free")])
     assert errors == []
     assert len(allowed) == 1 and len(refused) == 1
     with sessions() as s:
@@ -116,9 +74,9 @@ def test_racing_submissions_never_pass_the_job_queues_bound(
                        state="queued", attempts=0, max_attempts=1, cancel_requested=False,
                        compute_seconds=0.0) for _ in range(jobs.MAX_QUEUED - 1)])
         s.commit()
-    _slow_clock(monkeypatch, jobs)
+    slow_clock(monkeypatch, jobs)
     calls = [lambda s: jobs.submit_job(s, ws, "train", TRAIN_SPEC) for _ in range(4)]
-    allowed, refused, errors = _race(sessions, calls)
+    allowed, refused, errors = race(sessions, calls)
     assert errors == []
     assert (len(allowed), len(refused)) == (1, 3)
     with sessions() as s:
@@ -168,10 +126,10 @@ def test_through_the_api_a_downgrade_racing_a_creation_leaves_the_workspace_with
     assert client.post("/api/v1/subscription", headers=h, json={"plan": "pro"}).status_code == 200
     assert client.post("/api/v1/deployments", headers=h,
                        json={"name": "web-0", "model": "mnist-mlp"}).status_code == 201
-    _slow_clock(monkeypatch)
+    slow_clock(monkeypatch, deployments)
     # both routes stamp through billing's clock under the lock: without the creation
     # route's own lock, it reads "pro" first and the downgrade commits while it sleeps
-    _slow_clock(monkeypatch, billing)
+    slow_clock(monkeypatch, billing)
     statuses: dict[str, int] = {}
     barrier = threading.Barrier(2)
 

@@ -50,9 +50,36 @@ def test_the_limiter_uses_the_plan_and_raises_429_with_retry_after() -> None:
     limiter.check("key-2", free)  # another key has its own bucket
     clock.now += 1 / free.rate_limit_rps
     limiter.check("key-1", free)
-    # a plan change resizes the bucket
+    # a plan change resizes the bucket: it keeps its tokens (free's full burst here), then
+    # refills at the new rate, up to the new burst
     pro = get_catalog().get("pro")
+    clock.now += 100
+    for _ in range(free.burst):
+        limiter.check("key-1", pro)
+    with pytest.raises(RateLimited):
+        limiter.check("key-1", pro)
+    clock.now += pro.burst / pro.rate_limit_rps
     for _ in range(pro.burst):
+        limiter.check("key-1", pro)
+
+
+def test_flipping_plans_does_not_refill_the_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    free, pro = get_catalog().get("free"), get_catalog().get("pro")
+    for _ in range(pro.burst):
+        limiter.check("key-1", pro)
+    with pytest.raises(RateLimited):  # emptied on pro; a change of plan brings nothing back
+        limiter.check("key-1", free)
+    with pytest.raises(RateLimited):
+        limiter.check("key-1", pro)
+    clock.now += 3 / pro.rate_limit_rps  # refilled at the plan's rate, 3 tokens on pro
+    limiter.check("key-1", free)  # and kept through the change (3 ≤ free's burst of 10)
+    clock.now += 100
+    limiter.check("key-1", free)  # full on free: 10 tokens, not pro's 100
+    for _ in range(free.burst - 1):
+        limiter.check("key-1", pro)
+    with pytest.raises(RateLimited):
         limiter.check("key-1", pro)
 
 

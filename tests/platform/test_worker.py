@@ -83,6 +83,31 @@ def test_a_job_at_fault_fails_once_with_its_error(shared_datasets: Path) -> None
     assert "needs 2" in (failed.error or "")
 
 
+@pytest.mark.slow
+def test_a_job_whose_model_would_pass_the_storage_cap_fails_saying_what_to_do(
+        shared_datasets: Path) -> None:
+    from sqlalchemy import update
+
+    from kaon.platform.models import UsageCounter
+    from kaon.platform.plans import get_catalog
+
+    job_id = submit(spec(epochs=1))  # the default workspace is on the hard-capped free plan
+    full = get_catalog().get("free").storage_bytes
+    with session_scope() as s:
+        metering.record(s, "default", "storage_bytes", 1, "seed")
+        s.execute(update(UsageCounter).where(UsageCounter.period == metering.STORED)
+                  .values(used=full))
+    JobWorker(config=WorkerConfig(poll_s=0.1)).run(max_jobs=1)
+    failed = job(job_id)
+    assert failed.state == "failed" and failed.attempts == 1, _log(job_id)
+    assert "breast-job:1" in (failed.error or "") and "not registered" in (failed.error or "")
+    assert "Delete model versions" in (failed.error or "")
+    with pytest.raises(NotFoundError):
+        get("breast-job")
+    with session_scope() as s:
+        assert metering.stored(s, "default") == full
+
+
 def test_a_job_on_an_unknown_dataset_is_refused_at_submission(kaon_home: Path) -> None:
     with pytest.raises(NotFoundError, match="no-such-data"):
         submit(spec(data={"dataset": "no-such-data"}))

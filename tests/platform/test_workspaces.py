@@ -13,6 +13,7 @@ from kaon.errors import ConfigError, NotFoundError
 from kaon.platform import auth, billing, workspaces
 from kaon.platform.errors import AuthError, ConflictError, ForbiddenError, PlanLimitError
 from kaon.platform.models import AuditEntry, Member, Subscription, User, Workspace
+from tests.platform.helpers import race, slow_clock
 
 
 def test_bootstrap_creates_everything_once(db: Session) -> None:
@@ -111,3 +112,37 @@ def test_members_roles_and_the_last_owner(sqlite_db: Session) -> None:
         workspaces.remove_member(sqlite_db, "default", user.id)
     with pytest.raises(NotFoundError):
         workspaces.get_member(sqlite_db, "default", "usr-../../etc")
+
+
+def test_racing_creations_never_pass_max_owned(sessions: Callable[[], Session],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with sessions() as s:
+        workspaces.bootstrap(s)
+        for i in range(workspaces.MAX_OWNED - 2):  # with default: one short of the limit
+            workspaces.create_workspace(s, f"extra-{i}", workspaces.BOOTSTRAP_OWNER)
+        s.commit()
+    slow_clock(monkeypatch, workspaces)  # each creation stamps its rows 0.2 s after counting
+    calls = [lambda s, i=i: workspaces.create_workspace(s, f"race-{i}",
+                                                        workspaces.BOOTSTRAP_OWNER)
+             for i in range(4)]
+    allowed, refused, errors = race(sessions, calls)
+    assert errors == []
+    assert (len(allowed), len(refused)) == (1, 3)
+    with sessions() as s:
+        assert len(workspaces.workspaces_of(s, workspaces.BOOTSTRAP_OWNER)) == \
+            workspaces.MAX_OWNED
+
+
+def test_a_user_added_as_a_member_creates_no_workspaces(sqlite_db: Session) -> None:
+    """Else each member an admin adds (any number) would own MAX_OWNED free workspaces."""
+    workspaces.bootstrap(sqlite_db)
+    for role in ("owner", "admin"):
+        _, user, _, _ = workspaces.add_member(sqlite_db, "default", f"{role}@example.com", role)
+        with pytest.raises(ForbiddenError, match="owner account") as err:
+            workspaces.create_workspace(sqlite_db, f"by-{role}", user.id)
+        assert err.value.http_status == 403 and "owner account" in (err.value.hint or "")
+    made = workspaces.create_workspace(sqlite_db, "team-b", workspaces.BOOTSTRAP_OWNER)[0]
+    _, user, _, _ = workspaces.add_member(sqlite_db, made.id, "c@example.com", "owner")
+    with pytest.raises(ForbiddenError):  # nor one added to a workspace the owner made
+        workspaces.create_workspace(sqlite_db, "by-c", user.id)
+    assert sqlite_db.scalar(select(func.count()).select_from(Workspace)) == 2

@@ -334,3 +334,39 @@ def test_stored_bytes_are_metered_only_for_platform_workspaces(kaon_home: Path) 
     with session_scope() as s:
         stored = metering.usage(s, "default", period)["storage_bytes"]
     assert stored == second.size_bytes and first.version == 1
+
+
+def test_a_hard_capped_workspace_keeps_no_version_past_its_storage(kaon_home: Path) -> None:
+    """What a training job's registration does in a free workspace whose storage is all but
+    full: refused like an upload, with what to do, and nothing kept; a plan without a hard
+    cap stores it."""
+    from sqlalchemy import update
+
+    from kaon.db.engine import session_scope
+    from kaon.platform import billing, metering
+    from kaon.platform.errors import QuotaExceeded
+    from kaon.platform.models import UsageCounter
+    from kaon.platform.workspaces import bootstrap
+
+    with session_scope() as s:
+        bootstrap(s)
+        limit = billing.current_plan(s, "default").storage_bytes
+        metering.record(s, "default", "storage_bytes", 1, "seed")  # the level's counter row
+        s.execute(update(UsageCounter).where(UsageCounter.period == metering.STORED)
+                  .values(used=limit - 1000))
+    with pytest.raises(QuotaExceeded) as err:
+        register_tiny("full")  # about 25 KB of weights
+    message = str(err.value)
+    assert "full:1" in message and "free plan's 1,000,000,000 bytes" in message
+    assert "Delete model versions" in message and "change to a plan" in message
+    assert err.value.http_status == 429 and err.value.hint
+    with pytest.raises(NotFoundError):
+        get("full")
+    assert not (kaon_home / "models" / "default" / "full" / "v1").exists()
+    with session_scope() as s:
+        assert metering.stored(s, "default") == limit - 1000
+        billing.subscribe(s, "default", "pro")
+    info = register_tiny("full")
+    assert info.version == 1 and info.artifact.is_file()
+    with session_scope() as s:
+        assert metering.stored(s, "default") == limit - 1000 + info.size_bytes

@@ -5,9 +5,9 @@ A dataset is uploaded as one ``.npz`` (``train_images`` / ``train_labels``, opti
 and tuning searches of that workspace find it by name before the catalog. Another
 workspace's dataset answers 404, like one that does not exist. An upload streams to disk
 and is bounded by ``MAX_UPLOAD`` (413 past it), not by the control API's 16 MiB body limit,
-and what it unpacks to by ``MAX_UNPACKED``. Their unpacked bytes are metered as ``storage_bytes``
-and count against a hard-capped plan's storage (429 past it), like model versions, until the
-dataset is deleted or replaced (decision 0019).
+and what it unpacks to by ``MAX_UNPACKED``. The bytes of the files it is stored as are metered
+as ``storage_bytes`` and count against a hard-capped plan's storage (429 past it), like model
+versions, until the dataset is deleted or replaced (decision 0019).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from kaon.platform import billing, metering, quota
 from kaon.platform.api.deps import DB, Reader, Trainer
 from kaon.platform.audit import audit
 from kaon.platform.auth import Principal
+from kaon.platform.common import lock_workspace
 from kaon.platform.errors import PayloadTooLarge
 
 router = APIRouter()
@@ -92,13 +93,16 @@ async def upload_dataset(name: DatasetName, request: Request, db: DB, principal:
 def delete_dataset(name: DatasetName, db: DB, principal: Trainer) -> None:
     from kaon.data import delete_dataset as remove
 
+    lock_workspace(db, principal.workspace_id)  # for _free
     remove(name, principal.workspace_id)
     _free(db, principal.workspace_id, name)
     audit(db, principal, "dataset.delete", name)
 
 
 def _free(db: Session, workspace: str, name: str) -> None:
-    """Give back the stored bytes metered for dataset ``name`` (deleted or replaced)."""
+    """Give back the stored bytes metered for dataset ``name`` (deleted or replaced). The
+    caller holds the workspace's lock: two requests reading what the dataset holds before
+    either gives it back would both give it back."""
     held = metering.stored_by(db, workspace, "dataset", name)
     if held:
         metering.record(db, workspace, "storage_bytes", -held,
@@ -115,17 +119,25 @@ def _store(db: Session, principal: Principal, name: str, upload: FilePath, size:
         raise DataError(f"The upload unpacks to {unpacked:,} bytes, over the "
                         f"{MAX_UNPACKED:,}-byte limit of one upload.",
                         hint="Split the data into several datasets.")
-    # stored bytes are usage, in this request's transaction (undone if the import fails);
-    # a hard-capped plan refuses what would pass its storage (429). What a dataset this
-    # upload replaces held is given back first.
-    if overwrite:
-        _free(db, workspace, name)
-    quota.check_and_consume(db, workspace, "storage_bytes", unpacked,
-                            billing.current_plan(db, workspace),
-                            event_key=f"dataset:{uuid.uuid4().hex}", source={"dataset": name})
+
+    def admit(stored: int) -> None:
+        """The bytes written (labels widened to int64, so up to several times the upload's
+        arrays) are usage, in this request's transaction (undone if the import fails), before
+        they take the name: a hard-capped plan refuses what would pass its storage (429).
+        Under the workspace's lock, what a dataset this upload replaces held is given back
+        first."""
+        lock_workspace(db, workspace)
+        if overwrite:
+            _free(db, workspace, name)
+        quota.check_and_consume(db, workspace, "storage_bytes", stored,
+                                billing.current_plan(db, workspace),
+                                event_key=f"dataset:{uuid.uuid4().hex}",
+                                source={"dataset": name})
+
     try:
         dataset = import_dataset(upload, name, format="npz", workspace=workspace,
-                                 overwrite=overwrite, source="upload")  # 409 when taken
+                                 overwrite=overwrite, source="upload",
+                                 admit=admit)  # 409 when taken
     except DataError as exc:  # the reader names its file: not a path for the caller
         raise DataError(exc.message.replace(str(upload), "the upload"),
                         hint=exc.hint) from None

@@ -47,7 +47,7 @@ def get_subscription(db: DB, principal: Reader) -> SubscriptionOut:
 
 
 @router.post("/subscription", response_model=SubscriptionOut,
-             summary="Subscribe, or change plan (prorated by day)")
+             summary="Subscribe, or change plan (prorated by the second)")
 def change_subscription(body: SubscriptionChange, db: DB, principal: Admin) -> SubscriptionOut:
     lock_workspace(db, principal.workspace_id)  # before the subscription row, as everywhere
     before = billing.current_plan(db, principal.workspace_id).name
