@@ -262,9 +262,15 @@ class ReplicaPool:
     # -- WebSocket ------------------------------------------------------------------------
     async def forward_ws(self, websocket: WebSocket, path: str | None = None,
                          query: str | None = None) -> None:
-        """Relay a WebSocket stream to one replica, both ways, until either side closes."""
+        """Relay a WebSocket stream to one replica, both ways, until either side closes.
+
+        The replica's answers reach the client as the replica gave them: a refused handshake
+        as its HTTP status and body, a close as its code and reason (a stream closed for a bad
+        frame stays 1003). Only a replica that goes away without a close closes the client's
+        stream with 1011 and "reopen".
+        """
         from websockets.asyncio.client import unix_connect
-        from websockets.exceptions import ConnectionClosed, WebSocketException
+        from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
         replica = self.pick()
         if replica is None:
@@ -280,37 +286,54 @@ class ReplicaPool:
                 await websocket.accept()
 
                 async def up() -> None:
-                    while True:
-                        message = await websocket.receive()
-                        if message["type"] == "websocket.disconnect":
-                            await upstream.close()
-                            return
-                        data = message.get("bytes")
-                        await upstream.send(data if data is not None else message.get("text", ""))
+                    with contextlib.suppress(ConnectionClosed):  # down() relays the close
+                        while True:
+                            message = await websocket.receive()
+                            if message["type"] == "websocket.disconnect":
+                                await upstream.close()
+                                return
+                            data = message.get("bytes")
+                            await upstream.send(data if data is not None
+                                                else message.get("text", ""))
 
                 async def down() -> None:
-                    async for message in upstream:
-                        if isinstance(message, bytes):
-                            await websocket.send_bytes(message)
-                        else:
-                            await websocket.send_text(message)
-                    code = upstream.close_code or 1000
-                    await websocket.close(code=code if code != 1006 else 1011,
-                                          reason=upstream.close_reason or "")
+                    with contextlib.suppress(ConnectionClosed):
+                        async for message in upstream:
+                            if isinstance(message, bytes):
+                                await websocket.send_bytes(message)
+                            else:
+                                await websocket.send_text(message)
+                    closed = upstream.protocol.close_rcvd  # None: no close frame came
+                    if closed is None:  # no close frame: the replica died
+                        await _close(websocket, 1011, "replica failed; reopen the stream")
+                    else:
+                        await _close(websocket, closed.code, closed.reason)
 
-                tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
-                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
+                relay, reader = asyncio.ensure_future(down()), asyncio.ensure_future(up())
+                await asyncio.wait([relay, reader], return_when=asyncio.FIRST_COMPLETED)
+                if reader.done() and not relay.done():  # the client left: let the close finish
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(relay), 5)
+                for task in (relay, reader):
                     task.cancel()
-                for task in done:
-                    if task.exception() and isinstance(task.exception(), ConnectionClosed):
-                        with contextlib.suppress(RuntimeError):
-                            await websocket.close(code=1011, reason="replica failed; reopen")
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task  # an error of the relay's own surfaces here
+        except InvalidStatus as exc:  # the replica refused the handshake (404, 400, ...)
+            await refuse_handshake(websocket, Response(
+                bytes(exc.response.body or b""), status_code=exc.response.status_code,
+                media_type=exc.response.headers.get("content-type", "application/json")))
         except (OSError, WebSocketException, asyncio.TimeoutError):
-            with contextlib.suppress(RuntimeError):
-                await websocket.close(code=1011, reason="replica failed; reopen the stream")
+            await _close(websocket, 1011, "replica failed; reopen the stream")
         finally:
             replica.in_flight -= 1
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the client's side, which may have gone already."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code=code, reason=reason)
 
 
 async def _disconnected(request: Request) -> None:

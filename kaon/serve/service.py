@@ -38,6 +38,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,10 +51,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.types import Receive, Scope, Send
 
-from kaon.errors import ConfigError
+from kaon.errors import ConfigError, KaonError
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout
 
 _MARK = "__kaon_handler__"
+log = logging.getLogger("kaon.serve")
 
 
 @dataclass(frozen=True)
@@ -356,14 +358,32 @@ _END = object()
 
 
 async def _sse(items: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    """Server-Sent Events: one ``data:`` line per yielded item, then ``event: end``."""
+    """Server-Sent Events: one ``data:`` line per yielded item, then ``event: end``. A handler
+    that raises, or yields what is not JSON (NaN, infinity), ends the stream with ``event:
+    error`` and ``{"error", "message", "hint"}`` (the status line, 200, went out with the
+    headers), and its traceback goes to the server's log."""
     try:
         while (item := await _next(items)) is not _END:
             payload = item.model_dump(mode="json") if isinstance(item, BaseModel) else item
-            yield f"data: {json.dumps(payload, default=str)}\n\n".encode()
+            yield f"data: {json.dumps(payload, default=str, allow_nan=False)}\n\n".encode()
         yield b"event: end\ndata: {}\n\n"
+    except Exception as exc:  # the client hears of it; the log has the traceback
+        log.exception("streaming handler failed")
+        yield f"event: error\ndata: {json.dumps(_stream_error(exc), default=str)}\n\n".encode()
     finally:  # a client that went away closes the handler's generator (its finally runs)
         await _close(items)
+
+
+def _stream_error(exc: Exception) -> dict[str, Any]:
+    """What a stream's client is told of a failure: a KaonError's own message, else as the
+    app's answer to a defect (the type, not the text: that stays in the log)."""
+    if isinstance(exc, KaonError):
+        return exc.to_dict()
+    if isinstance(exc, ValueError) and "JSON compliant" in str(exc):
+        return {"error": "InternalError", "hint": "Yield finite numbers, or None.",
+                "message": "The handler yielded a value that is not JSON (NaN or infinity)."}
+    return {"error": "InternalError", "hint": "The server's log has the traceback.",
+            "message": f"The handler failed: {type(exc).__name__}; the stream ends here."}
 
 
 async def _next(items: Iterator[Any] | AsyncIterator[Any]) -> Any:

@@ -152,6 +152,31 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
 
 
 @pytest.mark.slow
+def test_the_front_passes_on_a_replicas_refusals_and_closes(model_front) -> None:
+    """A stream closed for garbage stays 1003 with its message (not 1011 "reopen", which would
+    have the client resend it); a refused opening keeps its HTTP status; good streams go on."""
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
+    from websockets.sync.client import connect
+
+    _, url = model_front
+    ws_url = url.replace("http", "ws") + "/v1/models/digits/stream"
+    with connect(ws_url) as good, connect(ws_url) as bad:
+        bad.send(b"\x00garbage")
+        assert "neither a PNG/JPEG image" in json.loads(bad.recv(timeout=10))["error"]
+        with pytest.raises(ConnectionClosedError) as closed:
+            bad.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+        good.send(tensor_frame(0))
+        assert json.loads(good.recv(timeout=10))["seq"] == 0
+    for path, status in (("/v1/models/nope/stream", 404),
+                         ("/v1/models/digits/stream?max_pending=abc", 400)):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url.replace("http", "ws") + path).close()
+        assert refused.value.response.status_code == status
+        assert json.loads(refused.value.response.body)["message"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_streams_are_not_compressed_even_when_the_client_offers_it(kaon_home: Path,
                                                                    replicas: int) -> None:

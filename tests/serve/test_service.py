@@ -80,6 +80,49 @@ def test_a_generator_handler_streams_server_sent_events(echo: TestClient) -> Non
     assert [json.loads(e[5:]) for e in events[:3]] == [0, 1, 2]
 
 
+class Failing(kaon.Service):
+    @kaon.handler
+    def boom(self, n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+        raise RuntimeError("secret detail")
+
+    @kaon.handler
+    def nan(self):  # type: ignore[no-untyped-def]
+        yield 1.0
+        yield float("nan")
+
+
+def _events(client: TestClient, path: str, body: dict[str, int]) -> list[tuple[str, str]]:
+    """(event, data) pairs of a Server-Sent Events response."""
+    with client.stream("POST", path, json=body) as response:
+        assert response.status_code == 200  # sent with the headers, before the handler ran
+        text = "".join(response.iter_text())
+    pairs = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        pairs.append((fields.get("event", "message"), fields["data"]))
+    return pairs
+
+
+@pytest.mark.parametrize("n", [0, 2])
+def test_a_streaming_handler_that_fails_ends_with_an_error_event(n: int) -> None:
+    with TestClient(create_service_app(Failing())) as client:
+        events = _events(ready(client), "/boom", {"n": n})
+    assert [json.loads(data) for _, data in events[:-1]] == list(range(n))
+    kind, data = events[-1]
+    error = json.loads(data)
+    assert kind == "error" and error["error"] == "InternalError"
+    assert "RuntimeError" in error["message"] and "secret detail" not in data
+    assert error["hint"]
+
+
+def test_a_streamed_nan_is_an_error_event_not_invalid_json() -> None:
+    with TestClient(create_service_app(Failing())) as client:
+        events = _events(ready(client), "/nan", {})
+    assert events[0] == ("message", "1.0")
+    assert events[1][0] == "error" and "not JSON" in json.loads(events[1][1])["message"]
+
+
 def test_setup_runs_once_before_requests_are_served() -> None:
     gate, calls = threading.Event(), []
 

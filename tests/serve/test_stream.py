@@ -15,6 +15,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.testclient import WebSocketDenialResponse
 
 from kaon.serve import RegistryPredictor, create_app
 from kaon.serve.batching import BatchPolicy
@@ -163,6 +164,40 @@ def test_a_wrong_frame_size_names_the_signature(fast: TestClient) -> None:
         assert "1x28x28" in ws.receive_json()["error"]
 
 
-def test_an_unknown_policy_is_refused(fast: TestClient) -> None:
-    with fast.websocket_connect(f"{STREAM}?policy=lifo") as ws:
-        assert "policy" in ws.receive_json()["error"]
+@pytest.mark.parametrize(("query", "status", "words"), [
+    ("?policy=lifo", 400, "policy 'lifo'"),
+    ("?max_pending=abc", 400, "max_pending must be an integer"),
+    ("?max_pending=0", 400, "max_pending must be an integer"),
+    ("?max_pending=65", 400, "max_pending must be an integer"),
+])
+def test_a_bad_opening_is_refused_at_the_handshake_with_what_to_send(
+        fast: TestClient, query: str, status: int, words: str) -> None:
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        fast.websocket_connect(STREAM + query).__enter__()
+    assert refused.value.status_code == status
+    body = json.loads(refused.value.content)
+    assert words in body["message"] and "policy=drop_oldest|block" in body["hint"]
+
+
+def test_an_unknown_model_is_a_404_at_the_handshake(fast: TestClient) -> None:
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        fast.websocket_connect("/v1/models/nope/stream").__enter__()
+    assert refused.value.status_code == 404
+    assert json.loads(refused.value.content)["error"] == "NotFoundError"
+
+
+def test_a_client_that_closes_is_logged_with_its_own_close_code(
+        fast: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kaon.access"):
+        with fast.websocket_connect(STREAM) as ws:
+            ws.send_bytes(tensor_frame(0))
+            assert ws.receive_json()["seq"] == 0
+            ws.close(code=1000)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                "stream" in getattr(r, "fields", {}) for r in caplog.records):
+            time.sleep(0.01)
+    line = next(r.fields for r in caplog.records if "stream" in getattr(r, "fields", {}))
+    assert line["close_code"] == 1000 and line["answered"] == 1

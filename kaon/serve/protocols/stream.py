@@ -20,6 +20,7 @@ uncompressed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import struct
@@ -30,11 +31,13 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from kaon.errors import KaonError
 from kaon.registry.signature import Signature
 from kaon.serve import logs
+from kaon.serve.asgi import refuse_handshake
 from kaon.serve.runtime import Runtime
 
 MAGIC = b"KTNS"
@@ -102,6 +105,7 @@ class Stream:
         self.dropped_total = 0
         self.frames = self.answered = 0
         self.closed = False
+        self.client_code: int | None = None  # the close code of a client that closed first
 
     async def read(self) -> None:
         seq = 0
@@ -109,6 +113,7 @@ class Stream:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
+                    self.client_code = int(message.get("code") or 1000)
                     break
                 data = message.get("bytes")
                 if data is None:
@@ -156,39 +161,61 @@ class Stream:
             self.answered += 1
 
 
+def _open_error(policy: str, max_pending: str) -> str | None:
+    """What is wrong with a stream's opening query, if anything."""
+    if policy not in ("drop_oldest", "block"):
+        return f"policy {policy!r:.40} is not drop_oldest or block"
+    if not max_pending.isdigit() or not 1 <= int(max_pending) <= MAX_PENDING:
+        return f"max_pending must be an integer 1..{MAX_PENDING}, got {max_pending!r:.40}"
+    return None
+
+
+async def _send_error(ws: WebSocket, message: str, code: int) -> None:
+    """An error message, then the close; the client may have gone already."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await ws.send_json({"error": message})
+        await ws.close(code=code)
+
+
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter(tags=["streams"])
 
     @api.websocket("/v1/models/{name}/stream")
     async def stream(ws: WebSocket, name: str, policy: str = "drop_oldest",
-                     max_pending: int = 8) -> None:
-        await ws.accept()
-        try:
-            if policy not in ("drop_oldest", "block"):
-                raise BadFrame(f"policy {policy!r} is not drop_oldest or block")
-            if not 1 <= max_pending <= MAX_PENDING:
-                raise BadFrame(f"max_pending must be 1..{MAX_PENDING}")
-            p = runtime.predictor(name)
-        except (BadFrame, KaonError) as exc:
-            await ws.send_json({"error": str(getattr(exc, "message", exc))})
-            await ws.close(code=1008)
+                     max_pending: str = "8") -> None:
+        # a bad opening is refused at the handshake, as HTTP: 400 (query) or 404 (model)
+        problem = _open_error(policy, max_pending)
+        if problem is not None:
+            hint = f"Open /v1/models/{name}/stream?policy=drop_oldest|block&max_pending=8."
+            await refuse_handshake(ws, JSONResponse(
+                status_code=400, content=KaonError(problem, hint).to_dict()))
             return
-        s = Stream(ws, runtime, p.signature, policy, max_pending)  # type: ignore[arg-type]
+        try:
+            p = runtime.predictor(name)
+        except KaonError as exc:
+            await refuse_handshake(ws, JSONResponse(status_code=exc.http_status,
+                                                    content=exc.to_dict()))
+            return
+        await ws.accept()
+        s = Stream(ws, runtime, p.signature, policy, int(max_pending))  # type: ignore[arg-type]
         runtime.metrics.streams.inc()
         started, code = time.perf_counter(), 1000
         reader = asyncio.create_task(s.read())
         try:
             await s.process()
             await reader
-            await ws.close(code=1000)
+            if s.client_code is None:  # the client asked to close ({"type": "close"})
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await ws.close(code=1000)
+            else:
+                code = s.client_code
         except (BadFrame, KaonError) as exc:
             reader.cancel()
             code = 1003 if isinstance(exc, BadFrame) else 1011
-            await ws.send_json({"error": str(getattr(exc, "message", exc))})
-            await ws.close(code=code)
-        except WebSocketDisconnect:
+            await _send_error(ws, str(getattr(exc, "message", exc)), code)
+        except WebSocketDisconnect as exc:
             reader.cancel()
-            code = 1001  # the client went away
+            code = exc.code  # the client went away (1000 if it closed cleanly)
         finally:
             runtime.metrics.streams.dec()
             runtime.metrics.stream_dropped_per_stream.labels(policy).observe(s.dropped_total)
