@@ -123,7 +123,7 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
                     fast_path=Middleware(kaon_json.FastPredict, runtime=runtime,
                                          errors=lambda exc: error_response(exc, metrics)))
     app.include_router(kaon_json.router(runtime))
-    app.include_router(v2.router(runtime))
+    app.include_router(v2.router(runtime, max_body))
     app.include_router(stream.router(runtime))
     app.state.runtime = runtime
     return app
@@ -190,6 +190,9 @@ def error_response(exc: KaonError, metrics: ServerMetrics, v2: bool = False) -> 
     return JSONResponse(status_code=exc.http_status, content=content, headers=headers)
 
 
+_UNPARSED = "There was an error parsing the body"  # FastAPI's 400, any cause
+
+
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
               depth: Callable[[], int], fast_path: Middleware | None = None,
@@ -221,6 +224,11 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSED and \
+                request.url.path.endswith("/predict"):  # e.g. arrays nested past recursion
+            return _error(request, 422, "ValidationError",
+                          "The request body could not be read as a predict body.",
+                          expected() or "Send {\"inputs\": [IMAGE, ...]}.")
         hint = "See /docs for this server's routes." if exc.status_code in (404, 405) else None
         return _error(request, exc.status_code, "HTTPError", str(exc.detail), hint,
                       headers=exc.headers)

@@ -298,6 +298,13 @@ def test_a_body_that_is_not_json_is_a_422_naming_the_json_error(client: TestClie
 
 
 
+def test_a_body_nested_past_recursion_is_a_422_naming_the_signature(client: TestClient) -> None:
+    raw = b'{"inputs": [' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    response = client.post(PREDICT, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "1x28x28 uint8 images" in response.json()["hint"]
+
+
 def test_a_request_of_many_images_is_split_into_batches_and_answered_in_order() -> None:
     register_tiny("digits")
     seen: list[int] = []

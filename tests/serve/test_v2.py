@@ -12,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from kaon.serve import create_app
+from kaon.serve import RegistryPredictor, create_app
 from kaon.serve.batching import BatchPolicy
 from tests.registry.fixtures import register_tiny
 from tests.serve.test_app import PREDICT, client, digit_image, wait_ready  # noqa: F401 (fixture)
@@ -266,3 +266,71 @@ def test_values_outside_pixels_are_400s_and_floats_round(client: TestClient) -> 
     exact = client.post(INFER, json=infer_body(image[None])).json()
     rounded = client.post(INFER, json=infer_body(image[None] + 0.3, "FP32")).json()
     assert exact["outputs"] == rounded["outputs"]
+
+
+@pytest.mark.parametrize(("data", "datatype", "words"), [
+    ([1.9] + [0] * 783, "UINT8", "must hold integers, got floats"),   # was truncated to 1
+    (["1"] * 784, "UINT8", "must hold integers, got strings"),
+    ([True] * 784, "UINT8", "must hold integers, got booleans"),
+    ([5] * 784, "BOOL", "must hold booleans, got integers"),
+    (["0.5"] * 784, "FP32", "must hold numbers, got strings"),
+    ([-1] * 784, "UINT8", "outside UINT8's range 0..255"),
+])
+def test_json_data_must_be_of_its_declared_datatype(
+        client: TestClient, data: list[object], datatype: str, words: str) -> None:  # noqa: F811
+    response = client.post(INFER, json=_one(data=data, datatype=datatype))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert words in error and "takes one input 'input' of shape [N, 1, 28, 28]" in error
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"name": "pixels"}, "'pixels' is not this model's input"),
+    ({"name": None}, "None is not this model's input"),
+])
+def test_an_input_of_another_name_is_refused(client: TestClient, changes: dict[str, object],  # noqa: F811
+                                             words: str) -> None:
+    response = client.post(INFER, json=_one(**changes))
+    assert response.status_code == 400 and words in response.json()["error"]
+
+
+def test_bytes_past_the_binary_tensors_and_a_non_string_id_are_400s(client: TestClient) -> None:  # noqa: F811
+    image = np.zeros((1, 28, 28), dtype=np.uint8)
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": 784}}]}).encode()
+    extra = client.post(INFER, content=header + image.tobytes() + b"junk",
+                        headers={"Inference-Header-Content-Length": str(len(header))})
+    assert extra.status_code == 400 and "4 bytes follow" in extra.json()["error"]
+    numbered = client.post(INFER, json={**infer_body(image), "id": 7})
+    assert numbered.status_code == 400 and "'id' must be a string" in numbered.json()["error"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_request_body_is_inflated(client: TestClient, coding: str) -> None:  # noqa: F811
+    import gzip
+    import zlib
+
+    image = digit_image(3)[None]
+    plain = json.dumps(infer_body(image)).encode()
+    squeeze = {"gzip": gzip.compress, "deflate": zlib.compress,
+               "raw-deflate": lambda b: zlib.compress(b, wbits=-zlib.MAX_WBITS)}[coding]
+    response = client.post(INFER, content=squeeze(plain), headers={
+        "Content-Encoding": coding.removeprefix("raw-"), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"] == client.post(INFER, content=plain).json()["outputs"]
+
+
+def test_a_compressed_body_is_bounded_and_checked() -> None:
+    import gzip
+
+    register_tiny("digits")
+    app = create_app(lambda: RegistryPredictor.from_ref("digits:1"), max_body=64 * 1024)
+    with TestClient(app) as small:
+        wait_ready(small)
+        bomb = gzip.compress(b" " * (10 * 1024 * 1024))  # 10 KB sent, 10 MB inflated
+        response = small.post(INFER, content=bomb, headers={"Content-Encoding": "gzip"})
+        assert response.status_code == 413 and "inflates past" in response.json()["error"]
+        garbage = small.post(INFER, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+        assert garbage.status_code == 400 and "not gzip data" in garbage.json()["error"]
+        other = small.post(INFER, content=b"{}", headers={"Content-Encoding": "br"})
+        assert other.status_code == 415 and "gzip or deflate" in other.json()["error"]

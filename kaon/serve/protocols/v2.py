@@ -5,7 +5,11 @@ Health, model metadata and ``POST /v2/models/{name}/infer`` with typed tensors a
 (``Inference-Header-Content-Length``). The model takes one input ``input`` of shape
 ``[-1, C, H, W]`` (``[-1, H, W]`` for one channel) in any numeric datatype with values 0–255,
 and returns ``probabilities`` (FP32 ``[-1, K]``) and ``label`` (BYTES ``[-1]``).
-Errors use the protocol's own format: ``{"error": "..."}``.
+Errors use the protocol's own format: ``{"error": "..."}``; a malformed tensor's names what
+the model takes. JSON ``data`` must be of its declared datatype (integers for the integer
+types, numbers for the float types, booleans for BOOL), and the binary data must end where the
+inputs' ``binary_data_size`` say. A body sent with ``Content-Encoding: gzip`` or ``deflate`` (as
+Triton's clients do on request) is inflated, up to the server's body limit.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from typing import Any
 
 import numpy as np
@@ -55,6 +60,40 @@ def _metadata(runtime: Runtime, name: str) -> dict[str, Any]:
     }
 
 
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent before its ``Content-Encoding`` (gzip, or deflate: zlib's format or
+    raw), refused past ``limit`` bytes inflated, so a small bomb cannot fill the memory."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise V2Error(415, f"Content-Encoding {coding!r:.40} is not supported; send the body "
+                           "as is, or gzip or deflate it")
+    for wbits in ((16 + zlib.MAX_WBITS,) if coding == "gzip" else (zlib.MAX_WBITS,
+                                                                   -zlib.MAX_WBITS)):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise V2Error(413, f"the {coding} body inflates past this server's limit of "
+                               f"{limit:,} bytes; send fewer images per request")
+        if not inflater.eof:
+            raise V2Error(400, f"the {coding} body is cut short")
+        return out
+    raise V2Error(400, f"the body is not {coding} data: {error}")
+
+
+def takes(sig: Signature) -> str:
+    """What the model's one input must be, for error messages."""
+    c, h, w = sig.shape
+    shapes = f"[N, {c}, {h}, {w}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
+    return (f"this model takes one input 'input' of shape {shapes} ({sig.describe()}), any "
+            "numeric datatype, with pixel values 0..255")
+
+
 def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:
     """Split a (possibly binary-extension) body into the JSON header and the tensor bytes."""
     if header_length is None:
@@ -86,8 +125,11 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
                   sig: Signature) -> tuple[np.ndarray, int]:
     """One V2 input tensor → uint8 (N, C, H, W), checked against the signature."""
     name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
+    if name != "input":
+        raise V2Error(400, f"input {name!r:.40} is not this model's input: it takes one "
+                           f"tensor named 'input'")
     if datatype not in DTYPES:
-        raise V2Error(400, f"input {name!r}: datatype {datatype!r} is not one of "
+        raise V2Error(400, f"input {name!r}: datatype {datatype!r:.40} is not one of "
                            f"{', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise V2Error(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
@@ -110,10 +152,7 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
         offset += size
     else:
-        try:
-            array = np.asarray(spec.get("data"), dtype=dtype).reshape(-1)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise V2Error(400, f"input {name!r}: 'data' is not {datatype}: {exc}") from None
+        array = _json_data(spec.get("data"), datatype, dtype, name)
         if array.size != count:
             raise V2Error(400, f"input {name!r}: {array.size} values for shape {shape}")
     values = array.reshape(dims)
@@ -125,6 +164,35 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
     if values.dtype.kind == "f":
         values = np.rint(values)
     return np.ascontiguousarray(values.astype(np.uint8)), offset
+
+
+# the kinds of numbers (numpy's dtype.kind) JSON data may hold for each kind of datatype
+_JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+_KIND_WORDS = {"b": "booleans", "u": "integers", "i": "integers", "f": "numbers"}
+_FOUND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats",
+                "U": "strings", "S": "strings", "O": "mixed values"}
+
+
+def _json_data(data: Any, datatype: str, dtype: np.dtype[Any], name: Any) -> np.ndarray:
+    """JSON ``data`` as a flat array of ``dtype``, refused unless every value is of the
+    datatype's kind and range: 1.9 is not a UINT8 (it was truncated to 1), nor "1", nor true,
+    nor 300."""
+    try:
+        found = np.asarray(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise V2Error(400, f"input {name!r}: 'data' is not {datatype}: {exc}") from None
+    if not found.size:
+        return np.empty(0, dtype)
+    if found.dtype.kind not in _JSON_KINDS[dtype.kind]:
+        raise V2Error(400, f"input {name!r}: 'data' of a {datatype} tensor must hold "
+                           f"{_KIND_WORDS[dtype.kind]}, got "
+                           f"{_FOUND_WORDS.get(found.dtype.kind, 'other values')}")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if found.min() < info.min or found.max() > info.max:
+            raise V2Error(400, f"input {name!r}: 'data' holds values outside {datatype}'s "
+                               f"range {info.min}..{info.max}")
+    return found.astype(dtype).reshape(-1)
 
 
 OUTPUTS = ("probabilities", "label")
@@ -192,7 +260,31 @@ def _failure(exc: V2Error | KaonError) -> tuple[int, str]:
                                                                         exc.message)
 
 
-def router(runtime: Runtime) -> APIRouter:
+def _inputs(header: dict[str, Any], binary: bytes, sig: Signature) -> np.ndarray:
+    """The request's one input as uint8 (N, C, H, W); a malformed tensor's error says what
+    the model takes."""
+    try:
+        offset, arrays = 0, []
+        for spec in header["inputs"]:
+            if not isinstance(spec, dict):
+                raise V2Error(400, "each input must be an object")
+            array, offset = decode_tensor(spec, binary, offset, sig)
+            arrays.append(array)
+        if len(arrays) != 1:
+            raise V2Error(400, f"the model takes one input tensor, got {len(arrays)}")
+        if offset != len(binary):
+            raise V2Error(400, f"{len(binary) - offset} bytes follow the inputs' binary data "
+                               "(binary_data_size says where each tensor ends)")
+    except V2Error as exc:
+        if "signature" not in exc.message:
+            exc.message = f"{exc.message}; {takes(sig)}"
+        raise
+    if not len(arrays[0]):
+        raise V2Error(400, "input 'input' holds no images (its first dimension is 0)")
+    return arrays[0]
+
+
+def router(runtime: Runtime, max_body: int) -> APIRouter:
     """The V2 routes. A refusal from the runtime during inference (a full queue, a timeout, a
     failed prediction) propagates to the server's KaonError handler, which answers in V2's
     format and counts rejections like every other route."""
@@ -243,20 +335,14 @@ def router(runtime: Runtime) -> APIRouter:
             if raw_length is not None and not _DIGITS.fullmatch(raw_length):
                 raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
                                    "number")
-            header, binary = parse_request(await request.body(),
-                                           int(raw_length) if raw_length else None)
-            offset, arrays = 0, []
-            for spec in header["inputs"]:
-                if not isinstance(spec, dict):
-                    raise V2Error(400, "each input must be an object")
-                array, offset = decode_tensor(spec, binary, offset, p.signature)
-                arrays.append(array)
-            if len(arrays) != 1:
-                raise V2Error(400, f"the model takes one input tensor 'input', got {len(arrays)}")
-            if not len(arrays[0]):
-                raise V2Error(400, "input 'input' holds no images (its first dimension is 0)")
+            body = inflate(await request.body(), request.headers.get("content-encoding"),
+                           max_body)
+            header, binary = parse_request(body, int(raw_length) if raw_length else None)
+            if not isinstance(header.get("id", ""), str):
+                raise V2Error(400, f"'id' must be a string, got {header['id']!r:.40}")
+            images = _inputs(header, binary, p.signature)
             names, binary_out = requested_outputs(header)
-            results = await runtime.predict(arrays[0])
+            results = await runtime.predict(images)
             return encode_response(p, results, header.get("id"), binary_out, names)
         except V2Error as exc:
             return error_response(exc.status, exc.message)
