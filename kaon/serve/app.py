@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import BodyLimit, CancelOnDisconnect, is_v2
+from kaon.serve.asgi import BodyLimit, CancelOnDisconnect, http_error, is_v2
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
@@ -229,9 +229,7 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
             return _error(request, 422, "ValidationError",
                           "The request body could not be read as a predict body.",
                           expected() or "Send {\"inputs\": [IMAGE, ...]}.")
-        hint = "See /docs for this server's routes." if exc.status_code in (404, 405) else None
-        return _error(request, exc.status_code, "HTTPError", str(exc.detail), hint,
-                      headers=exc.headers)
+        return await http_error(request, exc)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:

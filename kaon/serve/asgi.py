@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,6 +35,17 @@ async def refuse_handshake(websocket: WebSocket, response: Response) -> None:
 def is_v2(path: str) -> bool:
     """The Open Inference Protocol's routes, whose errors are ``{"error": message}``."""
     return path == "/v2" or path.startswith("/v2/")
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (404, 405, ...) in Kaon's format, or V2's on its routes: the
+    exception handler of every Kaon server, the replicas' front included."""
+    assert isinstance(exc, StarletteHTTPException)
+    message = str(exc.detail)
+    hint = "See /docs for this server's routes." if exc.status_code in (404, 405) else None
+    content = {"error": message} if is_v2(request.url.path) else {
+        "error": "HTTPError", "message": message, "hint": hint}
+    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
 class BodyLimit:

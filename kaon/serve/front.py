@@ -15,11 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, take_request
+from kaon.serve.asgi import METHODS, http_error, take_request
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
@@ -70,6 +71,7 @@ def create_front(pool: ReplicaPool, max_body: int) -> FastAPI:
     app = new_app(title="Kaon front", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # /docs and /openapi.json come from a replica
     app.add_middleware(Forward, pool=pool, max_body=max_body)  # bounds every body it takes
+    app.add_exception_handler(StarletteHTTPException, http_error)  # a replica's format
     app.state.pool = pool
 
     @app.get("/healthz")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ class ReplicaPool:
                  env: dict[str, str] | None = None, run_dir: Path | None = None) -> None:
         self.config, self.timeout = config, timeout
         self.env = {**os.environ, **(env or {}), "KAON_SERVE_CONFIG": json.dumps(config)}
+        self._own_dir = run_dir is None  # made here: removed by stop()
         self._dir = Path(run_dir or tempfile.mkdtemp(prefix="kaon-pool-"))
         self._dir.mkdir(parents=True, exist_ok=True)
         self.replicas: list[Replica] = []
@@ -93,6 +95,8 @@ class ReplicaPool:
                 await self._task
         await asyncio.gather(*(self._retire(r) for r in self.replicas))
         self.replicas.clear()
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     async def scale(self, size: int) -> None:
         if size < 1:

@@ -152,6 +152,22 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
 
 
 @pytest.mark.slow
+def test_the_front_answers_in_kaons_format_and_leaves_no_run_folder(kaon_home: Path) -> None:
+    register_tiny("digits")
+    server, url = _start(["digits:1"], kaon_home)
+    try:
+        refused = httpx.post(f"{url}/healthz")
+        assert refused.status_code == 405 and refused.json()["error"] == "HTTPError"
+        assert refused.json()["hint"]
+        args = Path(f"/proc/{_replicas(server.pid)[0]}/cmdline").read_bytes().split(b"\0")
+        run_dir = Path(args[args.index(b"--uds") + 1].decode()).parent
+        assert run_dir.is_dir()
+    finally:
+        _stop(server)
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
 def test_the_front_passes_on_a_replicas_refusals_and_closes(model_front) -> None:
     """A stream closed for garbage stays 1003 with its message (not 1011 "reopen", which would
     have the client resend it); a refused opening keeps its HTTP status; good streams go on."""
