@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -145,6 +146,17 @@ def load_job_spec(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
     return read_spec_file(spec)
 
 
+
+def _segment(value: object) -> str:
+    """An id or name as one URL path segment: percent-encoded, so a value holding '/' or '?'
+    (a name from an untrusted source) cannot reach another route; '.' and '..' are refused,
+    as a client would resolve them."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ConfigError(f"{text!r} is not an id or a name.",
+                          hint="Pass the id or name that `list` shows.")
+    return quote(text, safe="@:")
+
 class PlatformMixin:
     """Methods for ``kaon up``'s control API; mixed into :class:`kaon.Client`."""
 
@@ -211,10 +223,10 @@ class PlatformMixin:
         return self._call("POST", "/members", json={"email": email, "role": role, "name": name})
 
     def set_role(self, user_id: str, role: str) -> dict[str, Any]:
-        return self._call("PATCH", f"/members/{user_id}", json={"role": role})
+        return self._call("PATCH", f"/members/{_segment(user_id)}", json={"role": role})
 
     def remove_member(self, user_id: str) -> None:
-        self._call("DELETE", f"/members/{user_id}")
+        self._call("DELETE", f"/members/{_segment(user_id)}")
 
     def keys(self) -> list[dict[str, Any]]:
         return self._call("GET", "/keys")
@@ -224,7 +236,7 @@ class PlatformMixin:
         return self._call("POST", "/keys", json={"name": name, "scopes": list(scopes)})
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/keys/{key_id}")
+        return self._call("DELETE", f"/keys/{_segment(key_id)}")
 
     def audit(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -257,12 +269,12 @@ class PlatformMixin:
 
     def generate_invoice(self, period: str) -> dict[str, Any]:
         """Make (or fetch again) the invoice of a finished month; needs the admin scope."""
-        return self._call("POST", f"/invoices/{period}")
+        return self._call("POST", f"/invoices/{_segment(period)}")
 
     def invoice(self, period_or_id: str) -> dict[str, Any]:
         """One invoice, by id (``inv-…``) or by month (``YYYY-MM``; 404 if not made yet)."""
         if not _PERIOD.fullmatch(period_or_id):
-            return self._call("GET", f"/invoices/{period_or_id}")
+            return self._call("GET", f"/invoices/{_segment(period_or_id)}")
         for invoice in self.invoices():
             if invoice["period"] == period_or_id:
                 return invoice
@@ -274,7 +286,7 @@ class PlatformMixin:
         """The printable HTML page of an invoice (by id or month)."""
         invoice_id = (self.invoice(period_or_id)["id"] if _PERIOD.fullmatch(period_or_id)
                       else period_or_id)
-        return self._call("GET", f"/invoices/{invoice_id}.html", text=True)
+        return self._call("GET", f"/invoices/{_segment(invoice_id)}.html", text=True)
 
     # ---- jobs -----------------------------------------------------------------------------
     def submit_job(self, spec: dict[str, Any] | str | Path, kind: str = "train",
@@ -290,7 +302,7 @@ class PlatformMixin:
         return self._call("GET", "/jobs", params=params)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}")
+        return self._call("GET", f"/jobs/{_segment(job_id)}")
 
     def job_logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
         """The job's log from byte ``offset``: ``{"text", "offset", "state"}``, where
@@ -321,7 +333,7 @@ class PlatformMixin:
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now, or ask a running one to stop."""
-        return self._call("POST", f"/jobs/{job_id}/cancel")
+        return self._call("POST", f"/jobs/{_segment(job_id)}/cancel")
 
     def wait_job(self, job_id: str, timeout: float | None = None,
                  poll_s: float = 2.0) -> dict[str, Any]:
@@ -343,7 +355,7 @@ class PlatformMixin:
 
     def dataset(self, name: str) -> dict[str, Any]:
         """One dataset: kind, classes, splits and image shape."""
-        return self._call("GET", f"/datasets/{name}")
+        return self._call("GET", f"/datasets/{_segment(name)}")
 
     def upload_dataset(self, name: str, npz: bytes | str | Path,
                        overwrite: bool = False) -> dict[str, Any]:
@@ -351,12 +363,12 @@ class PlatformMixin:
         workspace; for an image folder or CSV, build the bytes with
         :func:`kaon.data.dataset_npz`."""
         with nullcontext(npz) if isinstance(npz, bytes) else Path(npz).open("rb") as body:
-            return self._call("PUT", f"/datasets/{name}", content=body,
+            return self._call("PUT", f"/datasets/{_segment(name)}", content=body,
                               params={"overwrite": "true"} if overwrite else None,
                               headers={"content-type": "application/octet-stream"})
 
     def delete_dataset(self, name: str) -> None:
-        self._call("DELETE", f"/datasets/{name}")
+        self._call("DELETE", f"/datasets/{_segment(name)}")
 
     # ---- deployments and inference ---------------------------------------------------------
     def deploy(self, model: str, name: str | None = None, replicas: int = 1,
@@ -376,24 +388,24 @@ class PlatformMixin:
     def registered_model(self, ref: str) -> dict[str, Any]:
         """One version: NAME (latest), NAME:VERSION or NAME@ALIAS. (``model(name)`` is a
         model server's metadata, as for `kaon serve`.)"""
-        return self._call("GET", f"/models/{ref}")
+        return self._call("GET", f"/models/{_segment(ref)}")
 
     def deployments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/deployments")
 
     def deployment(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/deployments/{name}")
+        return self._call("GET", f"/deployments/{_segment(name)}")
 
     def scale(self, name: str, replicas: int | None = None, max_batch_size: int | None = None,
               max_wait_ms: float | None = None) -> dict[str, Any]:
         """Change replicas and/or batching (only the values given)."""
         body = {"replicas": replicas, "max_batch_size": max_batch_size,
                 "max_wait_ms": max_wait_ms}
-        return self._call("PATCH", f"/deployments/{name}",
+        return self._call("PATCH", f"/deployments/{_segment(name)}",
                           json={k: v for k, v in body.items() if v is not None})
 
     def delete_deployment(self, name: str) -> None:
-        self._call("DELETE", f"/deployments/{name}")
+        self._call("DELETE", f"/deployments/{_segment(name)}")
 
     def wait_deployment_ready(self, name: str, timeout: float = 120.0,
                               poll_s: float = 0.5) -> dict[str, Any]:
@@ -414,7 +426,7 @@ class PlatformMixin:
     def deployment_model(self, deployment: str) -> str:
         """The model a deployment serves, asked through the gateway (its replica's readiness;
         free, and an ``inference`` key is enough)."""
-        body = self._request("GET", f"/d/{deployment}/readyz")
+        body = self._request("GET", f"/d/{_segment(deployment)}/readyz")
         if isinstance(body, dict) and body.get("model"):
             return str(body["model"])
         return str(self.deployment(deployment)["model"])
@@ -426,6 +438,6 @@ class PlatformMixin:
         from kaon.client import Prediction, _encode
 
         model = model or self.deployment_model(deployment)
-        body = self._request("POST", f"/d/{deployment}/v1/models/{model}/predict",
-                             json={"inputs": _encode(images)})
+        path = f"/d/{_segment(deployment)}/v1/models/{_segment(model)}/predict"
+        body = self._request("POST", path, json={"inputs": _encode(images)})
         return [Prediction(**p) for p in body["predictions"]]

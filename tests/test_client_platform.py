@@ -134,6 +134,40 @@ def test_another_server_is_not_taken_for_kaon(not_kaon: str) -> None:
             c._request("GET", "/readyz")  # a 200 HTML answer where JSON was due
 
 
+def test_ids_cannot_reach_another_route() -> None:
+    """An id from an untrusted source stays one path segment: '/' is encoded, and httpx's
+    resolution of '..' never sees a dot segment."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            seen.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_port}", api_key="kaon_x") as c:
+            c.cancel_job("../../subscription")
+            c.delete_dataset("../deployments/prod")
+            for bad in ("..", "."):
+                with pytest.raises(ConfigError, match="not an id"):
+                    c.job(bad)
+    finally:
+        server.shutdown()
+    assert seen == ["/api/v1/jobs/..%2F..%2Fsubscription/cancel",
+                    "/api/v1/datasets/..%2Fdeployments%2Fprod"]
+
+
 def test_a_model_server_that_does_not_answer_is_unavailable() -> None:
     with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as c, \
             pytest.raises(UnavailableError, match="Cannot reach"):

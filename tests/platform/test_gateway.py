@@ -134,6 +134,22 @@ def test_a_body_over_the_limit_is_413_declared_or_streamed(deployed: dict[str, A
 
 
 @pytest.mark.slow
+def test_a_caller_without_a_valid_key_is_refused_before_its_body_is_read(
+        deployed: dict[str, Any]) -> None:
+    """Else anyone could make the gateway buffer 16 MiB per connection: a body past the
+    limit sent without a key is a 401, not the 413 that reading it would end in."""
+    url = deployed["url"]
+    path = f"{url}/d/digits/v1/models/digits/predict"
+    big = b"x" * (17 * 1024**2)
+    for headers in ({}, _auth("kaon_0123456789ab_" + "x" * 43)):
+        refused = httpx.post(path, content=iter([big[:9 << 20], big[9 << 20:]]),
+                             headers={**headers, "X-Request-ID": "keyless-1"})
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.headers["x-request-id"] == "keyless-1"
+
+
+@pytest.mark.slow
 def test_a_stream_through_the_gateway_meters_each_frame(deployed: dict[str, Any]) -> None:
     from websockets.sync.client import connect
 
