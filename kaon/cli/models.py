@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -54,11 +56,17 @@ def show(model: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS
         "dataset": f"{info.dataset} (sha256 {info.dataset_hash[:12]}…)",
         "signature": sig.describe(), "normalisation": f"mean {sig.mean} std {sig.std}",
         "classes": ", ".join(sig.class_names), "parent": info.parent or "-",
+        "lineage": describe_lineage(info.lineage),
         "artifact": f"{info.artifact} ({info.size_bytes:,} bytes)",
     }
     for key, value in {**rows, **info.metrics}.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+def describe_lineage(lineage: dict[str, Any]) -> str:
+    """``study tune-3f9c1a2b, trial 7, report /…/tune-report`` (``-`` when there is none)."""
+    return ", ".join(f"{key} {value}" for key, value in lineage.items()) or "-"
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from kaon.cli.data import parse_size
-from kaon.cli.output import console, print_json
+from kaon.cli.output import console, console_err, print_json
 from kaon.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -124,8 +125,8 @@ def tune(
             raise ConfigError(f"Invalid tune options: {_problems(exc)}.",
                               hint="See `kaon tune --help`.") from None
         if choice.path is not None and not json_:
-            console.print(f"Importing {choice.path} as dataset [bold]{choice.name}[/] …",
-                          highlight=False)
+            console_err.print(f"Importing {choice.path} as dataset [bold]{choice.name}[/] …",
+                              highlight=False)
         choice.prepare(cfg.workspace)
         result = run_tune(cfg, progress=not json_)
     if json_:
@@ -167,14 +168,19 @@ def _stop_on_sigterm() -> None:
 
 
 def _print_result(result: TuneResult) -> None:
+    from kaon.tune.study import describe_counts
+
     what = (f"trial {result.trial} (picked), validation" if result.picked
             else "best validation")
     if result.robust:
         what += " (robust scoring)"
-    console.print(f"Study [bold]{result.study}[/]: trials {result.trials}; {what} "
-                  f"{result.best_value:.4f}; registered [bold]{result.model}[/] in "
-                  f"{result.seconds:.0f}s.", soft_wrap=True)
-    console.print(f"Test: {result.test_metrics}", soft_wrap=True)
+    console.print(f"Study [bold]{result.study}[/]: {what} {_metric(result.best_value)}; "
+                  f"registered [bold]{result.model}[/] in {result.seconds:.0f}s.",
+                  soft_wrap=True)
+    console.print(f"Trials: {describe_counts(result.trials)}", soft_wrap=True, highlight=False)
+    caveat = " (the test split is too small: see the warning above)" if result.warnings else ""
+    console.print(f"Test: {describe_metrics(result.test_metrics)}{caveat}", soft_wrap=True,
+                  highlight=False)
     if result.pareto:
         console.print(pareto_table(result.pareto, result.trial))
         console.print(f"Train a point: `kaon train SPEC`, or `kaon tune --resume {result.study} "
@@ -182,6 +188,21 @@ def _print_result(result: TuneResult) -> None:
                       soft_wrap=True, highlight=False)
     for key, path in result.report.items():
         console.print(f"  {key}: {path}", soft_wrap=True, highlight=False)
+
+
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "ROC AUC"}
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """``accuracy 0.9100 · macro F1 0.9050 · ROC AUC n/a``: a missing value (NaN, null) as
+    n/a, never ``nan``."""
+    return " · ".join(f"{_METRIC_NAMES.get(k, k)} {_metric(v)}" for k, v in metrics.items())
+
+
+def _metric(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "n/a"
 
 
 _SECOND = {"latency_ms": "latency ms", "params": "params"}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaon import jsonsafe
 from kaon.data import load_dataset
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import NotFoundError, SignatureError
+from kaon.jsonsafe import finite
 from kaon.registry import load_model, update_metrics
 from kaon.registry.store import version_dir
 from kaon.train import plots, runs
@@ -67,10 +68,10 @@ def evaluate(ref: str, data: str | None = None, split: str = "test",
         if history:
             files["training_curves"] = plots.training_curves_png(
                 history, out_dir.parent / "training_curves.png", f"{info.ref} training")
-    files["metrics"].write_text(json.dumps(
+    files["metrics"].write_text(jsonsafe.dumps(  # an AUC of one class is NaN: null here
         {"model": info.ref, "dataset": dataset.name, "split": split, **report}, indent=2))
-    summary = {f"{dataset.name}/{split}": {k: report[k] for k in ("accuracy", "macro_f1",
-                                                                  "roc_auc") if k in report}}
+    summary = finite({f"{dataset.name}/{split}": {
+        k: report[k] for k in ("accuracy", "macro_f1", "roc_auc") if k in report}})
     update_metrics(info.ref, {"evaluations": {**info.metrics.get("evaluations", {}), **summary}},
                    workspace)
     return Evaluation(info.ref, dataset.name, split, report, files)

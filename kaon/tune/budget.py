@@ -6,6 +6,7 @@ search stops launching and cuts running trials early enough for the retrain to f
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -93,22 +94,46 @@ def fitted_epochs(seconds_per_image: float, n_train: int, n_val: int, folds: int
     return min(epochs, high) if epochs >= low else None
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as a ``--time`` value: ``5m``, ``2h``, ``90s``, ``1.5s``."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:.3g}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
+def minutes_for(seconds: float) -> str:
+    """A ``--time`` of whole minutes, at least one, that holds ``seconds``."""
+    return f"{max(1, math.ceil(seconds / 60))}m"
+
+
 def check_feasible(left: float, min_trial: float, n_train: int, n_val: int,
-                   cap: float | None = None, folds: int = 0) -> None:
+                   cap: float | None = None, folds: int = 0, total: float | None = None,
+                   trial_time: bool = False) -> None:
     """Refuse, before any trial, a budget that cannot hold one trial plus its retrain.
 
-    ``left`` is what remains of the budget after the checks themselves. The retrain is
-    estimated from the trial cap ``cap``, as the search does until a trial has finished (a
-    smaller estimate here let budgets through in which the search then could not launch one
-    trial); the cheapest trial gets a margin of 1.5x, and the finish and the timing of the
-    portfolio's models a second ``FINISH_SECONDS``. A cross-validated trial is ``folds``
-    fits, the retrain one.
+    ``left`` is what remains of the budget ``total`` (``--time``) after the checks
+    themselves. The retrain is estimated from the trial cap ``cap`` (``trial_time``: given as
+    ``--trial-time``), as the search does until a trial has finished (a smaller estimate
+    here let budgets through in which the search then could not launch one trial); the
+    cheapest trial gets a margin of 1.5x, and the finish and the timing of the portfolio's
+    models a second ``FINISH_SECONDS``. A cross-validated trial is ``folds`` fits, the
+    retrain one. The error states the budget and what is needed, never a negative time.
     """
     retrain = retrain_estimate(one_fit(max(cap or min_trial, min_trial), folds), n_train, n_val)
     needed = 1.5 * min_trial + retrain + 2 * FINISH_SECONDS
-    if left < needed:
-        raise ConfigError(
-            f"A budget with {left:.0f}s left after the checks is too small: the cheapest trial "
-            f"on this dataset needs about {min_trial:.0f}s, plus a final retrain and evaluation "
-            f"({needed:.0f}s with margin).",
-            hint=f"Give --time {max(needed * 1.5, 60) / 60:.0f}m or more.")
+    if left >= needed:
+        return
+    checks = max(total - left, 0.0) if total is not None else 0.0
+    budget = (f"A --time of {format_duration(total)}" if total is not None
+              else f"A budget with {max(left, 0.0):.0f}s left after the checks")
+    spent = (f"; the checks before the search took {checks:.0f}s of it"
+             if checks >= 1 else "")
+    lower = (", or a shorter --trial-time (the retrain is budgeted from it until a trial "
+             "finishes)" if trial_time else "")
+    raise ConfigError(
+        f"{budget} is too small: the cheapest trial on this dataset needs about "
+        f"{min_trial:.0f}s, plus a final retrain and evaluation ({needed:.0f}s with "
+        f"margin{spent}).",
+        hint=f"Give --time {minutes_for(1.5 * (needed + checks))} or more{lower}.")

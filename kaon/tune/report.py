@@ -16,25 +16,47 @@ import matplotlib.pyplot as plt
 import optuna
 from rich.table import Table
 
+from kaon import jsonsafe
+from kaon.jsonsafe import finite
+
 STATE = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
          optuna.trial.TrialState.FAIL: "failed", optuna.trial.TrialState.RUNNING: "running",
          optuna.trial.TrialState.WAITING: "waiting"}
 
 
+def strict_json(value: Any) -> str:
+    """Indented JSON that any parser reads: NaN and infinities become null."""
+    return jsonsafe.dumps(value, indent=2)
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial. ``value`` is the trial's objective, only for a trial that finished
+    (a pruned, timed-out or failed one has none); ``last_epoch_value`` is the last per-epoch
+    validation value it reported (what the pruner judged; under cross-validation, of the
+    first fold, unperturbed)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        values = t.values if t.values is not None else (
-            [t.intermediate_values[max(t.intermediate_values)]] if t.intermediate_values else [])
-        rows.append({
-            "trial": t.number, "state": t.user_attrs.get("outcome", STATE.get(t.state, "?")),
+        values = list(t.values) if t.values is not None and \
+            t.state == optuna.trial.TrialState.COMPLETE else []
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values \
+            else None
+        rows.append(finite({
+            "trial": t.number, "state": trial_state(t),
             "value": values[0] if values else None,
+            "last_epoch_value": last,
             "second_objective": values[1] if len(values) > 1 else None,
             "epochs": max(t.intermediate_values) if t.intermediate_values else 0,
             "seconds": t.user_attrs.get("seconds"), "params": t.params,
-            "plain": t.user_attrs.get("plain"),  # unperturbed, when scored on perturbed images
-        })
+            # unperturbed, when scored on perturbed images
+            "plain_value": t.user_attrs.get("plain"),
+        }))
     return rows
+
+
+def trial_state(trial: optuna.trial.FrozenTrial) -> str:
+    """complete, pruned, timeout, failed (or running, waiting): what the search recorded,
+    else Optuna's state (a trial marked failed on --resume, say)."""
+    return str(trial.user_attrs.get("outcome", STATE.get(trial.state, "?")))
 
 
 def trials_table(study: optuna.Study, objective: str, limit: int = 25) -> Table:
@@ -49,9 +71,7 @@ def trials_table(study: optuna.Study, objective: str, limit: int = 25) -> Table:
     for r in rows[-limit:]:
         p = r["params"]
         lr = p.get("adam_lr", p.get("sgd_lr"))
-        value = "" if r["value"] is None else f"{r['value']:.4f}"
-        if best is not None and r["value"] == best and r["state"] == "complete":
-            value = f"[bold green]{value}[/]"
+        value = _value_cell(r, best)
         table.add_row(str(r["trial"]), r["state"], str(p.get("family", "")),
                       str(p.get("optimizer", "")), f"{lr:.2g}" if lr else "",
                       str(p.get("batch_size", "")), str(r["epochs"]), value,
@@ -59,32 +79,49 @@ def trials_table(study: optuna.Study, objective: str, limit: int = 25) -> Table:
     return table
 
 
-def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any]) -> dict[str, Path]:
-    """trials.csv, trials.json, best.json and PNG plots; returns what was written."""
+CSV_COLUMNS = ("trial", "state", "value", "last_epoch_value", "second_objective", "epochs",
+               "seconds", "params", "plain_value")
+
+
+def _value_cell(row: dict[str, Any], best: float | None) -> str:
+    """The live table's objective: a finished trial's value (the best in green), else the
+    last per-epoch value a running or stopped trial reported, dimmed."""
+    if row["value"] is not None:
+        text = f"{row['value']:.4f}"
+        return f"[bold green]{text}[/]" if row["value"] == best else text
+    last = row["last_epoch_value"]
+    return "" if last is None or row["state"] == "failed" else f"[dim]{last:.4f}[/]"
+
+
+def write_report(study: optuna.Study, folder: Path, summary: dict[str, Any],
+                 targets: list[str] | None = None) -> dict[str, Path]:
+    """trials.csv, trials.json, best.json and PNG plots; returns what was written.
+    ``targets``: the objectives' names for the plots' axes (e.g. validation accuracy,
+    latency ms). Every JSON file is strict: NaN and infinities are null."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     files = {"trials_csv": folder / "trials.csv", "trials_json": folder / "trials.json",
              "best": folder / "best.json"}
     with files["trials_csv"].open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial", "state", "value", "second_objective", "epochs", "seconds",
-                         "params", "plain_value"])
+        writer.writerow(CSV_COLUMNS)
         for r in rows:
-            writer.writerow([r["trial"], r["state"], r["value"], r["second_objective"],
-                             r["epochs"], r["seconds"], json.dumps(r["params"]), r["plain"]])
-    files["trials_json"].write_text(json.dumps(rows, indent=2))
-    files["best"].write_text(json.dumps(summary, indent=2, default=str))
+            writer.writerow([json.dumps(r[c]) if c == "params" else r[c] for c in CSV_COLUMNS])
+    files["trials_json"].write_text(strict_json(rows))
+    files["best"].write_text(strict_json(summary))
     logging.getLogger("optuna").setLevel(logging.ERROR)
     vm = optuna.visualization.matplotlib
     multi = len(study.directions) > 1
-    first: dict[str, Any] = ({"target": lambda t: t.values[0], "target_name": "objective"}
-                             if multi else {})
+    names = targets or ["objective", "second objective"][:len(study.directions)]
+    first: dict[str, Any] = {"target_name": names[0]}
+    if multi:
+        first["target"] = lambda t: t.values[0]
     plots: list[tuple[str, Any]] = [
         ("optimization_history", lambda: vm.plot_optimization_history(study, **first)),
         ("param_importances", lambda: vm.plot_param_importances(study, **first)),
     ]
     if multi:
-        plots.append(("pareto_front", lambda: vm.plot_pareto_front(study)))
+        plots.append(("pareto_front", lambda: vm.plot_pareto_front(study, target_names=names)))
     for name, draw in plots:
         try:
             with warnings.catch_warnings():  # Optuna's "experimental" and "few trials" notes

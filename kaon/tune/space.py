@@ -83,7 +83,7 @@ def check_cv_folds(folds: int | None) -> int | None:
     """The one rule on a number of folds that bounds alone cannot say (0 is off, 2-10 folds);
     shared by the search's config and the platform's tune requests."""
     if folds == 1:
-        raise ValueError("cv_folds 1 is not cross-validation: give 0 (off) or 2 to 10")
+        raise ValueError("1 fold is not cross-validation: give 0 (off) or 2 to 10 folds")
     return folds
 
 
@@ -95,7 +95,10 @@ def load_space(path: Path | None) -> SearchSpace:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         return SearchSpace.model_validate(raw)
     except FileNotFoundError:
-        raise ConfigError(f"Search-space file {path} does not exist.") from None
+        raise ConfigError(f"Search-space file {path} does not exist.",
+                          hint="Check the path, or leave out --space for the default space "
+                               "(a space file is YAML with keys such as families: [cnn]; "
+                               "see docs/tune.md).") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"Search-space file {path} cannot be read as YAML: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import optuna
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 from rich.live import Live
 
@@ -32,11 +32,13 @@ from kaon import registry
 from kaon.config import get_settings
 from kaon.data import load_dataset
 from kaon.errors import ConfigError, DataError, KaonError, NotFoundError
+from kaon.jsonsafe import finite
 from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
 from kaon.nn.spec import Seed, parse_spec
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
-from kaon.tune.report import trials_table, write_report
+from kaon.tune.checks import check_test_split, emit
+from kaon.tune.report import trial_state, trials_table, write_report
 from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial
 from kaon.tune.space import IntRange, SearchSpace, check_cv_folds, portfolio, suggest, to_spec
 
@@ -70,6 +72,8 @@ class TuneConfig(BaseModel):
     space: SearchSpace = SearchSpace()
     workspace: str = Field(default="default", pattern=NAME_PATTERN)  # where runs and the model go
 
+    _folds = field_validator("cv_folds")(check_cv_folds)  # its error names cv_folds (--cv)
+
     @property
     def name(self) -> str:
         return self.model_name or f"{self.dataset}-tuned"
@@ -94,7 +98,6 @@ class TuneConfig(BaseModel):
         if not re.fullmatch(NAME_PATTERN, f"{self.name}-trial"):
             raise ValueError(f"model name {self.name!r} is too long or not allowed "
                              "(trials are named NAME-trial, at most 64 characters)")
-        check_cv_folds(self.cv_folds)
         if self.workers > (os.cpu_count() or 1) * 2:
             raise ValueError(f"--workers {self.workers} is more than twice the "
                              f"{os.cpu_count()} cores")
@@ -160,6 +163,8 @@ class TuneResult:
     trial: int | None = None  # the trial that was retrained
     picked: bool = False  # by `--pick`, not as the search's best
     robust: bool = False  # values are the objective on perturbed validation images
+    # checks that warned rather than refused (a test split too small): message and hint
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.study, "model": self.model, "best_value": self.best_value,
@@ -167,7 +172,7 @@ class TuneResult:
                 "best_params": self.best_params, "test": self.test_metrics,
                 "trials": self.trials, "seconds": round(self.seconds, 1),
                 "report": {k: str(v) for k, v in self.report.items()}, "pareto": self.pareto,
-                "trial": self.trial, "picked": self.picked}
+                "trial": self.trial, "picked": self.picked, "warnings": self.warnings}
 
 
 def storage() -> optuna.storages.RDBStorage:
@@ -207,15 +212,14 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     """Start a new search. Bad input is refused before any trial runs."""
     started = time.monotonic()
     sizes = _check_inputs(cfg)
+    emit(sizes["warnings"])
     cfg = adapt(cfg, int(sizes["n_train"]), int(sizes["n_val"]))
     sizes = _fit_sizes(cfg, sizes)
+    check_trial_time(cfg, sizes["min_trial"])
     b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
                      int(sizes["n_train"]), int(sizes["n_val"]), trial_cap(cfg, sizes),
-                     cfg.folds)
-    if cfg.trial_seconds is not None and cfg.trial_seconds < sizes["min_trial"]:
-        raise ConfigError(f"--trial-time {cfg.trial_seconds:.0f}s is shorter than the cheapest "
-                          f"trial on this dataset (about {sizes['min_trial']:.0f}s).",
-                          hint=f"Give --trial-time {sizes['min_trial'] * 2:.0f}s or more.")
+                     cfg.folds, total=cfg.time_seconds,
+                     trial_time=cfg.trial_seconds is not None)
     study_name = f"tune-{secrets.token_hex(4)}"
     directions = ["maximize"] + (["minimize"] if cfg.multi_objective else [])
     study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
@@ -230,6 +234,26 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
 
 
+def check_trial_time(cfg: TuneConfig, min_trial: float) -> None:
+    """``--trial-time`` must fit in ``--time`` and hold the cheapest trial."""
+    trial, total = cfg.trial_seconds, cfg.time_seconds
+    if trial is None:
+        return
+    if trial >= total:
+        share = b.TRIAL_SHARE_CV if cfg.folds >= 2 else b.TRIAL_SHARE
+        raise ConfigError(
+            f"--trial-time {b.format_duration(trial)} is longer than the whole --time "
+            f"{b.format_duration(total)}: one trial could use up the budget that the search "
+            "and the final retrain share.",
+            hint=f"Lower --trial-time below --time (or leave it out: a trial then gets "
+                 f"{share:.0%} of --time), or give --time {b.minutes_for(trial / share)} or "
+                 "more.")
+    if trial < min_trial:
+        raise ConfigError(f"--trial-time {b.format_duration(trial)} is shorter than the "
+                          f"cheapest trial on this dataset (about {min_trial:.0f}s).",
+                          hint=f"Give --trial-time {min_trial * 2:.0f}s or more.")
+
+
 def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     """Continue a killed search with the budget it had left; finished trials are kept."""
     started = time.monotonic()
@@ -240,12 +264,24 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
                           f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
     study = optuna.load_study(study_name=study_name, storage=storage(),
                               sampler=_sampler(cfg, len(summary.trials)), pruner=_pruner(cfg))
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died with the old process
+    _fail_orphans(study)
     sizes = _fit_sizes(cfg, _check_inputs(cfg))
+    emit(sizes["warnings"])
     sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
     spent = float(study.user_attrs.get("spent", 0.0))
     return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Mark failed the trials that were running when the search was killed: they died with
+    its process. They are counted and reported as failed, with no value."""
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, t._trial_id)
+        trial.set_user_attr("outcome", "failed")
+        # a note, not an "error": the trial itself did nothing wrong
+        trial.set_user_attr("note", "the search was stopped while this trial ran (marked "
+                                    "failed on --resume)")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _load_study(study_name: str) -> optuna.Study:
@@ -263,7 +299,9 @@ def _load_study(study_name: str) -> optuna.Study:
 def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
     dataset = load_dataset(cfg.dataset, cfg.workspace)
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
-        raise DataError(f"Dataset {cfg.dataset!r} has no training images.")
+        raise DataError(f"Dataset {cfg.dataset!r} has no training images.",
+                        hint="Import a dataset with a train split (an image folder: a "
+                             "sub-folder per class).")
     counts = torch.bincount(dataset.splits["train"].labels)
     present = int((counts > 0).sum())
     if present < 2:
@@ -289,7 +327,8 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
     per_image = _calibrate(dataset.shape, dataset.num_classes, trial_threads(cfg))
     return {"n_train": n_train, "n_val": n_val, "per_image": per_image,
             "test_fraction": test_fraction, "shape": tuple(dataset.shape),
-            "classes": dataset.num_classes}
+            "classes": dataset.num_classes,
+            "warnings": check_test_split(dataset, test_fraction)}
 
 
 def _fit_sizes(cfg: TuneConfig, sizes: dict[str, Any]) -> dict[str, Any]:
@@ -626,9 +665,23 @@ def pareto_front(study: optuna.Study, cfg: TuneConfig, test_fraction: float | No
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    return {s: sum(1 for t in trials if t.user_attrs.get("outcome") == s)
-            for s in ("complete", "pruned", "timeout", "failed")}
+    """Trials per outcome; a trial without one (marked failed on --resume) by its state."""
+    states = [trial_state(t) for t in study.get_trials(deepcopy=False)]
+    return {s: states.count(s) for s in ("complete", "pruned", "timeout", "failed")}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``complete 6 · pruned 2 · timeout 0 · failed 1``"""
+    return " · ".join(f"{state} {n}" for state, n in counts.items())
+
+
+def target_names(cfg: TuneConfig) -> list[str]:
+    """The objectives' names, for the report's plots."""
+    first = "validation " + ("ROC AUC" if cfg.objective == "auc" else "accuracy")
+    if cfg.scores_robust:
+        first += " (perturbed images)"
+    second = {"latency": "latency ms", "params": "parameters"}
+    return [first] + ([second[cfg.multi_objective]] if cfg.multi_objective else [])
 
 
 def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
@@ -647,8 +700,8 @@ def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
                    workspace=cfg.workspace)
     assert result.model is not None
     evaluation = evaluate(result.model, workspace=cfg.workspace)
-    test = {k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
-            if k in evaluation.report}
+    test = finite({k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
+                   if k in evaluation.report})
     report_dir = registry.get(result.model, cfg.workspace).artifact.parent / "tune-report"
     registry.update_lineage(result.model, {"report": str(report_dir)}, cfg.workspace)
     return result.model, test, report_dir, int(result.metrics["epochs"])
@@ -662,10 +715,12 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         errors = [t.user_attrs.get("error") for t in failed if t.user_attrs.get("error")]
         if errors and not counts.get("timeout") and not counts.get("pruned"):
-            raise KaonError(f"Every trial of {study.study_name} failed ({counts}); the first: "
+            raise KaonError(f"Every trial of {study.study_name} failed "
+                            f"({describe_counts(counts)}); the first: "
                             f"{errors[0]}", hint="Check the dataset and the --space file.")
         raise KaonError(f"No trial of {study.study_name} finished within the budget "
-                        f"({counts}).", hint="Give a larger --time or a smaller --space.")
+                        f"({describe_counts(counts)}).",
+                        hint="Give a larger --time or a smaller --space.")
     if cfg.multi_objective:  # the most accurate point of the front
         best = min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
     else:
@@ -691,15 +746,15 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
                "retrain_epochs": epochs, "retrain_planned_epochs": raw["epochs"],
                "retrain_seconds": round(retrain_seconds, 1), "cv_folds": cfg.folds,
                "robust": cfg.scores_robust, "test": test,
-               "pareto": pareto, "trials": counts}
-    files = write_report(study, report_dir, summary)
+               "pareto": pareto, "trials": counts, "warnings": sizes.get("warnings", [])}
+    files = write_report(study, report_dir, summary, target_names(cfg))
     if pareto:
         files["pareto_specs"] = report_dir / "pareto"
     study.set_user_attr("model", model)
     study.set_user_attr("spent", search.spent())
     return TuneResult(study.study_name, model, best.values[0], best.params, test, counts,
                       search.spent(), files, pareto, trial=best.number,
-                      robust=cfg.scores_robust)
+                      robust=cfg.scores_robust, warnings=sizes.get("warnings", []))
 
 
 def pick(study_name: str, number: int, *, name: str | None = None,
@@ -712,16 +767,17 @@ def pick(study_name: str, number: int, *, name: str | None = None,
     cfg = TuneConfig.model_validate(study.user_attrs["kaon"])
     trial = _finished_trial(study, cfg, number)
     sizes = _check_inputs(cfg)
+    emit(sizes["warnings"])
     raw = retrain_spec(cfg, trial, sizes.get("test_fraction"), name or point_name(cfg, number))
     model, test, report_dir, epochs = _retrain(study, cfg, raw, trial, progress)
     counts = _counts(study)
     summary = {"study": study.study_name, "picked_trial": number, "values": trial.values,
                "params": trial.params, "retrain_epochs": epochs, "test": test,
-               "trials": counts}
-    files = write_report(study, report_dir, summary)
+               "trials": counts, "warnings": sizes["warnings"]}
+    files = write_report(study, report_dir, summary, target_names(cfg))
     return TuneResult(study.study_name, model, trial.values[0], trial.params, test, counts,
                       time.monotonic() - started, files, trial=number, picked=True,
-                      robust=cfg.scores_robust)
+                      robust=cfg.scores_robust, warnings=sizes["warnings"])
 
 
 def _finished_trial(study: optuna.Study, cfg: TuneConfig,

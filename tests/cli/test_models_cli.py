@@ -82,6 +82,19 @@ def test_show_prints_signature_and_classes() -> None:
     assert "1x28x28 uint8 images" in result.output
 
 
+def test_show_prints_the_lineage_row() -> None:
+    register_tiny("digits-tuned", lineage={"study": "tune-3f9c1a2b", "trial": 7,
+                                           "report": "/r/tune-report"})
+    register_tiny("digits")
+    rows = [line for line in kaon("show", "digits-tuned:1").output.splitlines()
+            if line.startswith("│ lineage ")]
+    assert len(rows) == 1
+    assert "study tune-3f9c1a2b, trial 7, report /r/tune-report" in rows[0]
+    plain = [line for line in kaon("show", "digits").output.splitlines()
+             if line.startswith("│ lineage ")]
+    assert len(plain) == 1 and plain[0].split("│")[2].strip() == "-"
+
+
 def test_show_of_an_unknown_model_fails_with_not_found() -> None:
     register_tiny("digits")
     result = kaon("show", "nope")

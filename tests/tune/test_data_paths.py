@@ -3,7 +3,9 @@ refused before any search work (through the CLI, as a user meets it)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -142,3 +144,79 @@ def test_a_space_file_that_is_not_yaml_is_a_config_error(tmp_path: Path) -> None
     for path in (bad, binary, tmp_path):  # broken YAML, not UTF-8, a folder
         error = tune("--data", "breastmnist", "--space", str(path))
         assert isinstance(error, ConfigError) and "Search-space file" in error.message, error
+
+
+def test_one_fold_names_the_cv_flag_not_the_config_field() -> None:
+    error = tune("--data", "breastmnist", "--cv", "1")
+    assert isinstance(error, ConfigError), error
+    assert error.message.startswith("Invalid tune options: --cv: 1 fold is not "
+                                    "cross-validation"), error.message
+    assert "cv_folds" not in error.message and no_study_started()
+
+
+def test_a_missing_space_file_has_a_hint(tmp_path: Path) -> None:
+    error = tune("--data", "breastmnist", "--space", str(tmp_path / "nope.yaml"))
+    assert isinstance(error, ConfigError) and "does not exist" in error.message
+    assert error.hint and "--space" in error.hint
+
+
+def test_a_trial_time_longer_than_the_budget_is_named_as_such(shared_datasets: Path) -> None:
+    error = tune("--data", "breastmnist", "--time", "1m", "--trial-time", "5m")
+    assert isinstance(error, ConfigError), error
+    assert "--trial-time 5m is longer than the whole --time 1m" in error.message, error.message
+    assert "Lower --trial-time" in (error.hint or "") and no_study_started()
+
+
+def test_a_budget_the_checks_used_up_is_named_never_negative(shared_datasets: Path) -> None:
+    error = tune("--data", "breastmnist", "--time", "1s")
+    assert isinstance(error, ConfigError), error
+    assert error.message.startswith("A --time of 1s is too small"), error.message
+    assert "-0s" not in error.message and "-1s" not in error.message
+    assert "--time 1m or more" in (error.hint or "")
+
+
+def small_npz(path: Path, images: int = 12) -> Path:
+    """Two classes of 16x16 images and no test split: the 10% hold-out is one image."""
+    pixels = np.random.default_rng(0).integers(0, 255, (images, 16, 16), dtype=np.uint8)
+    np.savez(path, train_images=pixels, train_labels=np.arange(images) % 2)
+    return path
+
+
+def test_the_import_note_goes_to_stderr_not_stdout(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tune", "--data", str(small_npz(tmp_path / "scans.npz")),
+                                 "--time", "1s"])
+    assert isinstance(result.exception, ConfigError)
+    assert "Importing" in result.stderr and "Importing" not in result.stdout
+
+
+def test_a_test_split_too_small_warns_before_the_search_and_in_the_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaon.tune import study
+    from kaon.tune.study import TuneResult
+
+    happened: list[str] = []
+
+    def emit(warnings: list[dict[str, str]]) -> None:
+        happened.append("warned")
+        real_emit(warnings)
+
+    def no_search(found: optuna.Study, cfg: object, sizes: dict[str, Any], *args: object,
+                  **kwargs: object) -> TuneResult:
+        happened.append("searched")
+        return TuneResult(found.study_name, None, None, {}, {"roc_auc": float("nan")},
+                          {"complete": 0}, 1.0, warnings=sizes["warnings"])
+
+    real_emit = study.emit
+    monkeypatch.setattr(study, "emit", emit)
+    monkeypatch.setattr(study, "_search", no_search)
+    result = runner.invoke(app, ["tune", "--data", str(small_npz(tmp_path / "tiny.npz")),
+                                 "--time", "1m", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: The test split of 'tiny' (a 10% hold-out" in result.stderr
+    assert "Hint: Give a larger test split" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1  # stdout stays the single JSON line
+    summary = json.loads(lines[0])
+    assert summary["test"]["roc_auc"] is None
+    assert "fewer than 2" in summary["warnings"][0]["message"]
+    assert happened == ["warned", "searched"]  # before any work

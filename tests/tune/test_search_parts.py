@@ -310,3 +310,57 @@ def test_when_every_trial_failed_the_error_is_the_trials_not_the_budget() -> Non
     with pytest.raises(KaonError, match=r"Every trial .* failed .*total_steps") as info:
         _finish(study, cfg, None, {}, None, False)  # type: ignore[arg-type]
     assert "--time" not in (info.value.hint or "")
+
+
+# ---- --resume ---------------------------------------------------------------------------------
+def killed_study(cfg: TuneConfig) -> optuna.Study:
+    """A search killed midway, as the database keeps it: trial 0 finished, trial 1 was
+    running (it had reported one epoch) when the process died."""
+    made = optuna.create_study(storage=storage(), study_name="killed-test",
+                               direction="maximize", pruner=_pruner(cfg))
+    made.set_user_attr("kaon", cfg.model_dump(mode="json"))
+    made.enqueue_trial({**MLP_PARAMS, "epochs": 2})
+    first = made.ask()
+    suggest(first, cfg.space)
+    first.set_user_attr("outcome", "complete")
+    made.tell(first, 0.8)
+    second = made.ask()
+    suggest(second, cfg.space)
+    second.report(0.6, 1)
+    # all but 15 s of the budget spent: the resumed search has no room for another trial
+    made.set_user_attr("spent", cfg.time_seconds - 15)
+    return made
+
+
+def test_trials_killed_with_the_search_count_as_failed_after_resume(tiny: str) -> None:
+    killed_study(config(space=mlp_space(2), time_seconds=600))
+    result = study.resume("killed-test")
+    assert result.model == "tiny-tuned:1" and result.trial == 0
+    assert result.trials == {"complete": 1, "pruned": 0, "timeout": 0, "failed": 1}
+    assert json.loads(result.report["best"].read_text())["trials"]["failed"] == 1
+    rows = json.loads(result.report["trials_json"].read_text())
+    assert (rows[1]["state"], rows[1]["value"], rows[1]["last_epoch_value"]) == (
+        "failed", None, 0.6)  # no value: it never finished
+    killed = optuna.load_study(study_name="killed-test", storage=storage()).trials[1]
+    assert "stopped while this trial ran" in killed.user_attrs["note"]
+
+
+def test_a_one_class_test_split_gives_null_auc_and_strict_metrics_files(
+        tmp_path: Path, kaon_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (80, 6, 6), dtype=np.uint8)
+    labels = (np.arange(80) % 2).reshape(-1, 1)
+    np.savez(tmp_path / "tiny.npz", train_images=images[:60], train_labels=labels[:60],
+             test_images=images[60:70], test_labels=np.zeros((10, 1), dtype=np.int64))
+    import_dataset(tmp_path / "tiny.npz", "tiny")
+    picked_study(config(multi_objective="latency", space=mlp_space(2)))
+    result = pick("pick-test", 0)
+    assert result.test_metrics["roc_auc"] is None  # one class: no AUC, and never NaN
+    written = [*kaon_home.rglob("metrics.json"), result.report["best"]]
+    assert any(p.parent.name == "tiny-test" for p in written)  # the evaluation's
+    for path in written:
+        assert "NaN" not in path.read_text(), path
+        json.loads(path.read_text())
+    # ... and the user was told before the retrain that the test split is too small
+    assert "Warning: The test split of 'tiny'" in capsys.readouterr().err
+    assert result.warnings and "fewer than 2" in result.warnings[0]["message"]

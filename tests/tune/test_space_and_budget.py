@@ -13,12 +13,13 @@ from kaon.tune.budget import (
     Budget,
     check_feasible,
     fitted_epochs,
+    format_duration,
     one_fit,
     parse_duration,
     retrain_estimate,
 )
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
-from kaon.tune.study import TuneConfig, adapt, cv_sizes, trial_cap
+from kaon.tune.study import TuneConfig, adapt, check_trial_time, cv_sizes, trial_cap
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45)])
@@ -82,6 +83,24 @@ def test_a_budget_too_small_for_one_trial_is_refused() -> None:
     check_feasible(left=100.0, min_trial=15.0, n_train=1000, n_val=100)
 
 
+def test_a_budget_spent_by_the_checks_names_the_budget_never_a_negative_time() -> None:
+    # `--time 1s`: the checks alone took longer than the budget
+    with pytest.raises(ConfigError) as refused:
+        check_feasible(left=-0.6, min_trial=11.0, n_train=500, n_val=100, total=1.0)
+    message = refused.value.message
+    assert "A --time of 1s is too small" in message and "-0s" not in message, message
+    assert "needs about 11s" in message
+    assert refused.value.hint is not None and "--time 1m or more" in refused.value.hint
+    with pytest.raises(ConfigError) as refused:
+        check_feasible(left=-1.4, min_trial=11.0, n_train=500, n_val=100)
+    assert "-1s" not in refused.value.message and "0s left" in refused.value.message
+
+
+def test_format_duration_writes_time_flags() -> None:
+    assert [format_duration(s) for s in (1, 90, 60, 300, 7200, 1.5)] == [
+        "1s", "90s", "1m", "5m", "2h", "1.5s"]
+
+
 def test_feasibility_and_the_first_launch_agree_on_the_retrain_estimate() -> None:
     # 30 s, a 10 s cheapest trial, a 20 s cap: the search would wait for a launch that can
     # never come (it estimates the retrain from the cap until a trial finishes), so refuse
@@ -110,6 +129,17 @@ def test_a_cross_validated_trial_gets_a_larger_share_of_the_budget() -> None:
     assert trial_cap(config(cv_folds=3), sizes) == pytest.approx(0.6 * 300)
     assert trial_cap(config(cv_folds=0), sizes) == pytest.approx(0.4 * 300)
     assert trial_cap(config(cv_folds=3, trial_seconds=50), sizes) == 50
+
+
+def test_a_trial_time_longer_than_the_budget_names_the_conflict() -> None:
+    with pytest.raises(ConfigError) as refused:
+        check_trial_time(config(time_seconds=60, trial_seconds=300, cv_folds=0), 11.0)
+    message, hint = refused.value.message, refused.value.hint or ""
+    assert "--trial-time 5m is longer than the whole --time 1m" in message, message
+    assert "Lower --trial-time" in hint and "--time 13m" in hint, hint  # 5m / 40%
+    check_trial_time(config(time_seconds=600, trial_seconds=120), 11.0)  # fits: no error
+    with pytest.raises(ConfigError, match="--trial-time 5s is shorter than the cheapest"):
+        check_trial_time(config(time_seconds=600, trial_seconds=5), 11.0)
 
 
 # ---- data-dependent defaults ---------------------------------------------------------------------
@@ -152,7 +182,7 @@ def test_one_fit_under_cross_validation_holds_out_a_fold_of_train_and_val() -> N
 
 
 def test_one_fold_is_not_cross_validation() -> None:
-    with pytest.raises(ValueError, match="cv_folds 1"):
+    with pytest.raises(ValueError, match="1 fold is not cross-validation"):
         config(cv_folds=1)
 
 
