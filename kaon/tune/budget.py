@@ -110,7 +110,7 @@ def minutes_for(seconds: float) -> str:
 
 def check_feasible(left: float, min_trial: float, n_train: int, n_val: int,
                    cap: float | None = None, folds: int = 0, total: float | None = None,
-                   trial_time: bool = False) -> None:
+                   trial_time: bool = False, portfolio_timed: bool = False) -> None:
     """Refuse, before any trial, a budget that cannot hold one trial plus its retrain.
 
     ``left`` is what remains of the budget ``total`` (``--time``) after the checks
@@ -118,11 +118,13 @@ def check_feasible(left: float, min_trial: float, n_train: int, n_val: int,
     ``--trial-time``), as the search does until a trial has finished (a smaller estimate
     here let budgets through in which the search then could not launch one trial); the
     cheapest trial gets a margin of 1.5x, and the finish and the timing of the portfolio's
-    models a second ``FINISH_SECONDS``. A cross-validated trial is ``folds`` fits, the
-    retrain one. The error states the budget and what is needed, never a negative time.
+    models a second ``FINISH_SECONDS`` (none once ``portfolio_timed``: the search checks
+    again after the timing, with what it took spent). A cross-validated trial is ``folds``
+    fits, the retrain one. The error states the budget and what is needed, never a negative
+    time.
     """
     retrain = retrain_estimate(one_fit(max(cap or min_trial, min_trial), folds), n_train, n_val)
-    needed = 1.5 * min_trial + retrain + 2 * FINISH_SECONDS
+    needed = 1.5 * min_trial + retrain + (1 if portfolio_timed else 2) * FINISH_SECONDS
     if left >= needed:
         return
     checks = max(total - left, 0.0) if total is not None else 0.0

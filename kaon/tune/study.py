@@ -216,16 +216,20 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     cfg = adapt(cfg, int(sizes["n_train"]), int(sizes["n_val"]))
     sizes = _fit_sizes(cfg, sizes)
     check_trial_time(cfg, sizes["min_trial"])
-    b.check_feasible(cfg.time_seconds - (time.monotonic() - started), sizes["min_trial"],
-                     int(sizes["n_train"]), int(sizes["n_val"]), trial_cap(cfg, sizes),
-                     cfg.folds, total=cfg.time_seconds,
-                     trial_time=cfg.trial_seconds is not None)
+    feasible = functools.partial(
+        b.check_feasible, min_trial=sizes["min_trial"], n_train=int(sizes["n_train"]),
+        n_val=int(sizes["n_val"]), cap=trial_cap(cfg, sizes), folds=cfg.folds,
+        total=cfg.time_seconds, trial_time=cfg.trial_seconds is not None)
+    feasible(cfg.time_seconds - (time.monotonic() - started))
+    timed = _time_portfolio(cfg, sizes)
+    # again, with what the timing took spent (seconds on a busy machine), so that a budget
+    # it used up is refused here, not after the search failed to launch a single trial
+    feasible(cfg.time_seconds - (time.monotonic() - started), portfolio_timed=True)
     study_name = f"tune-{secrets.token_hex(4)}"
     directions = ["maximize"] + (["minimize"] if cfg.multi_objective else [])
     study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
                                 study_name=study_name, directions=directions)
     study.set_user_attr("kaon", cfg.model_dump(mode="json"))
-    timed = _time_portfolio(cfg, sizes)
     sizes["speedup"] = _speedups(cfg, timed)
     study.set_user_attr("speedup", sizes["speedup"])
     study.set_user_attr("spent", 0.0)

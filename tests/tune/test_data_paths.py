@@ -220,3 +220,30 @@ def test_a_test_split_too_small_warns_before_the_search_and_in_the_json(
     assert summary["test"]["roc_auc"] is None
     assert "fewer than 2" in summary["warnings"][0]["message"]
     assert happened == ["warned", "searched"]  # before any work
+
+
+def test_a_budget_the_portfolio_timing_used_up_is_refused_before_a_study(
+        shared_datasets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a busy machine timing the warm-start models can take what the first check left for
+    a trial: the search must refuse then, not start and end with no trial run."""
+    import time
+    import types
+
+    from kaon.tune import study as study_module
+
+    shift = [0.0]
+    clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time)
+                                     if not n.startswith("_")})
+    clock.monotonic = lambda: time.monotonic() + shift[0]
+    timed = study_module._time_portfolio
+
+    def slow_timing(*args: Any, **kwargs: Any) -> Any:
+        shift[0] += 50.0  # as if the timing had taken 50 s
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "time", clock)
+    monkeypatch.setattr(study_module, "_time_portfolio", slow_timing)
+    error = tune("--data", "breastmnist", "--time", "1m")
+    assert isinstance(error, ConfigError), error
+    assert error.message.startswith("A --time of 1m is too small"), error.message
+    assert "the checks before the search took" in error.message and no_study_started()
