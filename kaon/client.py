@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from kaon.client_platform import PlatformMixin
+from kaon.client_platform import PlatformMixin, segment
 from kaon.errors import UnavailableError
 
 
@@ -74,12 +74,12 @@ class Client(PlatformMixin):
             time.sleep(0.1)
 
     def model(self, name: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/models/{name}")  # type: ignore[no-any-return]
+        return self._request("GET", f"/v1/models/{segment(name)}")  # type: ignore[no-any-return]
 
     def predict(self, name: str, images: Any) -> list[Prediction]:
         """``images``: a uint8 array (N, H, W)/(N, C, H, W), or a list of PNG/JPEG bytes/paths."""
         payload = {"inputs": _encode(images)}
-        body = self._request("POST", f"/v1/models/{name}/predict", json=payload)
+        body = self._request("POST", f"/v1/models/{segment(name)}/predict", json=payload)
         return [Prediction(**p) for p in body["predictions"]]
 
 

@@ -147,7 +147,7 @@ def load_job_spec(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
 
 
 
-def _segment(value: object) -> str:
+def segment(value: object) -> str:
     """An id or name as one URL path segment: percent-encoded, so a value holding '/' or '?'
     (a name from an untrusted source) cannot reach another route; '.' and '..' are refused,
     as a client would resolve them."""
@@ -223,10 +223,10 @@ class PlatformMixin:
         return self._call("POST", "/members", json={"email": email, "role": role, "name": name})
 
     def set_role(self, user_id: str, role: str) -> dict[str, Any]:
-        return self._call("PATCH", f"/members/{_segment(user_id)}", json={"role": role})
+        return self._call("PATCH", f"/members/{segment(user_id)}", json={"role": role})
 
     def remove_member(self, user_id: str) -> None:
-        self._call("DELETE", f"/members/{_segment(user_id)}")
+        self._call("DELETE", f"/members/{segment(user_id)}")
 
     def keys(self) -> list[dict[str, Any]]:
         return self._call("GET", "/keys")
@@ -236,7 +236,7 @@ class PlatformMixin:
         return self._call("POST", "/keys", json={"name": name, "scopes": list(scopes)})
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/keys/{_segment(key_id)}")
+        return self._call("DELETE", f"/keys/{segment(key_id)}")
 
     def audit(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -269,12 +269,12 @@ class PlatformMixin:
 
     def generate_invoice(self, period: str) -> dict[str, Any]:
         """Make (or fetch again) the invoice of a finished month; needs the admin scope."""
-        return self._call("POST", f"/invoices/{_segment(period)}")
+        return self._call("POST", f"/invoices/{segment(period)}")
 
     def invoice(self, period_or_id: str) -> dict[str, Any]:
         """One invoice, by id (``inv-…``) or by month (``YYYY-MM``; 404 if not made yet)."""
         if not _PERIOD.fullmatch(period_or_id):
-            return self._call("GET", f"/invoices/{_segment(period_or_id)}")
+            return self._call("GET", f"/invoices/{segment(period_or_id)}")
         for invoice in self.invoices():
             if invoice["period"] == period_or_id:
                 return invoice
@@ -286,7 +286,7 @@ class PlatformMixin:
         """The printable HTML page of an invoice (by id or month)."""
         invoice_id = (self.invoice(period_or_id)["id"] if _PERIOD.fullmatch(period_or_id)
                       else period_or_id)
-        return self._call("GET", f"/invoices/{_segment(invoice_id)}.html", text=True)
+        return self._call("GET", f"/invoices/{segment(invoice_id)}.html", text=True)
 
     # ---- jobs -----------------------------------------------------------------------------
     def submit_job(self, spec: dict[str, Any] | str | Path, kind: str = "train",
@@ -302,12 +302,13 @@ class PlatformMixin:
         return self._call("GET", "/jobs", params=params)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{_segment(job_id)}")
+        return self._call("GET", f"/jobs/{segment(job_id)}")
 
     def job_logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
         """The job's log from byte ``offset``: ``{"text", "offset", "state"}``, where
         ``offset`` is where the next call goes on from and ``state`` the job's state."""
-        response = self._send("GET", f"{API}/jobs/{job_id}/logs", params={"offset": offset})
+        response = self._send("GET", f"{API}/jobs/{segment(job_id)}/logs",
+                              params={"offset": offset})
         return {"text": response.text,
                 "offset": int(response.headers.get("x-log-offset", offset)),
                 "state": response.headers.get("x-job-state", "")}
@@ -333,7 +334,7 @@ class PlatformMixin:
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now, or ask a running one to stop."""
-        return self._call("POST", f"/jobs/{_segment(job_id)}/cancel")
+        return self._call("POST", f"/jobs/{segment(job_id)}/cancel")
 
     def wait_job(self, job_id: str, timeout: float | None = None,
                  poll_s: float = 2.0) -> dict[str, Any]:
@@ -355,7 +356,7 @@ class PlatformMixin:
 
     def dataset(self, name: str) -> dict[str, Any]:
         """One dataset: kind, classes, splits and image shape."""
-        return self._call("GET", f"/datasets/{_segment(name)}")
+        return self._call("GET", f"/datasets/{segment(name)}")
 
     def upload_dataset(self, name: str, npz: bytes | str | Path,
                        overwrite: bool = False) -> dict[str, Any]:
@@ -363,12 +364,12 @@ class PlatformMixin:
         workspace; for an image folder or CSV, build the bytes with
         :func:`kaon.data.dataset_npz`."""
         with nullcontext(npz) if isinstance(npz, bytes) else Path(npz).open("rb") as body:
-            return self._call("PUT", f"/datasets/{_segment(name)}", content=body,
+            return self._call("PUT", f"/datasets/{segment(name)}", content=body,
                               params={"overwrite": "true"} if overwrite else None,
                               headers={"content-type": "application/octet-stream"})
 
     def delete_dataset(self, name: str) -> None:
-        self._call("DELETE", f"/datasets/{_segment(name)}")
+        self._call("DELETE", f"/datasets/{segment(name)}")
 
     # ---- deployments and inference ---------------------------------------------------------
     def deploy(self, model: str, name: str | None = None, replicas: int = 1,
@@ -388,24 +389,24 @@ class PlatformMixin:
     def registered_model(self, ref: str) -> dict[str, Any]:
         """One version: NAME (latest), NAME:VERSION or NAME@ALIAS. (``model(name)`` is a
         model server's metadata, as for `kaon serve`.)"""
-        return self._call("GET", f"/models/{_segment(ref)}")
+        return self._call("GET", f"/models/{segment(ref)}")
 
     def deployments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/deployments")
 
     def deployment(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/deployments/{_segment(name)}")
+        return self._call("GET", f"/deployments/{segment(name)}")
 
     def scale(self, name: str, replicas: int | None = None, max_batch_size: int | None = None,
               max_wait_ms: float | None = None) -> dict[str, Any]:
         """Change replicas and/or batching (only the values given)."""
         body = {"replicas": replicas, "max_batch_size": max_batch_size,
                 "max_wait_ms": max_wait_ms}
-        return self._call("PATCH", f"/deployments/{_segment(name)}",
+        return self._call("PATCH", f"/deployments/{segment(name)}",
                           json={k: v for k, v in body.items() if v is not None})
 
     def delete_deployment(self, name: str) -> None:
-        self._call("DELETE", f"/deployments/{_segment(name)}")
+        self._call("DELETE", f"/deployments/{segment(name)}")
 
     def wait_deployment_ready(self, name: str, timeout: float = 120.0,
                               poll_s: float = 0.5) -> dict[str, Any]:
@@ -426,7 +427,7 @@ class PlatformMixin:
     def deployment_model(self, deployment: str) -> str:
         """The model a deployment serves, asked through the gateway (its replica's readiness;
         free, and an ``inference`` key is enough)."""
-        body = self._request("GET", f"/d/{_segment(deployment)}/readyz")
+        body = self._request("GET", f"/d/{segment(deployment)}/readyz")
         if isinstance(body, dict) and body.get("model"):
             return str(body["model"])
         return str(self.deployment(deployment)["model"])
@@ -438,6 +439,6 @@ class PlatformMixin:
         from kaon.client import Prediction, _encode
 
         model = model or self.deployment_model(deployment)
-        path = f"/d/{_segment(deployment)}/v1/models/{_segment(model)}/predict"
+        path = f"/d/{segment(deployment)}/v1/models/{segment(model)}/predict"
         body = self._request("POST", path, json={"inputs": _encode(images)})
         return [Prediction(**p) for p in body["predictions"]]

@@ -159,13 +159,17 @@ def test_ids_cannot_reach_another_route() -> None:
         with Client(f"http://127.0.0.1:{server.server_port}", api_key="kaon_x") as c:
             c.cancel_job("../../subscription")
             c.delete_dataset("../deployments/prod")
+            c.job_logs("../deployments/prod?x=1")
+            c.model("../../api/v1/keys")
             for bad in ("..", "."):
                 with pytest.raises(ConfigError, match="not an id"):
                     c.job(bad)
     finally:
         server.shutdown()
     assert seen == ["/api/v1/jobs/..%2F..%2Fsubscription/cancel",
-                    "/api/v1/datasets/..%2Fdeployments%2Fprod"]
+                    "/api/v1/datasets/..%2Fdeployments%2Fprod",
+                    "/api/v1/jobs/..%2Fdeployments%2Fprod%3Fx%3D1/logs?offset=0",
+                    "/v1/models/..%2F..%2Fapi%2Fv1%2Fkeys"]
 
 
 def test_a_model_server_that_does_not_answer_is_unavailable() -> None:

@@ -85,12 +85,19 @@ class Dataset:
         """A copy whose ``test`` split is a fixed random share of ``train`` (for datasets that
         ship without one); the same fraction and seed always hold out the same images."""
         train = self.splits["train"]
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        n_test = max(1, round(len(train) * fraction))
-        splits = {**self.splits, "train": train.subset(order[:-n_test].sort().values),
-                  "test": train.subset(order[-n_test:].sort().values)}
+        kept, held = self.holdout_indices(fraction, seed)
+        splits = {**self.splits, "train": train.subset(kept), "test": train.subset(held)}
         return Dataset(self.name, splits, self.class_names, self.source,
                        {**self.meta, "test_holdout": str(fraction)})
+
+    def holdout_indices(self, fraction: float, seed: int = 12345) -> tuple[torch.Tensor,
+                                                                         torch.Tensor]:
+        """The ``train`` indices :meth:`with_test_holdout` keeps and holds out, without
+        copying any image."""
+        order = torch.randperm(len(self.splits["train"]),
+                               generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, round(len(order) * fraction))
+        return order[:-n_test].sort().values, order[-n_test:].sort().values
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class name, per split."""

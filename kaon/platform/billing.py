@@ -3,8 +3,8 @@
 Billing periods are calendar months (UTC), the same ``YYYY-MM`` the usage counters use.
 A plan change mid-month is prorated by the second: the old plan is credited and the new plan
 charged for the seconds from the change to the month's end, each line its price × those
-seconds / the month's seconds, rounded half up to a whole cent (the same shares of the month
-that the usage lines grant each plan's allowances for).
+seconds / the month's seconds, rounded half up to a whole cent (the shares of the month, to
+the second, that the usage lines grant each plan's allowances for).
 Every change, the first subscription included, is a ``subscription_changes`` row.
 """
 

@@ -132,10 +132,11 @@ def create_workspace(session: Session, name: str, owner_user_id: str,
 
 
 def _account_owner(session: Session) -> str | None:
-    """The owner account: the default workspace's first member, whom the first start made
+    """The owner account: the default workspace's first owner, whom the first start made
     (``BOOTSTRAP_OWNER``; a random id on installs older than migration 0005). Every other
     user was added to a workspace through POST /members."""
-    return session.scalar(select(Member.user_id).where(Member.workspace_id == DEFAULT_WORKSPACE)
+    return session.scalar(select(Member.user_id).where(Member.workspace_id == DEFAULT_WORKSPACE,
+                                                       Member.role == "owner")
                           .order_by(Member.created_at, Member.user_id).limit(1))
 
 

@@ -273,6 +273,7 @@ class ReplicaPool:
         frame stays 1003). Only a replica that goes away without a close closes the client's
         stream with 1011 and "reopen".
         """
+        from starlette.websockets import WebSocketDisconnect
         from websockets.asyncio.client import unix_connect
         from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -293,15 +294,18 @@ class ReplicaPool:
                     with contextlib.suppress(ConnectionClosed):  # down() relays the close
                         while True:
                             message = await websocket.receive()
-                            if message["type"] == "websocket.disconnect":
-                                await upstream.close()
+                            if message["type"] == "websocket.disconnect":  # its code on
+                                code = int(message.get("code") or 1000)
+                                await upstream.close(code if code not in (1005, 1006)
+                                                     else 1000)
                                 return
                             data = message.get("bytes")
                             await upstream.send(data if data is not None
                                                 else message.get("text", ""))
 
                 async def down() -> None:
-                    with contextlib.suppress(ConnectionClosed):
+                    # the replica closed (relayed below), or the client left (nothing to tell)
+                    with contextlib.suppress(ConnectionClosed, WebSocketDisconnect):
                         async for message in upstream:
                             if isinstance(message, bytes):
                                 await websocket.send_bytes(message)
@@ -322,10 +326,12 @@ class ReplicaPool:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task  # an error of the relay's own surfaces here
-        except InvalidStatus as exc:  # the replica refused the handshake (404, 400, ...)
+        except InvalidStatus as exc:  # the replica refused the handshake (404, 400, 503, ...)
+            refused = exc.response
+            headers = {k: v for k, v in refused.headers.raw_items()
+                       if k.lower() not in _HOP_BY_HOP and k.lower() != "date"}
             await refuse_handshake(websocket, Response(
-                bytes(exc.response.body or b""), status_code=exc.response.status_code,
-                media_type=exc.response.headers.get("content-type", "application/json")))
+                bytes(refused.body or b""), status_code=refused.status_code, headers=headers))
         except (OSError, WebSocketException, asyncio.TimeoutError):
             await _close(websocket, 1011, "replica failed; reopen the stream")
         finally:
@@ -336,7 +342,7 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     """Close the client's side, which may have gone already."""
     from starlette.websockets import WebSocketDisconnect
 
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
         await websocket.close(code=code, reason=reason)
 
 

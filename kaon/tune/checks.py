@@ -23,12 +23,15 @@ def check_test_split(dataset: Dataset, test_fraction: float | None) -> list[dict
     misses a class that has training images, or has fewer than ``MIN_TEST_PER_CLASS`` images
     of one. ``test_fraction``: the share of train held out as test when the dataset has no
     test split (the same images the retrain holds out)."""
-    test = (dataset.with_test_holdout(test_fraction) if test_fraction else dataset).splits.get(
-        "test")
-    classes = dataset.num_classes
-    trained = torch.bincount(dataset.splits["train"].labels, minlength=classes).tolist()
-    tested = (torch.bincount(test.labels, minlength=classes).tolist() if test is not None
-              else [0] * classes)
+    classes, train = dataset.num_classes, dataset.splits["train"]
+    if test_fraction:  # the labels of the hold-out alone: no copy of the images
+        test_labels: torch.Tensor | None = train.labels[dataset.holdout_indices(test_fraction)[1]]
+    else:
+        test = dataset.splits.get("test")
+        test_labels = test.labels if test is not None else None
+    trained = torch.bincount(train.labels, minlength=classes).tolist()
+    tested = (torch.bincount(test_labels, minlength=classes).tolist()
+              if test_labels is not None else [0] * classes)
     short = [i for i in range(classes) if trained[i] > 0 and tested[i] < MIN_TEST_PER_CLASS]
     if not short:
         return []

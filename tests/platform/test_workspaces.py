@@ -146,3 +146,16 @@ def test_a_user_added_as_a_member_creates_no_workspaces(sqlite_db: Session) -> N
     with pytest.raises(ForbiddenError):  # nor one added to a workspace the owner made
         workspaces.create_workspace(sqlite_db, "by-c", user.id)
     assert sqlite_db.scalar(select(func.count()).select_from(Workspace)) == 2
+
+
+def test_the_owner_account_is_an_owner_not_the_earliest_member_left(sqlite_db: Session) -> None:
+    """With the first start's owner removed by a co-owner, a viewer added before that
+    co-owner must not become the account that creates workspaces."""
+    workspaces.bootstrap(sqlite_db)
+    _, reader, _, _ = workspaces.add_member(sqlite_db, "default", "viewer@example.com", "viewer")
+    _, co_owner, _, _ = workspaces.add_member(sqlite_db, "default", "co@example.com", "owner")
+    workspaces.remove_member(sqlite_db, "default", workspaces.BOOTSTRAP_OWNER)
+    with pytest.raises(ForbiddenError):
+        workspaces.create_workspace(sqlite_db, "by-reader", reader.id)
+    assert workspaces.create_workspace(sqlite_db, "by-co-owner", co_owner.id)[0].name == \
+        "by-co-owner"

@@ -169,6 +169,8 @@ def test_a_wrong_frame_size_names_the_signature(fast: TestClient) -> None:
     ("?max_pending=abc", 400, "max_pending must be an integer"),
     ("?max_pending=0", 400, "max_pending must be an integer"),
     ("?max_pending=65", 400, "max_pending must be an integer"),
+    ("?max_pending=%C2%B2", 400, "max_pending must be an integer"),  # '²' passes isdigit()
+    ("?max_pending=" + "9" * 5000, 400, "max_pending must be an integer"),
 ])
 def test_a_bad_opening_is_refused_at_the_handshake_with_what_to_send(
         fast: TestClient, query: str, status: int, words: str) -> None:
@@ -194,10 +196,10 @@ def test_a_client_that_closes_is_logged_with_its_own_close_code(
         with fast.websocket_connect(STREAM) as ws:
             ws.send_bytes(tensor_frame(0))
             assert ws.receive_json()["seq"] == 0
-            ws.close(code=1000)
+            ws.close(code=4001)  # an application's own code, not the 1000 assumed
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(
                 "stream" in getattr(r, "fields", {}) for r in caplog.records):
             time.sleep(0.01)
     line = next(r.fields for r in caplog.records if "stream" in getattr(r, "fields", {}))
-    assert line["close_code"] == 1000 and line["answered"] == 1
+    assert line["close_code"] == 4001 and line["answered"] == 1

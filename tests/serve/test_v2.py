@@ -330,6 +330,14 @@ def test_a_compressed_body_is_bounded_and_checked() -> None:
         bomb = gzip.compress(b" " * (10 * 1024 * 1024))  # 10 KB sent, 10 MB inflated
         response = small.post(INFER, content=bomb, headers={"Content-Encoding": "gzip"})
         assert response.status_code == 413 and "inflates past" in response.json()["error"]
+        ratio = gzip.compress(b" " * (2 << 20))  # 2 KB sent, 2 MiB: under the limit of 16,
+        with TestClient(create_app(lambda: RegistryPredictor.from_ref("digits:1"))) as big:
+            wait_ready(big)  # but a thousand times what was sent
+            refused = big.post(INFER, content=ratio, headers={"Content-Encoding": "gzip"})
+            assert refused.status_code == 413 and "100 times" in refused.json()["error"]
+        two = gzip.compress(b'{"inputs": [') + gzip.compress(b"]}")  # two gzip members
+        joined = small.post(INFER, content=two, headers={"Content-Encoding": "gzip"})
+        assert joined.status_code == 400 and "follow the gzip stream" in joined.json()["error"]
         garbage = small.post(INFER, content=b"not gzip", headers={"Content-Encoding": "gzip"})
         assert garbage.status_code == 400 and "not gzip data" in garbage.json()["error"]
         other = small.post(INFER, content=b"{}", headers={"Content-Encoding": "br"})

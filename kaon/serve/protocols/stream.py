@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import struct
 import time
 from collections import deque
@@ -165,7 +166,7 @@ def _open_error(policy: str, max_pending: str) -> str | None:
     """What is wrong with a stream's opening query, if anything."""
     if policy not in ("drop_oldest", "block"):
         return f"policy {policy!r:.40} is not drop_oldest or block"
-    if not max_pending.isdigit() or not 1 <= int(max_pending) <= MAX_PENDING:
+    if not re.fullmatch(r"[0-9]{1,3}", max_pending) or not 1 <= int(max_pending) <= MAX_PENDING:
         return f"max_pending must be an integer 1..{MAX_PENDING}, got {max_pending!r:.40}"
     return None
 

@@ -60,28 +60,39 @@ def _metadata(runtime: Runtime, name: str) -> dict[str, Any]:
     }
 
 
+MAX_INFLATION = 100  # inflated ÷ sent; JSON pixels gzip 3-10x, blank images more
+FREE_INFLATION = 1 << 20  # bytes any compressed body may inflate to, whatever its ratio
+
+
 def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     """The body as sent before its ``Content-Encoding`` (gzip, or deflate: zlib's format or
-    raw), refused past ``limit`` bytes inflated, so a small bomb cannot fill the memory."""
+    raw). Refused past ``limit`` bytes inflated, and past ``MAX_INFLATION`` times what was
+    sent (above ``FREE_INFLATION``): a small bomb can neither fill the memory nor make the
+    replica parse megabytes of JSON for a few kilobytes sent."""
     coding = (encoding or "identity").strip().lower()
     if coding == "identity":
         return body
     if coding not in ("gzip", "deflate"):
         raise V2Error(415, f"Content-Encoding {coding!r:.40} is not supported; send the body "
                            "as is, or gzip or deflate it")
+    bound = min(limit, max(FREE_INFLATION, MAX_INFLATION * len(body)))
     for wbits in ((16 + zlib.MAX_WBITS,) if coding == "gzip" else (zlib.MAX_WBITS,
                                                                    -zlib.MAX_WBITS)):
         inflater = zlib.decompressobj(wbits)
         try:
-            out = inflater.decompress(body, limit + 1)
+            out = inflater.decompress(body, bound + 1)
         except zlib.error as exc:
             error = exc
             continue
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise V2Error(413, f"the {coding} body inflates past this server's limit of "
-                               f"{limit:,} bytes; send fewer images per request")
+        if len(out) > bound or inflater.unconsumed_tail:
+            raise V2Error(413, f"the {coding} body inflates past {bound:,} bytes (this "
+                               f"server's limit, or {MAX_INFLATION} times the bytes sent); "
+                               "send fewer images per request, or send them uncompressed")
         if not inflater.eof:
             raise V2Error(400, f"the {coding} body is cut short")
+        if inflater.unused_data:
+            raise V2Error(400, f"{len(inflater.unused_data)} bytes follow the {coding} "
+                               "stream; send one compressed body")
         return out
     raise V2Error(400, f"the body is not {coding} data: {error}")
 
@@ -152,7 +163,7 @@ def decode_tensor(spec: dict[str, Any], binary: bytes, offset: int,
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
         offset += size
     else:
-        array = _json_data(spec.get("data"), datatype, dtype, name)
+        array = _json_data(spec.get("data"), datatype, dtype, name, count)
         if array.size != count:
             raise V2Error(400, f"input {name!r}: {array.size} values for shape {shape}")
     values = array.reshape(dims)
@@ -173,10 +184,14 @@ _FOUND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"
                 "U": "strings", "S": "strings", "O": "mixed values"}
 
 
-def _json_data(data: Any, datatype: str, dtype: np.dtype[Any], name: Any) -> np.ndarray:
+def _json_data(data: Any, datatype: str, dtype: np.dtype[Any], name: Any,
+               count: int) -> np.ndarray:
     """JSON ``data`` as a flat array of ``dtype``, refused unless every value is of the
     datatype's kind and range: 1.9 is not a UINT8 (it was truncated to 1), nor "1", nor true,
     nor 300."""
+    if isinstance(data, list) and data and not isinstance(data[0], list) \
+            and len(data) != count:  # a flat list's length is free: no conversion to refuse
+        raise V2Error(400, f"input {name!r}: {len(data)} values for {count} in its shape")
     try:
         found = np.asarray(data)
     except (TypeError, ValueError, OverflowError) as exc:
