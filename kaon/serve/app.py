@@ -24,6 +24,7 @@ from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
 from kaon.serve.asgi import BodyLimit, CancelOnDisconnect, http_error, is_v2
+from kaon.serve.asgi import route_error as _error
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
@@ -167,14 +168,6 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
                     fast_path=Middleware(UntilReady, state=state))
     app.include_router(routes)
     return app
-
-
-def _error(request: Request, status: int, error: str, message: str, hint: str | None,
-           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    """An error in the protocol of the route asked for: V2's, else Kaon's."""
-    content = {"error": message} if is_v2(request.url.path) else {
-        "error": error, "message": message, "hint": hint, **extra}
-    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def error_response(exc: KaonError, metrics: ServerMetrics, v2: bool = False) -> JSONResponse:

@@ -37,15 +37,21 @@ def is_v2(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def route_error(request: Request, status: int, error: str, message: str, hint: str | None,
+                headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An error in the protocol of the route asked for: V2's, else Kaon's."""
+    content = {"error": message} if is_v2(request.url.path) else {
+        "error": error, "message": message, "hint": hint, **extra}
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own refusals (404, 405, ...) in Kaon's format, or V2's on its routes: the
     exception handler of every Kaon server, the replicas' front included."""
     assert isinstance(exc, StarletteHTTPException)
-    message = str(exc.detail)
     hint = "See /docs for this server's routes." if exc.status_code in (404, 405) else None
-    content = {"error": message} if is_v2(request.url.path) else {
-        "error": "HTTPError", "message": message, "hint": hint}
-    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+    return route_error(request, exc.status_code, "HTTPError", str(exc.detail), hint,
+                       headers=exc.headers)
 
 
 class BodyLimit:
