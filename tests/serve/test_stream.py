@@ -67,7 +67,10 @@ def png_frame(seed: int) -> bytes:
 
 
 def test_one_result_per_frame_in_order_with_latency(fast: TestClient) -> None:
-    with fast.websocket_connect(STREAM) as ws:
+    # block, not the default drop_oldest (max_pending=8): under drop_oldest a first frame
+    # slowed ~10 ms (a busy CPU, a GC pause) lets frame 9 push frame 1 out, and the tenth
+    # receive below would wait forever (the test client's receive has no timeout)
+    with fast.websocket_connect(f"{STREAM}?policy=block") as ws:
         for i in range(10):
             ws.send_bytes(tensor_frame(i) if i % 2 else png_frame(i))
         results = [ws.receive_json() for _ in range(10)]
