@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +61,28 @@ def test_an_access_line_keeps_the_five_arguments_its_formatter_unpacks(
     assert isinstance(record.args, tuple) and len(record.args) == 5
     line = AccessFormatter(use_colors=False).format(record)
     assert SECRET not in line and "/d/x/v2?api_key=REDACTED" in line and "200" in line
+
+
+def test_access_lines_follow_sys_stderr_when_it_is_swapped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that swaps sys.stderr and closes the old stream (a test's capture, a notebook
+    cell) still gets its access lines, not a "Logging error" for each."""
+    saved = list(logs.logger.handlers)
+    for handler in saved:
+        logs.logger.removeHandler(handler)
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr(sys, "stderr", first)
+        logs.configure()
+        logs.configure()  # idempotent: one handler
+        assert len(logs.logger.handlers) == 1
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logs.access({"path": "/readyz", "status": 200})
+        line = json.loads(second.getvalue())
+        assert line["msg"] == "request" and line["path"] == "/readyz"
+    finally:
+        for handler in list(logs.logger.handlers):
+            logs.logger.removeHandler(handler)
+        for handler in saved:
+            logs.logger.addHandler(handler)
