@@ -128,6 +128,16 @@ def test_a_big_body_is_413(client: TestClient, admin_secret: str) -> None:
     assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
 
 
+def test_a_big_body_without_a_valid_key_is_401_before_it_is_read(client: TestClient) -> None:
+    """The key is checked first: a body past the 1 MiB limit sent without a
+    valid key is a 401, not the 413 that reading it would end in."""
+    big = b'{"kind": "train", "spec": {"x": "' + b"a" * 2_000_000 + b'"}}'
+    for headers in ({}, bearer("kaon_0123456789ab_" + "x" * 43)):
+        r = client.post(f"{API}/jobs", headers=headers, content=big)
+        assert r.status_code == 401 and r.json()["error"] == "AuthError", r.text
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
 def test_validation_errors_name_the_field(client: TestClient, admin_secret: str) -> None:
     h = bearer(admin_secret)
     r = client.post(f"{API}/members", headers=h, json={"email": "x@example.com",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -117,6 +118,31 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(DATABASE_BUSY)
 
 
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def _key_refusal(scope: Any) -> JSONResponse | None:
+    """The 401 a request's key gets, checked before its body is read (every route with a body
+    needs a key); None when the key is good, or when the database cannot say (the route's own
+    check answers then)."""
+    from starlette.datastructures import Headers
+
+    from kaon.db import session_scope
+    from kaon.platform.auth import authenticate
+
+    def check(header: str | None) -> None:
+        with session_scope() as session:
+            authenticate(session, header)
+
+    try:
+        await asyncio.to_thread(check, Headers(scope=scope).get("authorization"))
+    except AuthError as exc:
+        return error_response(exc)
+    except (KaonError, OperationalError):
+        return None
+    return None
+
+
 def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,
                        max_body: int = MAX_BODY_BYTES) -> FastAPI:
     """The control plane as an app: routes, error mapping, 413 past ``max_body`` bytes."""
@@ -126,8 +152,13 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http" and scope["method"] == "PUT" \
                     and scope["path"].startswith(data.UPLOAD_PREFIX):
-                await self.app(scope, receive, send)  # streamed; the route bounds it
+                await self.app(scope, receive, send)  # streamed, after the route's key check
                 return
+            if scope["type"] == "http" and scope["method"] in _WITH_BODY:
+                refusal = await _key_refusal(scope)
+                if refusal is not None:  # before the body is read: no key, no 16 MiB held
+                    await refusal(scope, receive, send)
+                    return
             await super().__call__(scope, receive, send)
 
         async def _reject(self, scope: Any, send: Any) -> None:
