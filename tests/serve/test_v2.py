@@ -272,6 +272,8 @@ def test_values_outside_pixels_are_400s_and_floats_round(client: TestClient) -> 
     ([1.9] + [0] * 783, "UINT8", "must hold integers, got floats"),   # was truncated to 1
     (["1"] * 784, "UINT8", "must hold integers, got strings"),
     ([True] * 784, "UINT8", "must hold integers, got booleans"),
+    ([True, 1] + [0] * 782, "UINT8", "must hold integers, got booleans"),  # numpy: int64
+    ([[[0.5] * 27 + [False]] * 28], "FP32", "must hold numbers, got booleans"),  # nested
     ([5] * 784, "BOOL", "must hold booleans, got integers"),
     (["0.5"] * 784, "FP32", "must hold numbers, got strings"),
     ([-1] * 784, "UINT8", "outside UINT8's range 0..255"),
