@@ -327,10 +327,12 @@ def usage(
     table = Table()
     for col in ("metric", "used", "included", "overage"):
         table.add_column(col, justify="left" if col == "metric" else "right")
+    from kaon.platform.plans import SHARES  # (pydantic models: not at the CLI's start)
+
     for metric, m in report["metrics"].items():
-        table.add_row(metric, f"{m['used']:,}",
-                      "unlimited" if m["included"] is None else f"{m['included']:,}",
-                      f"{m['overage']:,}")
+        included = (f"in {SHARES[metric]}" if metric in SHARES  # one allowance for both
+                    else "unlimited" if m["included"] is None else f"{m['included']:,}")
+        table.add_row(metric, f"{m['used']:,}", included, f"{m['overage']:,}")
     console.print(table)
 
 

@@ -24,7 +24,7 @@ from kaon.platform import metering
 from kaon.platform.common import check_id, insert_for, lock_workspace, month_bounds, parse_period
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import Deployment, Invoice, Subscription, SubscriptionChange
-from kaon.platform.plans import GB, Plan, get_catalog
+from kaon.platform.plans import ALLOWANCES, GB, Plan, get_catalog
 
 CURRENCY = "usd"
 PER_SECOND = Decimal("0.0000001")  # the unit price shown on a proration line (cents)
@@ -209,11 +209,13 @@ def overage_lines(plan: Plan, totals: dict[str, int], share: Decimal = Decimal(1
     (units rounded down); ``during`` names that stretch in the lines. ``storage_bytes`` is in
     byte-months (bytes held × the part of the month they were held)."""
     lines = []
+    frames = totals.get("stream_frames", 0)  # frames draw on the requests' allowance (SHARES)
     for metric, unit, label in (
-            ("inference_requests", plan.inference_cents_per_request, "inference requests"),
+            ("inference_requests", plan.inference_cents_per_request,
+             "inference requests and stream frames" if frames else "inference requests"),
             ("training_seconds", plan.training_cents_per_second, "training seconds")):
         included = int((plan.included(metric) or 0) * share)
-        over = totals.get(metric, 0) - included
+        over = sum(totals.get(m, 0) for m in ALLOWANCES.get(metric, (metric,))) - included
         if over > 0 and unit > 0:
             lines.append(_line(f"Overage: {over} {label} over the {included} included{during}",
                                over, unit, to_cents(over * unit)))

@@ -33,6 +33,10 @@ else:  # pragma: no cover
 PLANS_ENV = "KAON_PLANS_FILE"
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.toml")
 GB = 1_000_000_000  # storage is priced per decimal gigabyte-month
+# Metrics that draw on another's included amount and price: a frame of a stream is an
+# inference, counted apart (so usage shows both) but capped and billed with the requests.
+SHARES = {"stream_frames": "inference_requests"}
+ALLOWANCES = {"inference_requests": ("inference_requests", "stream_frames")}
 
 
 def _price(value: Any) -> Decimal:
@@ -74,7 +78,8 @@ class Plan(BaseModel):
     storage_cents_per_gb_month: Price
 
     def included(self, metric: str) -> int | None:
-        """The monthly amount of ``metric`` the base fee covers (None: not limited)."""
+        """The monthly amount of ``metric`` the base fee covers (None: not limited, or, for
+        a metric of :data:`SHARES`, covered by another's amount)."""
         return {"inference_requests": self.included_inference_requests,
                 "training_seconds": self.included_training_seconds,
                 "storage_bytes": self.storage_bytes}.get(metric)

@@ -4,6 +4,10 @@ For a hard-capped plan the counter moves only by a conditional
 ``UPDATE usage_counters SET used = used + :n WHERE … AND used + :n <= :limit``: the database
 serialises concurrent updates of that row, so exactly the units under the limit get through
 (no read-then-write race). Paid plans are never refused; what goes over is billed.
+
+Stream frames draw on the included inference requests (:data:`kaon.platform.plans.SHARES`):
+an HTTP request is refused once requests and frames together reach the limit, and a stream
+is refused at open, and closed when the gateway next checks it, once they have.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from kaon.platform import metering
 from kaon.platform.common import insert_for, parse_period, period_of
 from kaon.platform.errors import QuotaExceeded
 from kaon.platform.models import UsageCounter, UsageEvent
-from kaon.platform.plans import Plan
+from kaon.platform.plans import ALLOWANCES, SHARES, Plan
 
 
 def reset_at(period: str) -> str:
@@ -31,8 +35,14 @@ def reset_at(period: str) -> str:
 
 
 def limit_for(plan: Plan, metric: str) -> int | None:
-    """The hard limit for ``metric`` under ``plan`` (None: never refused)."""
-    return plan.included(metric) if plan.hard_cap else None
+    """The hard limit for ``metric`` under ``plan`` (None: never refused); a shared metric's
+    is its allowance's."""
+    return plan.included(SHARES.get(metric, metric)) if plan.hard_cap else None
+
+
+def _pooled(metric: str) -> tuple[str, ...]:
+    """The metrics counted together against ``metric``'s limit."""
+    return ALLOWANCES.get(SHARES.get(metric, metric), (metric,))
 
 
 def _counter(workspace_id: str, period: str, metric: str) -> Any:
@@ -43,6 +53,11 @@ def _counter(workspace_id: str, period: str, metric: str) -> Any:
 def used(session: Session, workspace_id: str, metric: str, period: str) -> int:
     return int(session.scalar(select(UsageCounter.used)
                               .where(_counter(workspace_id, period, metric))) or 0)
+
+
+def used_of_limit(session: Session, workspace_id: str, metric: str, period: str) -> int:
+    """What counts against ``metric``'s limit: its own use, and its allowance's others'."""
+    return sum(used(session, workspace_id, m, period) for m in _pooled(metric))
 
 
 def capped_period(metric: str, now: datetime | None = None) -> str:
@@ -57,7 +72,8 @@ def remaining(session: Session, workspace_id: str, metric: str, plan: Plan,
     limit = limit_for(plan, metric)
     if limit is None:
         return None
-    return max(0, limit - used(session, workspace_id, metric, capped_period(metric, now)))
+    return max(0, limit - used_of_limit(session, workspace_id, metric,
+                                        capped_period(metric, now)))
 
 
 def check(session: Session, workspace_id: str, metric: str, plan: Plan,
@@ -68,8 +84,9 @@ def check(session: Session, workspace_id: str, metric: str, plan: Plan,
 
 
 def _refuse(session: Session, workspace_id: str, metric: str, plan: Plan, period: str) -> None:
-    raise QuotaExceeded(plan=plan.name, metric=metric, limit=plan.included(metric) or 0,
-                        used=used(session, workspace_id, metric, period),
+    raise QuotaExceeded(plan=plan.name, metric=SHARES.get(metric, metric),
+                        limit=limit_for(plan, metric) or 0,
+                        used=used_of_limit(session, workspace_id, metric, period),
                         reset_at="" if period == metering.STORED else reset_at(period))
 
 
@@ -92,6 +109,7 @@ def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, 
     if session.scalar(select(UsageEvent.id).where(UsageEvent.event_key == event_key)):
         return False
     period = capped_period(metric, now)
+    limit -= sum(used(session, workspace_id, m, period) for m in _pooled(metric) if m != metric)
     # the counter row must exist for the conditional UPDATE to find it
     session.execute(insert_for(session, UsageCounter.__table__)
                     .values(workspace_id=workspace_id, period=period, metric=metric, used=0)
@@ -127,6 +145,7 @@ def period_usage(session: Session, workspace_id: str, period: str,
     out: dict[str, dict[str, int | None]] = {}
     for metric, value in totals.items():
         included = plan.included(metric)
+        pooled = sum(totals.get(m, 0) for m in ALLOWANCES.get(metric, (metric,)))
         out[metric] = {"used": value, "included": included,
-                       "overage": max(0, value - included) if included is not None else 0}
+                       "overage": max(0, pooled - included) if included is not None else 0}
     return out

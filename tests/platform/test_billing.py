@@ -222,3 +222,16 @@ def test_the_html_page_escapes_everything() -> None:
     assert "&lt;script&gt;" in page and "a&amp;b&lt;i&gt;" in page
     assert "-$32.67" in page and page.startswith("<!DOCTYPE html>")
     assert "http" not in page.lower().replace("http-equiv", "")  # self-contained: no links
+
+
+def test_stream_frames_are_billed_with_the_inference_requests() -> None:
+    """Frames share the requests' included amount and price (they were free before)."""
+    pro = get_catalog().get("pro")
+    included = pro.included_inference_requests
+    lines = billing.overage_lines(pro, {"inference_requests": included - 100,
+                                        "stream_frames": 300})
+    assert [(line["description"], line["amount_cents"]) for line in lines] == [
+        (f"Overage: 200 inference requests and stream frames over the {included} included",
+         billing.to_cents(200 * pro.inference_cents_per_request))]
+    assert billing.overage_lines(pro, {"inference_requests": included - 100,
+                                       "stream_frames": 100}) == []

@@ -111,3 +111,25 @@ def test_without_an_event_key_every_call_counts(db: Session, ws: str) -> None:
     db.commit()
     assert metering.usage(db, ws, "2026-11")["inference_requests"] == 4
     assert db.scalar(select(func.count()).select_from(UsageEvent)) == 2
+
+
+def test_stream_frames_draw_on_the_included_inference_requests(db: Session, ws: str) -> None:
+    """A frame is an inference: frames and requests share one hard cap, and each is refused
+    once the two together reach it (before, frames were never capped)."""
+    free = get_catalog().get("free")
+    limit = free.included_inference_requests
+    metering.record(db, ws, "stream_frames", limit - 2, "frames", None, NOW)
+    db.commit()
+    assert quota.limit_for(free, "stream_frames") == limit
+    assert quota.remaining(db, ws, "stream_frames", free, NOW) == 2
+    assert quota.remaining(db, ws, "inference_requests", free, NOW) == 2
+    for i in range(2):
+        assert quota.check_and_consume(db, ws, "inference_requests", 1, free,
+                                       event_key=f"r{i}", now=NOW)
+    with pytest.raises(QuotaExceeded) as refused:
+        quota.check_and_consume(db, ws, "inference_requests", 1, free, event_key="r2", now=NOW)
+    assert (refused.value.metric, refused.value.used, refused.value.limit) == (
+        "inference_requests", limit, limit)
+    with pytest.raises(QuotaExceeded) as at_open:  # what the gateway asks of a stream
+        quota.check(db, ws, "stream_frames", free, NOW)
+    assert at_open.value.metric == "inference_requests"
