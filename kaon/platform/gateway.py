@@ -27,11 +27,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaon.db.engine import session_scope
 from kaon.errors import KaonError, NotFoundError
@@ -115,19 +115,25 @@ class Gateway:
         plan: Plan = await self._plans.get(workspace_id, lambda: _current_plan(workspace_id))
         return plan
 
-    async def admit(self, authorization: str | None, deployment: str, metric: str | None,
-                    event_key: str, source: dict[str, str] | None = None,
-                    ) -> tuple[Principal, Plan, bool, ReplicaPool]:
-        """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
-        quota, e.g. health and metadata); True when a unit was consumed; and the deployment's
-        replica pool."""
+    async def authorize(self, authorization: str | None, deployment: str
+                        ) -> tuple[Principal, Plan, ReplicaPool]:
+        """The key's principal (with the ``inference`` scope), its plan and the deployment's
+        replica pool in its workspace."""
         principal = await self.principal(authorization)
         require(principal, "inference")
         pool = self.runtime.pool(principal.workspace_id, deployment)
         if pool is None:
             raise NotFoundError(f"No deployment {deployment!r} in this workspace.",
                                 hint="List them with `kaon deployments list`.")
-        plan = await self.plan(principal.workspace_id)
+        return principal, await self.plan(principal.workspace_id), pool
+
+    async def admit(self, authorization: str | None, deployment: str, metric: str | None,
+                    event_key: str, source: dict[str, str] | None = None,
+                    ) -> tuple[Principal, Plan, bool, ReplicaPool]:
+        """Auth, scope, deployment, rate limit and (hard cap) quota of ``metric`` (None: no
+        quota, e.g. health and metadata); True when a unit was consumed; and the deployment's
+        replica pool."""
+        principal, plan, pool = await self.authorize(authorization, deployment)
         self.limiter.check(f"inference:{principal.workspace_id}", plan)  # not per key
         if metric is None or quota.limit_for(plan, metric) is None:
             return principal, plan, False, pool
@@ -199,50 +205,39 @@ class Gateway:
 
     # -- WebSocket streams ----------------------------------------------------------------
     async def handle_ws(self, websocket: WebSocket, deployment: str, path: str) -> None:
-        """Relay a stream; every frame answered is metered as one ``stream_frames`` event.
+        """Relay a stream under the same rules as HTTP, frame by frame (:class:`_Guard`).
 
-        On a hard-capped plan a stream is refused at open once the month's frames are used
-        up; frames of an open stream are counted, not cut off.
+        At open: the key, the ``inference`` scope, the deployment, the plan's ``streams``
+        feature, one rate-limit token and (hard cap) a quota not used up.
         """
         auth = websocket.headers.get("authorization") or (
             f"Bearer {websocket.query_params['api_key']}"
             if "api_key" in websocket.query_params else None)
         stream_id = logs.request_id(None)
         try:
-            principal, plan, _, pool = await self.admit(auth, deployment, None, "")
-            if not plan.has("streams"):
-                raise PlanLimitError(f"The {plan.name} plan does not include streams.",
-                                     hint="Upgrade the plan.")
-            await asyncio.to_thread(_check_quota, principal.workspace_id, "stream_frames",
-                                    plan)
+            principal, plan, pool = await self._admit_stream(auth, deployment)
         except (KaonError, OperationalError) as exc:  # the HTTP routes' answer: 401 … 503
             refusal = exc if isinstance(exc, KaonError) else DATABASE_BUSY
             await refuse_handshake(websocket, _error(refusal, stream_id))
             return
-        meter = self.meter
-
-        class MeteredSocket:
-            """What the pool relays to: each result frame is metered before it goes out."""
-
-            def __init__(self) -> None:
-                self.sent = 0
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(websocket, name)
-
-            async def send_text(self, text: str) -> None:
-                self.sent += 1
-                with contextlib.suppress(ValueError):
-                    if "error" not in json.loads(text):
-                        await meter.record(principal.workspace_id, "stream_frames", 1,
-                                           f"stream:{stream_id}:{self.sent}",
-                                           {"deployment": deployment})
-                await websocket.send_text(text)
-
+        guard = _Guard(self, websocket, auth, deployment, stream_id, principal, plan)
         query = urlencode([(k, v) for k, v in websocket.query_params.multi_items()
                            if k != "api_key"])
-        await pool.forward_ws(MeteredSocket(), path=f"/{path}",  # type: ignore[arg-type]
+        await pool.forward_ws(guard, path=f"/{path}",  # type: ignore[arg-type]
                               query=query)
+
+    async def _admit_stream(self, auth: str | None, deployment: str, opening: bool = True
+                            ) -> tuple[Principal, Plan, ReplicaPool]:
+        """What a stream must pass at open (with a rate-limit token) and again while open."""
+        if opening:
+            principal, plan, _, pool = await self.admit(auth, deployment, None, "")
+        else:
+            principal, plan, pool = await self.authorize(auth, deployment)
+        if not plan.has("streams"):
+            raise PlanLimitError(f"The {plan.name} plan does not include streams.",
+                                 hint="Upgrade the plan.")
+        await asyncio.to_thread(_check_quota, principal.workspace_id, "stream_frames", plan)
+        return principal, plan, pool
 
     def router(self) -> APIRouter:
         api = APIRouter(tags=["inference gateway"])
@@ -260,6 +255,73 @@ class Gateway:
             await self.handle_ws(websocket, deployment, path)
 
         return api
+
+
+RECHECK_S = 5.0  # an open stream's key, plan and quota are checked again this often
+
+
+class _Guard:
+    """The client's socket as the replica pool sees it, holding a stream to HTTP's rules.
+
+    - Each frame the client sends takes a token from the workspace's bucket, the one its
+      HTTP requests take from; an empty bucket holds the frame back (and, as the relay stops
+      reading, the sender, over TCP) rather than refusing it.
+    - Every :data:`RECHECK_S` the key, scope, deployment, plan and quota are checked again: a
+      revoked key, a plan without streams or a used-up hard cap closes the stream (1008,
+      the reason in the close frame).
+    - Each result frame is metered (one ``stream_frames`` event, which draws on the included
+      inference requests) before it goes out; when usage cannot be recorded the stream
+      closes with 1011, as an HTTP request would get a 503.
+    """
+
+    def __init__(self, gateway: Gateway, websocket: WebSocket, auth: str | None,
+                 deployment: str, stream_id: str, principal: Principal, plan: Plan) -> None:
+        self.gateway, self.websocket, self.auth = gateway, websocket, auth
+        self.deployment, self.stream_id = deployment, stream_id
+        self.principal, self.plan = principal, plan
+        self.checked_at = time.monotonic()
+        self.sent = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.websocket, name)
+
+    async def receive(self) -> Message:
+        message = await self.websocket.receive()
+        if message["type"] != "websocket.receive":
+            return message
+        if time.monotonic() - self.checked_at >= RECHECK_S:
+            try:
+                _, self.plan, _ = await self.gateway._admit_stream(self.auth, self.deployment,
+                                                                   opening=False)
+            except (KaonError, OperationalError) as exc:
+                problem = exc.message if isinstance(exc, KaonError) else DATABASE_BUSY.message
+                return await self._end(1008, problem)
+            self.checked_at = time.monotonic()
+        key = f"inference:{self.principal.workspace_id}"
+        while (wait := self.gateway.limiter.take(key, self.plan.rate_limit_rps,
+                                                 self.plan.burst)) > 0:
+            await asyncio.sleep(wait)
+        return message
+
+    async def send_text(self, text: str) -> None:
+        self.sent += 1
+        with contextlib.suppress(ValueError):
+            if "error" not in json.loads(text):
+                try:
+                    await self.gateway.meter.record(
+                        self.principal.workspace_id, "stream_frames", 1,
+                        f"stream:{self.stream_id}:{self.sent}", {"deployment": self.deployment})
+                except KaonError:  # not metered, so not sent: the pool ends the relay
+                    await self._end(1011, "usage could not be recorded; reopen the stream")
+                    raise WebSocketDisconnect(1011) from None
+        await self.websocket.send_text(text)
+
+    async def _end(self, code: int, reason: str) -> Message:
+        """Close the client's side with ``reason`` (cut to a close frame's 123 bytes), and
+        what the relay then reads: the client gone, with that code."""
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            await self.websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
+        return {"type": "websocket.disconnect", "code": code}
 
 
 def _error(exc: KaonError, rid: str) -> JSONResponse:

@@ -187,6 +187,8 @@ def test_64_requests_racing_for_the_last_10_units_let_exactly_10_through(
     with engine.begin() as conn:  # leave exactly 10 units of the month's quota
         conn.execute(text("update usage_counters set used = :u where workspace_id = 'default' "
                           "and metric = 'inference_requests'"), {"u": CAP - 10})
+        conn.execute(text("update usage_counters set used = 0 where workspace_id = 'default' "
+                          "and metric = 'stream_frames'"))  # frames draw on the same quota
     engine.dispose()
 
     async def race() -> list[httpx.Response]:

@@ -1,0 +1,146 @@
+"""Streams through the gateway under HTTP's rules, frame by frame: each frame takes a token
+from the workspace's rate-limit bucket, a stream whose key is revoked or whose quota is used
+up is closed at its next check, and a frame whose usage cannot be recorded is not sent.
+
+The gateway, its database (SQLite), its rate limiter and its usage writer are the real ones;
+the deployment behind it is a stand-in that answers each frame with its number, so that only
+the gateway's own rules are timed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from kaon.config import reset_settings
+from kaon.db.models import utcnow
+from kaon.platform import auth, gateway, metering
+from kaon.platform.common import period_of
+from kaon.platform.meterlog import MeterWriter
+from kaon.platform.workspaces import DEFAULT_WORKSPACE, bootstrap
+
+REPO = Path(__file__).resolve().parents[2]
+CAP = 50  # the test plan's monthly inference requests, which frames draw on
+STREAM = "/d/cam/v1/models/digits/stream"
+
+
+class EchoPool:
+    """A deployment that answers each frame with its number, as a replica's relay would."""
+
+    async def forward_ws(self, websocket: WebSocket, path: str, query: str) -> None:
+        await websocket.accept()
+        seq = 0
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await websocket.send_text(json.dumps({"seq": seq}))
+                seq += 1
+        except WebSocketDisconnect:  # the pool's relay ends quietly, as here
+            return
+
+
+class Deployments:
+    def pool(self, workspace_id: str, name: str) -> EchoPool | None:
+        return EchoPool() if (workspace_id, name) == (DEFAULT_WORKSPACE, "cam") else None
+
+
+def _plans(path: Path, rps: float, burst: int) -> Path:
+    text = (REPO / "kaon/platform/plans.toml").read_text()
+    free = re.search(r"\[plans\.free\].*?(?=\n\[plans\.)", text, flags=re.S)
+    assert free is not None
+    block = free.group(0)
+    block = re.sub(r"included_inference_requests = [\d_]+",
+                   f"included_inference_requests = {CAP}", block)
+    block = re.sub(r"rate_limit_rps = [\d.]+\nburst = \d+",
+                   f"rate_limit_rps = {rps}\nburst = {burst}", block)
+    block = block.replace("features = []", 'features = ["streams"]')
+    path.write_text(text.replace(free.group(0), block))
+    return path
+
+
+def _serve(meter: MeterWriter) -> TestClient:
+    app = FastAPI()
+    app.include_router(gateway.Gateway(Deployments(), meter, cache_s=0.0).router())
+    return TestClient(app)
+
+
+@pytest.fixture
+def secret(sqlite_db: Session, kaon_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("KAON_PLANS_FILE", str(_plans(kaon_home.parent / "plans.toml", 10, 3)))
+    reset_settings()
+    made = bootstrap(sqlite_db)
+    sqlite_db.commit()
+    assert made is not None
+    return made
+
+
+@pytest.fixture
+def meter(secret: str) -> Iterator[MeterWriter]:
+    writer = MeterWriter()  # group commit: recorded when record() returns
+    writer.start()
+    yield writer
+    writer.stop()
+
+
+def _headers(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_each_frame_takes_a_token_from_the_workspaces_bucket(
+        secret: str, meter: MeterWriter, sqlite_db: Session) -> None:
+    """10 frames a second, a burst of 3 (one taken by the opening): 8 frames take at least
+    0.5 s, however fast they are sent (before, a stream took one token in all)."""
+    with _serve(meter) as client, client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+        started = time.monotonic()
+        for i in range(8):
+            ws.send_bytes(bytes([i]))
+        seqs = [ws.receive_json()["seq"] for _ in range(8)]
+        elapsed = time.monotonic() - started
+    assert seqs == list(range(8))
+    assert elapsed >= 0.5, f"8 frames went through in {elapsed:.3f} s: not paced"
+    sqlite_db.expire_all()
+    assert metering.usage(sqlite_db, DEFAULT_WORKSPACE, period_of(utcnow()))["stream_frames"] == 8
+
+
+@pytest.mark.parametrize("change", ["revoke the key", "use up the quota"])
+def test_a_stream_is_closed_at_its_next_check_once_it_may_not_go_on(
+        change: str, secret: str, meter: MeterWriter, sqlite_db: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway, "RECHECK_S", 0.0)  # check at every frame
+    with _serve(meter) as client, client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+        ws.send_bytes(b"\x00")
+        assert ws.receive_json()["seq"] == 0
+        if change == "revoke the key":
+            key = auth.authenticate(sqlite_db, f"Bearer {secret}")
+            assert key.key_id is not None
+            auth.revoke_key(sqlite_db, DEFAULT_WORKSPACE, key.key_id)
+        else:
+            metering.record(sqlite_db, DEFAULT_WORKSPACE, "stream_frames", CAP, "used-up")
+        sqlite_db.commit()
+        ws.send_bytes(b"\x01")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1008
+    assert ("revoked" if change == "revoke the key" else "quota is used up") in \
+        closed.value.reason
+
+
+def test_a_frame_whose_usage_cannot_be_recorded_is_not_sent(secret: str) -> None:
+    stopped: Any = MeterWriter(journal=Path("never-started"))  # its record() refuses: 503
+    with _serve(stopped) as client, \
+            client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+        ws.send_bytes(b"\x00")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1011 and "usage could not be recorded" in closed.value.reason
