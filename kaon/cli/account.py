@@ -261,6 +261,8 @@ def plans(url: Url = None, key: Key = None, json_: Json = False) -> None:
         ("deployments", lambda p: str(p["max_deployments"])),
         ("replicas per deployment", lambda p: str(p["max_replicas"])),
         ("features", lambda p: ", ".join(p["features"]) or "-"),
+        ("streams open at once", lambda p: str(p["max_streams"])
+         if "streams" in p["features"] else "-"),
         ("hard cap (429 past the quota)", lambda p: "yes" if p["hard_cap"] else "no"),
         ("overage ¢/request", lambda p: "-" if p["hard_cap"]
          else p["inference_cents_per_request"]),

@@ -101,6 +101,7 @@ class Gateway:
         self.limiter = limiter or RateLimiter()
         self._principals = _TTLCache(cache_s)
         self._plans = _TTLCache(cache_s)
+        self._streams: dict[str, int] = {}  # open streams per workspace (this process)
 
     # -- the checks -----------------------------------------------------------------------
     async def principal(self, authorization: str | None) -> Principal:
@@ -208,7 +209,8 @@ class Gateway:
         """Relay a stream under the same rules as HTTP, frame by frame (:class:`_Guard`).
 
         At open: the key, the ``inference`` scope, the deployment, the plan's ``streams``
-        feature, one rate-limit token and (hard cap) a quota not used up.
+        feature and ``max_streams`` (counted in this process), one rate-limit token and
+        (hard cap) a quota not used up.
         """
         auth = websocket.headers.get("authorization") or (
             f"Bearer {websocket.query_params['api_key']}"
@@ -220,11 +222,24 @@ class Gateway:
             refusal = exc if isinstance(exc, KaonError) else DATABASE_BUSY
             await refuse_handshake(websocket, _error(refusal, stream_id))
             return
+        workspace = principal.workspace_id
+        if self._streams.get(workspace, 0) >= plan.max_streams:
+            await refuse_handshake(websocket, _error(PlanLimitError(
+                f"The {plan.name} plan allows {plan.max_streams} open stream(s) at once, and "
+                f"this workspace has {self._streams[workspace]}.",
+                hint="Close a stream first, or upgrade the plan."), stream_id))
+            return
+        self._streams[workspace] = self._streams.get(workspace, 0) + 1
         guard = _Guard(self, websocket, auth, deployment, stream_id, principal, plan)
         query = urlencode([(k, v) for k, v in websocket.query_params.multi_items()
                            if k != "api_key"])
-        await pool.forward_ws(guard, path=f"/{path}",  # type: ignore[arg-type]
-                              query=query)
+        try:
+            await pool.forward_ws(guard, path=f"/{path}",  # type: ignore[arg-type]
+                                  query=query)
+        finally:
+            self._streams[workspace] -= 1
+            if not self._streams[workspace]:
+                del self._streams[workspace]
 
     async def _admit_stream(self, auth: str | None, deployment: str, opening: bool = True
                             ) -> tuple[Principal, Plan, ReplicaPool]:

@@ -68,6 +68,8 @@ class Plan(BaseModel):
     included_training_seconds: int = Field(ge=0)
     max_deployments: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
+    max_streams: int = Field(default=16, ge=0, description="frame streams open at once in a "
+                             "workspace (with the streams feature)")
     rate_limit_rps: float = Field(gt=0, description="API key requests per second")
     burst: int = Field(ge=1, description="token bucket capacity")
     storage_bytes: int = Field(ge=0, description="included storage")

@@ -65,6 +65,7 @@ def _plans(path: Path, rps: float, burst: int) -> Path:
     block = re.sub(r"rate_limit_rps = [\d.]+\nburst = \d+",
                    f"rate_limit_rps = {rps}\nburst = {burst}", block)
     block = block.replace("features = []", 'features = ["streams"]')
+    block = re.sub(r"max_streams = \d+", "max_streams = 2", block)
     path.write_text(text.replace(free.group(0), block))
     return path
 
@@ -144,3 +145,27 @@ def test_a_frame_whose_usage_cannot_be_recorded_is_not_sent(secret: str) -> None
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == 1011 and "usage could not be recorded" in closed.value.reason
+
+
+def test_a_workspace_opens_at_most_its_plans_max_streams_at_once(
+        secret: str, meter: MeterWriter) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    with _serve(meter) as client:
+        with client.websocket_connect(STREAM, headers=_headers(secret)), \
+                client.websocket_connect(STREAM, headers=_headers(secret)):
+            with pytest.raises(WebSocketDenialResponse) as refused, \
+                    client.websocket_connect(STREAM, headers=_headers(secret)):
+                pass
+            assert refused.value.status_code == 409
+            assert "allows 2 open stream(s) at once" in refused.value.json()["message"]
+        for _ in range(100):  # until the closes reach the server and the bucket refills
+            try:
+                with client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+                    ws.send_bytes(b"\x00")
+                    assert ws.receive_json()["seq"] == 0
+                break
+            except WebSocketDenialResponse:
+                time.sleep(0.05)
+        else:
+            pytest.fail("a closed stream's place was not freed")

@@ -119,6 +119,7 @@ class PlanOut(BaseModel):
     included_training_seconds: int
     max_deployments: int
     max_replicas: int
+    max_streams: int
     rate_limit_rps: float
     burst: int
     storage_bytes: int
