@@ -31,6 +31,25 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from kaon import __version__
+
+        print(f"kaon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print Kaon's version and exit.")) -> None:
+    """Kaon: train, register and serve deep-learning models.
+
+    Example: kaon train examples/mnist_mlp.yaml
+    """
+
+
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")

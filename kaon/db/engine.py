@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaon.config import get_settings
+from kaon.errors import ConfigError, UnavailableError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "kaon_alembic_version"  # Optuna's storage owns the default alembic_version
@@ -44,8 +46,37 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def _shown(url: str) -> str:
+    """``url`` without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.rpartition("@")[2]
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
+    """The engine for ``url``, at the schema's head; a URL that cannot be used is a
+    ConfigError, a database that cannot be reached an UnavailableError (not a traceback)."""
+    try:
+        return _connect(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"The database URL {_shown(url)!r} is not valid: {exc}",
+                          hint="Set KAON_DATABASE_URL to e.g. postgresql+psycopg://user@host/db "
+                               "or sqlite:////abs/path.db, or unset it to use KAON_HOME's "
+                               "kaon.db.") from None
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise UnavailableError(f"Cannot reach the database {_shown(url)}: {reason}",
+                               hint="Start the database, or point KAON_DATABASE_URL at one "
+                                    "that runs.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the database {_shown(url)}: {exc.strerror} "
+                          f"({exc.filename})",
+                          hint="Set KAON_HOME to a folder Kaon may write in.") from None
+
+
+def _connect(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

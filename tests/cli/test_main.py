@@ -1,0 +1,37 @@
+"""The ``kaon`` command itself: its version, and errors from the environment as clean
+messages with exit codes (the console script, run as a user runs it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kaon
+from kaon.errors import ConfigError, UnavailableError
+
+
+def _kaon(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kaon.cli.main", *args], text=True,
+                          capture_output=True, env={**os.environ, **env}, timeout=120)
+
+
+def test_version() -> None:
+    done = _kaon("--version")
+    assert done.returncode == 0 and done.stdout == f"kaon {kaon.__version__}\n"
+
+
+def test_an_unreachable_database_is_a_message_not_a_traceback(kaon_home: Path) -> None:
+    done = _kaon("models", "list",
+                 KAON_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/x")
+    assert done.returncode == UnavailableError.exit_code, done.stderr
+    assert done.stderr.startswith("Error: Cannot reach the database")
+    assert "Traceback" not in done.stderr and "KAON_DATABASE_URL" in done.stderr
+
+
+def test_a_bad_database_url_is_a_config_error(kaon_home: Path) -> None:
+    done = _kaon("models", "list", KAON_DATABASE_URL="bogus")
+    assert done.returncode == ConfigError.exit_code, done.stderr
+    assert "The database URL 'bogus' is not valid" in done.stderr
+    assert "Traceback" not in done.stderr
