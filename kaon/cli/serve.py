@@ -53,6 +53,7 @@ def serve(
     import uvicorn
 
     from kaon.errors import ConfigError
+    from kaon.net import check_port
     from kaon.serve import front, logs
     from kaon.serve.batching import BatchPolicy
     from kaon.serve.factory import build, default_threads
@@ -61,6 +62,9 @@ def serve(
     logs.configure()  # one JSON line per request on stderr
     if replicas < 1:
         raise ConfigError(f"--replicas {replicas} must be at least 1.")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads} must be 0 (the cores shared out) or more.")
+    check_port(host, port)  # before the model loads
     try:
         if timeout <= 0:
             raise ValueError(f"--timeout {timeout} must be more than 0")
@@ -98,8 +102,10 @@ def _model(config: dict[str, object], device: str) -> tuple[str, str]:
     """A registered model: its reference and routes; fails fast, before binding the port."""
     from kaon.nn.devices import resolve_device
     from kaon.registry import get
+    from kaon.registry.artifacts import check_safetensors
 
     info = get(str(config["target"]))
+    check_safetensors(info.artifact)  # a missing or broken file: refused here, not at /readyz
     config.update(kind="model", target=info.ref, device=str(resolve_device(device)))
     return info.ref, (f"POST /v1/models/{info.name}/predict or /v2/models/{info.name}/infer, "
                       f"WS /v1/models/{info.name}/stream, /metrics, docs at /docs")

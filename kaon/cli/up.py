@@ -29,6 +29,7 @@ def up(
     from kaon.config import get_settings
     from kaon.db.engine import session_scope
     from kaon.errors import ConfigError
+    from kaon.net import check_port
     from kaon.platform.server import create_platform_app
     from kaon.platform.workspaces import OWNER_EMAIL, bootstrap
     from kaon.serve import logs
@@ -36,6 +37,7 @@ def up(
 
     if workers < 0:
         raise ConfigError(f"--workers {workers} must be 0 or more.")
+    check_port(host, port)  # before the first start prints its key
     logs.configure()
     with session_scope() as s:
         secret = bootstrap(s)

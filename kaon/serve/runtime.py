@@ -54,7 +54,8 @@ class Runtime:
             freeze_heap()
             self.predictor_or_none = predictor
         except Exception as exc:
-            self.error = exc
+            self.error = exc  # /readyz answers 503 with it, and its hint points here:
+            log.error("the model failed to load: %s", exc, exc_info=exc)
         finally:
             self.loaded.set()
 

@@ -90,3 +90,39 @@ def test_a_service_refuses_a_bad_timeout_before_serving(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", f"{tmp_path / 'sizes.py'}:Sizes", "--timeout", "0"])
     assert isinstance(result.exception, ConfigError)
     assert "--timeout 0.0 must be more than 0" in str(result.exception)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--port", "99999"], "--port 99999 is not a TCP port"),
+    (["--port", "-5"], "--port -5 is not a TCP port"),
+    (["--threads", "-3"], "--threads -3 must be 0"),
+])
+def test_a_bad_port_or_thread_count_is_refused_before_serving(args: list[str],
+                                                              words: str) -> None:
+    register_tiny("digits")
+    result = runner.invoke(app, ["serve", "digits:1", *args])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert words in str(result.exception)
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads() -> None:
+    import socket
+
+    register_tiny("digits")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = runner.invoke(app, ["serve", "digits:1", "--port", str(port)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert f"Cannot listen on 127.0.0.1:{port}" in str(result.exception)
+    assert "choose another --port" in str(result.exception)
+
+
+def test_missing_weights_are_refused_before_serving() -> None:
+    from kaon.registry import get
+
+    register_tiny("digits")
+    get("digits:1").artifact.unlink()
+    result = runner.invoke(app, ["serve", "digits:1"])
+    assert "is missing" in str(result.exception) and "Serving" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -245,11 +246,13 @@ def test_predict_while_loading_is_503_service_unavailable() -> None:
     assert response.status_code == 503
 
 
-def test_a_failed_load_keeps_readyz_at_503_with_the_reason() -> None:
+def test_a_failed_load_keeps_readyz_at_503_with_the_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
     def broken() -> Predictor:
         raise ArtifactError("Weights file /x/model.safetensors is missing.")
 
-    with TestClient(create_app(broken)) as client:
+    with caplog.at_level(logging.ERROR, logger="kaon.serve"), \
+            TestClient(create_app(broken)) as client:
         deadline = time.monotonic() + 10
         while "missing" not in client.get("/readyz").json()["detail"]:
             assert time.monotonic() < deadline
@@ -258,6 +261,9 @@ def test_a_failed_load_keeps_readyz_at_503_with_the_reason() -> None:
     assert response.status_code == 503
     assert response.json()["status"] == "not ready"
     assert "model.safetensors is missing" in response.json()["detail"]
+    # the 503's hint says "Check the server log": the log has it
+    assert any("failed to load" in r.getMessage() and "is missing" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_each_response_carries_a_request_id_and_is_logged_as_json(
