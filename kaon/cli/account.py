@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from kaon.cli.output import console, console_err, print_json
+from kaon.cli.output import confirm, console, console_err, print_json
 from kaon.cli.remote import (
     DEFAULT_URL,
     Json,
@@ -164,8 +164,8 @@ def keys_revoke(
 
     Example: kaon keys revoke key-0123456789ab --yes
     """
-    if not yes and not typer.confirm(f"Revoke API key {key_id}?"):
-        raise typer.Abort()
+    if not yes:
+        confirm(f"Revoke API key {key_id}?")
     with connect(url, key) as client:
         row = client.revoke_key(key_id)
     print_json(row) if json_ else console.print(
@@ -226,8 +226,8 @@ def members_remove(
 
     Example: kaon members remove usr-0123456789ab --yes
     """
-    if not yes and not typer.confirm(f"Remove member {user_id} and revoke their keys?"):
-        raise typer.Abort()
+    if not yes:
+        confirm(f"Remove member {user_id} and revoke their keys?")
     with connect(url, key) as client:
         client.remove_member(user_id)
     print_json({"removed": user_id}) if json_ else console.print(f"Removed {user_id}.")

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from kaon.cli.output import console, print_json
+from kaon.cli.output import confirm, console, print_json
 
 app = typer.Typer(help="The model registry: versions, aliases, lineage.\n\n"
                        "Example: kaon models list", no_args_is_help=True)
@@ -106,9 +106,11 @@ def delete(model: str = typer.Argument(..., help="NAME:VERSION, NAME@ALIAS, or N
     Example: kaon models delete mnist-mlp:1 --yes
     """
     from kaon.registry import delete as delete_ref
+    from kaon.registry import get
 
-    if not yes and not typer.confirm(f"Delete {model} and its weights?"):
-        raise typer.Abort()
+    get(model)  # an unknown model: NotFound now, not after the question
+    if not yes:
+        confirm(f"Delete {model} and its weights?")
     removed = delete_ref(model)
     print_json({"deleted": removed}) if json_ else console.print(
         f"Deleted {', '.join(removed)}.")

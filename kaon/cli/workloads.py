@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kaon.cli.output import console, console_err, print_json
+from kaon.cli.output import confirm, console, console_err, print_json
 from kaon.cli.remote import Json, Key, Url, connect, when
 
 jobs_app = typer.Typer(help="Training and tuning jobs on the platform's workers.\n\n"
@@ -333,8 +333,8 @@ def deployments_delete(
 
     Example: kaon deployments delete digits --yes
     """
-    if not yes and not typer.confirm(f"Delete deployment {name}?"):
-        raise typer.Abort()
+    if not yes:
+        confirm(f"Delete deployment {name}?")
     with connect(url, key) as client:
         client.delete_deployment(name)
     print_json({"deleted": name}) if json_ else console.print(f"Deleted deployment {name}.")
