@@ -125,9 +125,16 @@ def tune(
             raise ConfigError(f"Invalid tune options: {_problems(exc)}.",
                               hint="See `kaon tune --help`.") from None
         if choice.path is not None and not json_:
-            console_err.print(f"Importing {choice.path} as dataset [bold]{choice.name}[/] …",
-                              highlight=False)
-        choice.prepare(cfg.workspace)
+            console_err.print(f"Reading {choice.path} …", highlight=False)
+        name, imported = choice.prepare(cfg.workspace)
+        if choice.path is not None and not json_:
+            console_err.print(
+                f"Imported it as dataset [bold]{name}[/]" + (
+                    f" ({choice.name} holds an earlier import of other images)"
+                    if name != choice.name else "") if imported else
+                f"Its images are those of dataset [bold]{name}[/], imported before",
+                highlight=False)
+        cfg = cfg.model_copy(update={"dataset": name})
         result = run_tune(cfg, progress=not json_)
     if json_:
         print_json(result.to_dict())

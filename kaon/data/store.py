@@ -76,6 +76,18 @@ def import_dataset(path: Path | str | Sequence[Path | str], name: str, format: s
     if target.exists() and not overwrite:
         raise _taken(name)
     splits, class_names, fmt, paths = read_any(path, format, label_column, size)
+    return save_read(name, splits, class_names, fmt, paths, overwrite=overwrite,
+                     workspace=workspace, source=source, admit=admit)
+
+
+def save_read(name: str, splits: dict[str, Split], class_names: list[str], fmt: str,
+              paths: list[Path], *, overwrite: bool = False,
+              workspace: str = DEFAULT_WORKSPACE, source: str | None = None,
+              admit: Callable[[int], None] | None = None) -> Dataset:
+    """Save what :func:`read_any` read as the imported dataset ``name`` (the second half of
+    :func:`import_dataset`, for a caller that looked at the data first)."""
+    validate_name(name)
+    target = datasets_root(workspace) / name
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = source or ", ".join(str(p.resolve()) for p in paths)
     dataset = Dataset(name, splits, class_names, source=source,

@@ -4,9 +4,11 @@ A ``--data`` value that names a dataset (imported, or in the catalog) is that da
 else that is an existing file or folder is imported the way ``kaon data import`` does, under a
 name taken from the path (``./xrays`` → ``xrays``; ``xrays-2`` when ``xrays`` is taken by
 another source or is a catalog name), and the search runs on that name, so ``--resume`` and the
-registered model's lineage refer to the imported copy. Tuning the same path again re-imports it
-under the same name. The reader's checks (no images, one class, mixed sizes without ``--size``)
-run before any search work.
+registered model's lineage refer to the imported copy. Tuning the same path again reuses its
+import when the images are the same (same files, same ``--size``); when they differ, they are
+imported under the next free name, so the models and studies made from the earlier import keep
+their data. The reader's checks (no images, one class, mixed sizes without ``--size``) run
+before any search work.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaon.data import catalog, store
+from kaon.data.dataset import Dataset
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from kaon.names import is_valid_name
@@ -32,12 +35,18 @@ class DataChoice:
     path: Path | None = None
     size: tuple[int, int] | None = None
 
-    def prepare(self, workspace: str = DEFAULT_WORKSPACE) -> str:
-        """Import ``path`` (if any) and return the dataset name to tune."""
-        if self.path is not None:
-            store.import_dataset(self.path, self.name, size=self.size, overwrite=True,
-                                 workspace=workspace)
-        return self.name
+    def prepare(self, workspace: str = DEFAULT_WORKSPACE) -> tuple[str, bool]:
+        """Import ``path`` (if any): the dataset name to tune, and whether it was imported
+        now (False: a dataset name, or an earlier import of the same images)."""
+        if self.path is None:
+            return self.name, False
+        splits, class_names, fmt, paths = store.read_any(self.path, size=self.size)
+        digest = Dataset(self.name, splits, class_names).content_hash()
+        name, same = _place(self.path, workspace, digest)
+        if not same:
+            store.save_read(name, splits, class_names, fmt, paths, overwrite=True,
+                            workspace=workspace)
+        return name, not same
 
 
 def dataset_for(data: str, size: tuple[int, int] | None = None,
@@ -78,6 +87,26 @@ def import_name(path: Path, workspace: str = DEFAULT_WORKSPACE) -> str:
                              "--name NAME`, then `kaon tune --data NAME`.")
 
 
+def _place(path: Path, workspace: str, digest: str) -> tuple[str, bool]:
+    """Where the images of ``path`` (hashing to ``digest``) go: (name, True) for an earlier
+    import of the same images, else (the first free name, False)."""
+    resolved = path.resolve()
+    base = slug(resolved.stem if resolved.is_file() else resolved.name)
+    root = store.datasets_root(workspace)
+    for i in range(1, TRIES + 1):
+        name = base if i == 1 else f"{base}-{i}"
+        if catalog.find(name) is not None:
+            continue
+        folder = root / name
+        if not folder.exists():
+            return name, False
+        if _source(folder) == str(resolved) and _meta(folder).get("content_hash") == digest:
+            return name, True
+    raise ConflictError(f"Datasets {base}, {base}-2 … {base}-{TRIES} are all taken.",
+                        hint=f"Import it under a name of your own: `kaon data import {path} "
+                             "--name NAME`, then `kaon tune --data NAME`.")
+
+
 def slug(text: str) -> str:
     """A dataset name made of ``text``: lower case, other characters as '-'."""
     name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:NAME_CHARS].strip("-._")
@@ -90,7 +119,12 @@ def _known(name: str, workspace: str) -> bool:
 
 
 def _source(folder: Path) -> str | None:
+    source = _meta(folder).get("source")
+    return None if source is None else str(source)
+
+
+def _meta(folder: Path) -> dict[str, object]:
     try:
-        return str(store.read_meta(folder).get("source"))
+        return store.read_meta(folder)
     except DataError:
-        return None
+        return {}

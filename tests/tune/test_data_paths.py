@@ -186,7 +186,31 @@ def test_the_import_note_goes_to_stderr_not_stdout(tmp_path: Path) -> None:
     result = runner.invoke(app, ["tune", "--data", str(small_npz(tmp_path / "scans.npz")),
                                  "--time", "1s"])
     assert isinstance(result.exception, ConfigError)
-    assert "Importing" in result.stderr and "Importing" not in result.stdout
+    assert "Imported it as dataset scans" in result.stderr and "Imported" not in result.stdout
+
+
+def test_the_same_images_are_imported_once_and_other_images_get_a_name_of_their_own(
+        tmp_path: Path) -> None:
+    """Tuning a folder again reuses its import when the images are the same; with another
+    --size (or other files) they are imported as pets-2, and pets, which earlier models and
+    studies were made from, is left as it was (before, it was replaced)."""
+    folder = write_image_folder(tmp_path / "pets", {"cat": 6, "dog": 6})
+
+    def tune_pets(size: str) -> str:
+        result = runner.invoke(app, ["tune", "--data", str(folder), "--size", size,
+                                     "--time", "1s"])  # imports, then refuses the budget
+        assert isinstance(result.exception, ConfigError), result.output
+        return result.stderr
+
+    assert "Imported it as dataset pets" in tune_pets("8x8")
+    first = load_dataset("pets")
+    assert "images are those of dataset pets, imported before" in tune_pets("8x8")
+    assert "Imported it as dataset pets-2 (pets holds an earlier import" in tune_pets("6x6")
+    assert imported() == ["pets", "pets-2"]
+    assert load_dataset("pets").content_hash() == first.content_hash()
+    assert load_dataset("pets").shape[1:] == (8, 8)
+    assert load_dataset("pets-2").shape[1:] == (6, 6)
+    assert "images are those of dataset pets-2" in tune_pets("6x6")
 
 
 def test_a_test_split_too_small_warns_before_the_search_and_in_the_json(
