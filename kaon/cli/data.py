@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kaon.cli.output import console, print_json
+from kaon.cli.output import confirm, console, print_json
 from kaon.data import delete_dataset, import_dataset, list_datasets, load_dataset
 from kaon.data.dataset import Dataset
 from kaon.errors import ConfigError
@@ -123,12 +123,18 @@ def import_cmd(
 @app.command("delete")
 def delete_cmd(
     name: str = typer.Argument(..., help="An imported dataset (catalog ones cannot be deleted)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Delete an imported dataset from KAON_HOME/datasets (runs and models keep their data hash).
 
-    Example: kaon data delete chest-xrays
+    Example: kaon data delete chest-xrays --yes
     """
+    from kaon.data.store import imported_folder
+
+    imported_folder(name)  # an unknown or catalog dataset: refused before the question
+    if not yes:
+        confirm(f"Delete dataset {name}?")
     delete_dataset(name)
     if as_json:
         print_json({"deleted": name})

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kaon.cli.output import console, print_json
+from kaon.cli.output import confirm, console, print_json
 from kaon.cli.remote import Json, Key, Url, connect
 
 app = typer.Typer(help="Datasets of your platform workspace, for its jobs and tuning "
@@ -89,6 +89,8 @@ def list_(url: Url = None, key: Key = None, json_: Json = False) -> None:
 @app.command("delete")
 def delete(
     name: Annotated[str, typer.Argument(help="A dataset of this workspace.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
     url: Url = None, key: Key = None, json_: Json = False,
 ) -> None:
     """Delete one of the workspace's datasets (the catalog's cannot be deleted). Needs the
@@ -96,8 +98,10 @@ def delete(
 
     Example:
 
-        kaon datasets delete chest-xrays
+        kaon datasets delete chest-xrays --yes
     """
+    if not yes:
+        confirm(f"Delete dataset {name} of the workspace?")
     with connect(url, key) as client:
         client.delete_dataset(name)
     if json_:

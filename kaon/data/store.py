@@ -310,6 +310,15 @@ def load_imported(folder: Path) -> Dataset:
 
 def delete_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
     """Remove an imported dataset of ``workspace`` (a catalog dataset cannot be deleted)."""
+    folder = imported_folder(name, workspace)
+    trash = Path(tempfile.mkdtemp(prefix=f".{name}.deleted.", dir=folder.parent))
+    os.replace(folder, trash)  # one rename onto the empty folder: never half a dataset left
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def imported_folder(name: str, workspace: str = DEFAULT_WORKSPACE) -> Path:
+    """The folder of ``workspace``'s imported dataset ``name``; NotFoundError (which says
+    when it is a catalog dataset, read-only) if there is none."""
     validate_name(name)
     folder = datasets_root(workspace) / name
     if not (folder / META_FILE).is_file():
@@ -318,9 +327,7 @@ def delete_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
         raise NotFoundError(f"No dataset {name!r} of this workspace to delete{where}.",
                             hint="List them with `kaon data list` (this machine) or "
                                  "`kaon datasets list` (the platform).")
-    trash = Path(tempfile.mkdtemp(prefix=f".{name}.deleted.", dir=folder.parent))
-    os.replace(folder, trash)  # one rename onto the empty folder: never half a dataset left
-    shutil.rmtree(trash, ignore_errors=True)
+    return folder
 
 
 def list_imported(workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:

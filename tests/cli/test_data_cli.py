@@ -97,12 +97,14 @@ def test_import_rejects_an_unsafe_name(tmp_path: Path) -> None:
 def test_delete_removes_an_import_and_refuses_the_catalog(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "shapes", {"circle": 2, "square": 1})
     assert runner.invoke(data_cli.app, ["import", str(root), "--name", "shapes"]).exit_code == 0
-    result = runner.invoke(data_cli.app, ["delete", "shapes", "--json"])
-    assert result.exit_code == 0 and _json(result.output) == {"deleted": "shapes"}
+    kept = runner.invoke(data_cli.app, ["delete", "shapes", "--json"], input="n\n")
+    assert kept.exit_code == 1 and (get_settings().datasets_dir / "shapes").exists()
+    result = runner.invoke(data_cli.app, ["delete", "shapes", "--json"], input="y\n")
+    assert result.exit_code == 0 and _json(result.stdout) == {"deleted": "shapes"}
     assert not (get_settings().datasets_dir / "shapes").exists()
-    again = runner.invoke(data_cli.app, ["delete", "shapes"])
+    again = runner.invoke(data_cli.app, ["delete", "shapes", "--yes"])
     assert isinstance(again.exception, NotFoundError)
-    catalog = runner.invoke(data_cli.app, ["delete", "mnist"])
+    catalog = runner.invoke(data_cli.app, ["delete", "mnist"])  # refused before asking
     assert isinstance(catalog.exception, NotFoundError) and "read-only" in str(catalog.exception)
 
 

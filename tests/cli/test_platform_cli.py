@@ -308,8 +308,8 @@ def test_datasets_upload_list_delete(logged_in: Platform, tmp_path: Path) -> Non
         npz.write_bytes(dataset_npz(folder))
         assert client.upload_dataset("cli-pets-file", npz)["splits"] == {"train": 7}
         client.delete_dataset("cli-pets-file")
-    assert kaon_json("datasets", "delete", "cli-pets") == {"deleted": "cli-pets"}
-    assert isinstance(kaon("datasets", "delete", "cli-pets").exception, NotFoundError)
+    assert kaon_json("datasets", "delete", "cli-pets", "--yes") == {"deleted": "cli-pets"}
+    assert isinstance(kaon("datasets", "delete", "cli-pets", "--yes").exception, NotFoundError)
 
 
 @pytest.mark.slow
