@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from kaon.cli.choices import Role, Scope
 from kaon.cli.output import confirm, console, console_err, print_json
 from kaon.cli.remote import (
     DEFAULT_URL,
@@ -109,9 +110,9 @@ def whoami(url: Url = None, key: Key = None, json_: Json = False) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name to recognise the key by, e.g. ci.")],
-    scope: Annotated[list[str] | None, typer.Option(
-        "--scope", "-s", help="inference, train, deploy, read or admin (repeatable; "
-                              "default: inference).")] = None,
+    scope: Annotated[list[Scope] | None, typer.Option(
+        "--scope", "-s", help="What the key may do (repeatable; default: inference).")
+    ] = None,
     url: Url = None, key: Key = None, json_: Json = False,
 ) -> None:
     """Create an API key for yourself; its secret is printed this once.
@@ -123,7 +124,7 @@ def keys_create(
         kaon keys create reader --scope read --json
     """
     with connect(url, key) as client:
-        made = client.create_key(name, scope or ["inference"])
+        made = client.create_key(name, [s.value for s in scope or [Scope.inference]])
     if json_:
         print_json(made)
         return
@@ -195,8 +196,8 @@ def members_list(url: Url = None, key: Key = None, json_: Json = False) -> None:
 @members_app.command("add")
 def members_add(
     email: Annotated[str, typer.Argument(help="The new member's e-mail address.")],
-    role: Annotated[str, typer.Option("--role", help="owner, admin, member or viewer.")
-                    ] = "member",
+    role: Annotated[Role, typer.Option("--role", help="What the member may do.")
+                    ] = Role.member,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
     url: Url = None, key: Key = None, json_: Json = False,
 ) -> None:
@@ -205,7 +206,7 @@ def members_add(
     Example: kaon members add ada@example.com --role admin
     """
     with connect(url, key) as client:
-        made = client.add_member(email, role, name)
+        made = client.add_member(email, role.value, name)
     if json_:
         print_json(made)
         return

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from kaon.cli.choices import JobKind, JobState
 from kaon.cli.output import confirm, console, console_err, print_json
 from kaon.cli.remote import Json, Key, Url, connect, when
 
@@ -70,7 +71,8 @@ def _job_detail(job: dict[str, Any]) -> Table:
 def jobs_submit(
     spec: Annotated[Path, typer.Argument(help="A training spec (YAML), or a tuning request "
                                               "with --kind tune.")],
-    kind: Annotated[str, typer.Option("--kind", help="train or tune.")] = "train",
+    kind: Annotated[JobKind, typer.Option("--kind", help="A training or a tuning job.")
+                    ] = JobKind.train,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10,
                                               help="Tries before the job fails.")] = 3,
     url: Url = None, key: Key = None, json_: Json = False,
@@ -85,7 +87,7 @@ def jobs_submit(
         kaon jobs submit examples/mnist_mlp.yaml --max-attempts 1 --json
     """
     with connect(url, key) as client:
-        job = client.submit_job(spec, kind=kind, max_attempts=max_attempts)
+        job = client.submit_job(spec, kind=kind.value, max_attempts=max_attempts)
     if json_:
         print_json(job)
     else:
@@ -95,8 +97,8 @@ def jobs_submit(
 
 @jobs_app.command("list")
 def jobs_list(
-    state: Annotated[str | None, typer.Option(
-        "--state", help="queued, running, succeeded, failed or cancelled.")] = None,
+    state: Annotated[JobState | None, typer.Option(
+        "--state", help="Only the jobs in this state.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
     url: Url = None, key: Key = None, json_: Json = False,
 ) -> None:
@@ -109,7 +111,7 @@ def jobs_list(
         kaon jobs list --state running --json
     """
     with connect(url, key) as client:
-        rows = client.jobs(state, limit)
+        rows = client.jobs(state.value if state else None, limit)
     if json_:
         print_json(rows)
         return
