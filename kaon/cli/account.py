@@ -25,6 +25,7 @@ from kaon.cli.remote import (
     when,
 )
 from kaon.errors import ConfigError, NotFoundError
+from kaon.platform.errors import AuthError
 
 if TYPE_CHECKING:
     from kaon.client import Client
@@ -56,8 +57,18 @@ def login(
     if not key:
         key = typer.prompt("API key", hide_input=True)
     url = url.rstrip("/")
-    with connect(url, key) as client:
-        me = client.me()
+    try:
+        with connect(url, key) as client:
+            me = client.me()
+    except AuthError as exc:
+        raise AuthError(f"{url} refused this key: {exc.message}",
+                        hint="Copy the key again (as `kaon up` or `kaon keys create` printed "
+                             "it), or create one with `kaon keys create NAME` where you are "
+                             "logged in.") from None
+    except NotFoundError:
+        raise NotFoundError(f"{url} is not a Kaon platform: it has no /api/v1/me.",
+                            hint="Give the URL `kaon up` printed (a `kaon serve` model server "
+                                 "needs no login).") from None
     path = save_credentials(url, key)
     if json_:
         print_json({"url": url, "credentials": str(path), **me})

@@ -156,7 +156,8 @@ def get_key(session: Session, workspace_id: str, key_id: str,
         query = query.where(ApiKey.user_id == user_id)
     row = session.scalar(query)
     if row is None:
-        raise NotFoundError(f"No API key {key_id!r}.")
+        raise NotFoundError(f"No API key {key_id!r}.",
+                            hint="List them with `kaon keys list` (GET /api/v1/keys).")
     return row
 
 

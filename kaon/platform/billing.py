@@ -293,7 +293,8 @@ def generate_invoice(session: Session, workspace_id: str, period: str,
     if now < end + SETTLE:
         when = (end + SETTLE).strftime("%Y-%m-%d %H:%M UTC")
         raise ConflictError(f"{period} is not over yet; its invoice can be made from {when}.",
-                            hint="GET /api/v1/usage shows the month's running totals.")
+                            hint="`kaon usage` (GET /api/v1/usage) shows the month's running "
+                                 "totals.")
     sub = session.scalar(select(Subscription).where(Subscription.workspace_id == workspace_id))
     if sub is not None:
         _roll(session, sub, now)  # a cancellation that ended a period is in the history first

@@ -19,6 +19,7 @@ from kaon.platform.plans import Plan
 
 MAX_BATCH_SIZE = 4096
 MAX_WAIT_MS = 10_000.0
+_LIST_THEM = "List them with `kaon deployments list` (GET /api/v1/deployments)."
 
 
 def _check_batching(max_batch_size: int, max_wait_ms: float) -> None:
@@ -93,11 +94,11 @@ def list_deployments(session: Session, workspace_id: str) -> list[Deployment]:
 
 def get_deployment(session: Session, workspace_id: str, name: str) -> Deployment:
     if not is_valid_name(name):
-        raise NotFoundError(f"No deployment {str(name)[:80]!r}.")
+        raise NotFoundError(f"No deployment {str(name)[:80]!r}.", hint=_LIST_THEM)
     row = session.scalar(select(Deployment).where(Deployment.workspace_id == workspace_id,
                                                   Deployment.name == name))
     if row is None:
-        raise NotFoundError(f"No deployment {name!r}.")
+        raise NotFoundError(f"No deployment {name!r}.", hint=_LIST_THEM)
     return row
 
 

@@ -136,7 +136,8 @@ def get_job(session: Session, workspace_id: str, job_id: str) -> Job:
     check_id(job_id, "job")
     job = session.scalar(select(Job).where(Job.workspace_id == workspace_id, Job.id == job_id))
     if job is None:
-        raise NotFoundError(f"No job {job_id!r}.")
+        raise NotFoundError(f"No job {job_id!r}.",
+                            hint="List them with `kaon jobs list` (GET /api/v1/jobs).")
     return job
 
 

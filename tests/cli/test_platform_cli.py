@@ -159,6 +159,17 @@ def test_login_with_a_wrong_key_saves_nothing(platform: Platform, kaon_home: Pat
     done = kaon_process("login", "--url", platform.url, "--key",
                         "kaon_0123456789ab_" + "x" * 43)
     assert done.returncode == AuthError.exit_code, done.stderr
+    assert "refused this key" in done.stderr and "kaon keys create" in done.stderr
+    assert "Authorization: Bearer" not in done.stderr  # the API's hint is for HTTP callers
+    assert not (kaon_home / "credentials.json").exists()
+
+
+@pytest.mark.slow
+def test_login_to_a_url_without_the_platform_api_says_so(platform: Platform,
+                                                         kaon_home: Path) -> None:
+    done = kaon_process("login", "--url", platform.url + "/elsewhere", "--key", platform.key)
+    assert done.returncode == NotFoundError.exit_code, done.stderr
+    assert "is not a Kaon platform" in done.stderr and "kaon up" in done.stderr
     assert not (kaon_home / "credentials.json").exists()
 
 
