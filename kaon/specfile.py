@@ -14,7 +14,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Spec file {path} does not exist.",
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"Spec file {path} {what}.",
                           hint="Pass a YAML file such as examples/mnist_mlp.yaml.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -24,3 +24,5 @@ def test_a_spec_file_is_a_utf8_yaml_mapping(tmp_path: Path) -> None:
             read_spec_file(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         read_spec_file(tmp_path / "nowhere.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        read_spec_file(tmp_path)

@@ -33,8 +33,9 @@ def train(
     from kaon.train import train as train_spec
 
     if (spec is None) == (resume is None):
-        raise ConfigError("Give either a spec file or --resume RUN_ID.",
-                          hint="Example: kaon train examples/mnist_mlp.yaml")
+        raise ConfigError("Give a spec file or --resume RUN_ID" + (
+            ", not both: a resumed run keeps its own spec." if spec else "."),
+            hint="Example: kaon train examples/mnist_mlp.yaml")
     progress = not json_
     if resume:
         result = resume_run(resume, progress=progress)

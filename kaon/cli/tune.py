@@ -25,7 +25,8 @@ def tune(
     size: str | None = typer.Option(
         None, "--size", help="With --data PATH: resize folder images to HEIGHTxWIDTH."),
     time_: str | None = typer.Option(
-        None, "--time", help="Wall-clock budget incl. the final retrain [default: 10m]."),
+        None, "--time", help="Wall-clock budget incl. the final retrain, e.g. 90s, 10m or "
+                             "1h30m [default: 10m]."),
     objective: str = typer.Option("accuracy", "--objective", help="accuracy or auc."),
     multi_objective: str | None = typer.Option(
         None, "--multi-objective", help="Also minimise latency or params (Pareto front)."),

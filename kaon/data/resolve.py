@@ -11,6 +11,7 @@ Resolution order for ``load_dataset(name, workspace)``:
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,12 @@ def load_dataset(name: str, workspace: str = DEFAULT_WORKSPACE) -> Dataset:
     entry = catalog.find(name)
     if entry is None:
         known = sorted({*catalog.names(), *(m["name"] for m in store.list_imported(workspace))})
+        close = difflib.get_close_matches(name, known, n=1)
         raise NotFoundError(f"unknown dataset {name!r}: it is neither imported (looked in "
                             f"{imported}) nor in the catalog. Known datasets: {', '.join(known)}",
-                            hint="run `kaon data list`, or import your own data with "
-                                 f"`kaon data import PATH --name {name}`")
+                            hint=(f"did you mean {close[0]!r}? Else " if close else "")
+                            + "run `kaon data list`, or import your own data with "
+                              f"`kaon data import PATH --name {name}`")
     looked = [f"{imported}: not imported"]
     if not settings.data_dirs:
         looked.append("KAON_DATA_PATH: not set")

@@ -26,13 +26,21 @@ TRIAL_SHARE_CV = 0.6
 FOLD_SETUP_SECONDS = 0.5
 
 
+_PART = r"(\d+(?:\.\d+)?)\s*([smh])"
+
+
 def parse_duration(text: str, flag: str = "--time") -> float:
-    """``90s``, ``10m``, ``1.5h`` or plain seconds → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match:
+    """``90s``, ``10m``, ``1.5h``, ``1h30m``, ``2m30s`` or plain seconds → seconds."""
+    plain = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*", text)
+    if plain:
+        return float(plain[1])
+    parts = re.findall(_PART, text)
+    units = [unit for _, unit in parts]
+    if not re.fullmatch(rf"\s*(?:{_PART}\s*)+", text) or len(set(units)) != len(units) \
+            or units != sorted(units, key="hms".index):
         raise ConfigError(f"{flag} {text!r} is not a duration.",
-                          hint="Use e.g. 90s, 10m or 1h.")
-    return float(match[1]) * _UNITS[match[2] or "s"]
+                          hint="Use e.g. 90s, 10m, 1h or 1h30m.")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
 @dataclass(frozen=True)

@@ -35,3 +35,11 @@ def test_a_bad_database_url_is_a_config_error(kaon_home: Path) -> None:
     assert done.returncode == ConfigError.exit_code, done.stderr
     assert "The database URL 'bogus' is not valid" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_train_with_a_spec_and_resume_says_not_both(tmp_path: Path, kaon_home: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\n")
+    done = _kaon("train", str(spec), "--resume", "run-0123")
+    assert done.returncode == ConfigError.exit_code, done.stderr
+    assert "not both" in done.stderr

@@ -99,6 +99,13 @@ def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(NotFoundError, match="unknown dataset 'cifar-100'") as info:
         load_dataset("cifar-100")
     assert "fashion-mnist" in info.value.message and "breastmnist" in info.value.message
+    assert "did you mean" not in (info.value.hint or "")  # nothing close
+
+
+def test_a_misspelt_name_gets_the_close_one_in_the_hint() -> None:
+    with pytest.raises(NotFoundError) as info:
+        load_dataset("mnst")
+    assert (info.value.hint or "").startswith("did you mean 'mnist'?")
 
 
 def test_path_like_names_are_rejected_before_any_lookup() -> None:

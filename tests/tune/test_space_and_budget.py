@@ -22,14 +22,17 @@ from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
 from kaon.tune.study import TuneConfig, adapt, check_trial_time, cv_sizes, trial_cap
 
 
-@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45)])
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45),
+                                          ("1h30m", 5400), ("2m 30s", 150)])
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-def test_a_bad_duration_is_named() -> None:
-    with pytest.raises(ConfigError, match="ten minutes"):
-        parse_duration("ten minutes")
+@pytest.mark.parametrize("text", ["ten minutes", "30m1h", "1m1m", "1x", ""])
+def test_a_bad_duration_is_named(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a duration") as refused:
+        parse_duration(text)
+    assert repr(text) in refused.value.message and "1h30m" in (refused.value.hint or "")
 
 
 def test_every_sampled_configuration_is_a_valid_training_spec() -> None:
