@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaon.db.engine import session_scope
-from kaon.errors import KaonError, NotFoundError
+from kaon.errors import KaonError, NotFoundError, UnavailableError
 from kaon.platform import billing, quota
 from kaon.platform.api.app import DATABASE_BUSY, error_response
 from kaon.platform.auth import Principal, authenticate, require
@@ -283,7 +283,8 @@ class _Guard:
       reading, the sender, over TCP) rather than refusing it.
     - Every :data:`RECHECK_S` the key, scope, deployment, plan and quota are checked again: a
       revoked key, a plan without streams or a used-up hard cap closes the stream (1008,
-      the reason in the close frame).
+      the reason in the close frame). A database that cannot answer closes nothing: the
+      check is asked again a second later.
     - Each result frame is metered (one ``stream_frames`` event, which draws on the included
       inference requests) before it goes out; when usage cannot be recorded the stream
       closes with 1011, as an HTTP request would get a 503.
@@ -308,10 +309,12 @@ class _Guard:
             try:
                 _, self.plan, _ = await self.gateway._admit_stream(self.auth, self.deployment,
                                                                    opening=False)
-            except (KaonError, OperationalError) as exc:
-                problem = exc.message if isinstance(exc, KaonError) else DATABASE_BUSY.message
-                return await self._end(1008, problem)
-            self.checked_at = time.monotonic()
+            except (OperationalError, UnavailableError):  # the database, not the stream:
+                self.checked_at = time.monotonic() - RECHECK_S + 1.0  # go on, ask in 1 s
+            except KaonError as exc:
+                return await self._end(1008, exc.message)
+            else:
+                self.checked_at = time.monotonic()
         key = f"inference:{self.principal.workspace_id}"
         while (wait := self.gateway.limiter.take(key, self.plan.rate_limit_rps,
                                                  self.plan.burst)) > 0:

@@ -169,3 +169,22 @@ def test_a_workspace_opens_at_most_its_plans_max_streams_at_once(
                 time.sleep(0.05)
         else:
             pytest.fail("a closed stream's place was not freed")
+
+
+def test_a_database_that_cannot_answer_a_check_does_not_close_the_stream(
+        secret: str, meter: MeterWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy or unreachable database is the platform's trouble, not the stream's: the check
+    is asked again later, and the frames go on (they are metered by the journal's writer)."""
+    from sqlalchemy.exc import OperationalError
+
+    def busy(workspace_id: str) -> None:
+        raise OperationalError("SELECT plan", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(gateway, "RECHECK_S", 0.0)
+    with _serve(meter) as client, client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+        ws.send_bytes(b"\x00")
+        assert ws.receive_json()["seq"] == 0
+        monkeypatch.setattr(gateway, "_current_plan", busy)
+        for i in range(1, 3):
+            ws.send_bytes(bytes([i]))
+            assert ws.receive_json()["seq"] == i
