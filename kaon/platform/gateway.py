@@ -23,13 +23,14 @@ import hashlib
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -226,7 +227,7 @@ class Gateway:
         if self._streams.get(workspace, 0) >= plan.max_streams:
             await refuse_handshake(websocket, _error(PlanLimitError(
                 f"The {plan.name} plan allows {plan.max_streams} open stream(s) at once, and "
-                f"this workspace has {self._streams[workspace]}.",
+                f"this workspace has {self._streams.get(workspace, 0)}.",
                 hint="Close a stream first, or upgrade the plan."), stream_id))
             return
         self._streams[workspace] = self._streams.get(workspace, 0) + 1
@@ -279,15 +280,20 @@ class _Guard:
     """The client's socket as the replica pool sees it, holding a stream to HTTP's rules.
 
     - Each frame the client sends takes a token from the workspace's bucket, the one its
-      HTTP requests take from; an empty bucket holds the frame back (and, as the relay stops
-      reading, the sender, over TCP) rather than refusing it.
+      HTTP requests take from. When the bucket is empty, a ``block`` stream's frame waits for
+      a token (and, as the relay stops reading, so does the sender, over TCP); a
+      ``drop_oldest`` stream's frame is dropped on arrival, so a fast camera gets the plan's
+      rate with fresh frames instead of a growing backlog. The gateway then numbers the
+      frames as the client sent them: each result's ``seq`` is the client's, and its
+      ``dropped`` and ``dropped_total`` count the frames dropped here with the replica's.
     - Every :data:`RECHECK_S` the key, scope, deployment, plan and quota are checked again: a
       revoked key, a plan without streams or a used-up hard cap closes the stream (1008,
       the reason in the close frame). A database that cannot answer closes nothing: the
       check is asked again a second later.
     - Each result frame is metered (one ``stream_frames`` event, which draws on the included
       inference requests) before it goes out; when usage cannot be recorded the stream
-      closes with 1011, as an HTTP request would get a 503.
+      closes with 1011, as an HTTP request would get a 503. Once the stream is closed, a
+      result still coming from the replica is neither metered nor sent.
     """
 
     def __init__(self, gateway: Gateway, websocket: WebSocket, auth: str | None,
@@ -295,48 +301,98 @@ class _Guard:
         self.gateway, self.websocket, self.auth = gateway, websocket, auth
         self.deployment, self.stream_id = deployment, stream_id
         self.principal, self.plan = principal, plan
+        self.block = websocket.query_params.get("policy") == "block"
         self.checked_at = time.monotonic()
         self.sent = 0
+        self.closed = False
+        self.received = 0  # the client's frames so far: the next one's seq
+        self.relayed: deque[int] = deque()  # the client's seq of each frame relayed, in order
+        self.at_replica = 0  # the replica's seq of the first frame still in ``relayed``
+        self.dropped: list[int] = []  # dropped here since the last result
+        self.dropped_total = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.websocket, name)
 
     async def receive(self) -> Message:
-        message = await self.websocket.receive()
-        if message["type"] != "websocket.receive":
-            return message
-        if time.monotonic() - self.checked_at >= RECHECK_S:
-            try:
-                _, self.plan, _ = await self.gateway._admit_stream(self.auth, self.deployment,
-                                                                   opening=False)
-            except (OperationalError, UnavailableError):  # the database, not the stream:
-                self.checked_at = time.monotonic() - RECHECK_S + 1.0  # go on, ask in 1 s
-            except KaonError as exc:
-                return await self._end(1008, exc.message)
-            else:
-                self.checked_at = time.monotonic()
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] != "websocket.receive":
+                return message
+            if time.monotonic() - self.checked_at >= RECHECK_S:
+                try:
+                    _, self.plan, _ = await self.gateway._admit_stream(
+                        self.auth, self.deployment, opening=False)
+                except (SQLAlchemyError, UnavailableError):  # the database, not the stream:
+                    self.checked_at = time.monotonic() - RECHECK_S + 1.0  # go on, ask in 1 s
+                except KaonError as exc:
+                    return await self._end(1008, exc.message)
+                else:
+                    self.checked_at = time.monotonic()
+            seq, self.received = self.received, self.received + 1
+            if await self._token():
+                self.relayed.append(seq)
+                return message
+            self.dropped.append(seq)  # over the plan's rate: dropped on arrival
+            self.dropped_total += 1
+
+    async def _token(self) -> bool:
+        """One token from the workspace's bucket: waited for (``block``), or not (False)."""
         key = f"inference:{self.principal.workspace_id}"
         while (wait := self.gateway.limiter.take(key, self.plan.rate_limit_rps,
                                                  self.plan.burst)) > 0:
+            if not self.block:
+                return False
             await asyncio.sleep(wait)
-        return message
+        return True
 
     async def send_text(self, text: str) -> None:
-        self.sent += 1
-        with contextlib.suppress(ValueError):
-            if "error" not in json.loads(text):
-                try:
-                    await self.gateway.meter.record(
-                        self.principal.workspace_id, "stream_frames", 1,
-                        f"stream:{self.stream_id}:{self.sent}", {"deployment": self.deployment})
-                except KaonError:  # not metered, so not sent: the pool ends the relay
-                    await self._end(1011, "usage could not be recorded; reopen the stream")
-                    raise WebSocketDisconnect(1011) from None
-        await self.websocket.send_text(text)
+        if self.closed:  # closed by a recheck: what the replica still sends goes nowhere
+            raise WebSocketDisconnect(1008)
+        try:
+            result = json.loads(text)
+        except ValueError:
+            result = None
+        if isinstance(result, dict) and "error" not in result:
+            self.sent += 1
+            try:
+                await self.gateway.meter.record(
+                    self.principal.workspace_id, "stream_frames", 1,
+                    f"stream:{self.stream_id}:{self.sent}", {"deployment": self.deployment})
+            except KaonError:  # not metered, so not sent: the pool ends the relay
+                await self._end(1011, "usage could not be recorded; reopen the stream")
+                raise WebSocketDisconnect(1011) from None
+            text = json.dumps(self._renumbered(result))
+        try:
+            await self.websocket.send_text(text)
+        except RuntimeError:  # the client's side is closed already
+            raise WebSocketDisconnect(1006) from None
+
+    def _renumbered(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A replica's result with the client's numbering: its seq, the frames dropped here
+        or at the replica since the last result, and the total dropped."""
+        if not isinstance(result.get("seq"), int):
+            return result
+        dropped = list(self.dropped)
+        self.dropped.clear()
+        at_replica = set(result.get("dropped") or [])
+        mine = None
+        while self.relayed and self.at_replica <= result["seq"]:  # results come in order
+            client = self.relayed.popleft()
+            if self.at_replica == result["seq"]:
+                mine = client
+            elif self.at_replica in at_replica:
+                dropped.append(client)
+            self.at_replica += 1
+        if mine is None:
+            return result
+        total = int(result.get("dropped_total") or 0) + self.dropped_total
+        return {**result, "seq": mine, "dropped": sorted(dropped), "dropped_total": total}
 
     async def _end(self, code: int, reason: str) -> Message:
         """Close the client's side with ``reason`` (cut to a close frame's 123 bytes), and
         what the relay then reads: the client gone, with that code."""
+        self.closed = True
         with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
             await self.websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
         return {"type": "websocket.disconnect", "code": code}

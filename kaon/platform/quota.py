@@ -133,7 +133,9 @@ def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, 
 
 def period_usage(session: Session, workspace_id: str, period: str,
                  plan: Plan) -> dict[str, dict[str, int | None]]:
-    """Per metric: used, included (None: not limited) and overage for the month."""
+    """Per metric: used, included (None: not limited, or, for a metric of
+    :data:`~kaon.platform.plans.SHARES`, drawn from another's) and overage for the month; an
+    allowance's overage counts every metric that draws on it."""
     if not isinstance(period, str):
         raise ConfigError("period must be YYYY-MM.")
     end = parse_period(period)[1]

@@ -9,6 +9,7 @@ the gateway's own rules are timed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -30,7 +31,8 @@ from kaon.platform.workspaces import DEFAULT_WORKSPACE, bootstrap
 
 REPO = Path(__file__).resolve().parents[2]
 CAP = 50  # the test plan's monthly inference requests, which frames draw on
-STREAM = "/d/cam/v1/models/digits/stream"
+STREAM = "/d/cam/v1/models/digits/stream?policy=block"  # every frame answered, in time
+DROPPING = "/d/cam/v1/models/digits/stream"  # drop_oldest, the default
 
 
 class EchoPool:
@@ -50,9 +52,21 @@ class EchoPool:
             return
 
 
+class LatePool(EchoPool):
+    """One whose last result comes after the client's side has closed, as a replica's can."""
+
+    async def forward_ws(self, websocket: WebSocket, path: str, query: str) -> None:
+        await super().forward_ws(websocket, path, query)
+        with contextlib.suppress(WebSocketDisconnect):  # as the pool's relay does
+            await websocket.send_text(json.dumps({"seq": 99}))
+
+
 class Deployments:
+    def __init__(self, pool: type[EchoPool] = EchoPool) -> None:
+        self.kind = pool
+
     def pool(self, workspace_id: str, name: str) -> EchoPool | None:
-        return EchoPool() if (workspace_id, name) == (DEFAULT_WORKSPACE, "cam") else None
+        return self.kind() if (workspace_id, name) == (DEFAULT_WORKSPACE, "cam") else None
 
 
 def _plans(path: Path, rps: float, burst: int) -> Path:
@@ -70,9 +84,9 @@ def _plans(path: Path, rps: float, burst: int) -> Path:
     return path
 
 
-def _serve(meter: MeterWriter) -> TestClient:
+def _serve(meter: MeterWriter, pool: type[EchoPool] = EchoPool) -> TestClient:
     app = FastAPI()
-    app.include_router(gateway.Gateway(Deployments(), meter, cache_s=0.0).router())
+    app.include_router(gateway.Gateway(Deployments(pool), meter, cache_s=0.0).router())
     return TestClient(app)
 
 
@@ -98,7 +112,7 @@ def _headers(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def test_each_frame_takes_a_token_from_the_workspaces_bucket(
+def test_each_frame_of_a_block_stream_waits_for_a_token_from_the_workspaces_bucket(
         secret: str, meter: MeterWriter, sqlite_db: Session) -> None:
     """10 frames a second, a burst of 3 (one taken by the opening): 8 frames take at least
     0.5 s, however fast they are sent (before, a stream took one token in all)."""
@@ -112,6 +126,28 @@ def test_each_frame_takes_a_token_from_the_workspaces_bucket(
     assert elapsed >= 0.5, f"8 frames went through in {elapsed:.3f} s: not paced"
     sqlite_db.expire_all()
     assert metering.usage(sqlite_db, DEFAULT_WORKSPACE, period_of(utcnow()))["stream_frames"] == 8
+
+
+def test_a_drop_oldest_stream_drops_frames_over_the_rate_and_reports_them_in_its_numbering(
+        secret: str, meter: MeterWriter) -> None:
+    """Over the plan's rate a drop_oldest stream's frames are dropped on arrival, not queued
+    (its latency stays that of one frame); results carry the client's own frame numbers,
+    and every frame is either answered or reported dropped."""
+    answered: list[int] = []
+    reported: list[int] = []
+    with _serve(meter) as client, \
+            client.websocket_connect(DROPPING, headers=_headers(secret)) as ws:
+        for i in range(8):  # the bucket holds 2 tokens: most of these are over the rate
+            ws.send_bytes(bytes([i]))
+        time.sleep(0.35)  # the bucket refills
+        ws.send_bytes(b"\x08")
+        while 8 not in answered:
+            result = ws.receive_json()
+            answered.append(result["seq"])
+            reported += result["dropped"]
+    assert answered == sorted(answered) and answered[:2] == [0, 1]
+    assert len(reported) >= 3 and sorted(answered + reported) == list(range(9))
+    assert result["dropped_total"] == len(reported)
 
 
 @pytest.mark.parametrize("change", ["revoke the key", "use up the quota"])
@@ -135,6 +171,25 @@ def test_a_stream_is_closed_at_its_next_check_once_it_may_not_go_on(
     assert closed.value.code == 1008
     assert ("revoked" if change == "revoke the key" else "quota is used up") in \
         closed.value.reason
+
+
+def test_a_result_after_the_stream_was_closed_is_neither_metered_nor_sent(
+        secret: str, meter: MeterWriter, sqlite_db: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway, "RECHECK_S", 0.0)
+    with _serve(meter, LatePool) as client, \
+            client.websocket_connect(STREAM, headers=_headers(secret)) as ws:
+        ws.send_bytes(b"\x00")
+        assert ws.receive_json()["seq"] == 0
+        key = auth.authenticate(sqlite_db, f"Bearer {secret}")
+        assert key.key_id is not None
+        auth.revoke_key(sqlite_db, DEFAULT_WORKSPACE, key.key_id)
+        sqlite_db.commit()
+        ws.send_bytes(b"\x01")
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
+    sqlite_db.expire_all()
+    assert metering.usage(sqlite_db, DEFAULT_WORKSPACE, period_of(utcnow()))["stream_frames"] == 1
 
 
 def test_a_frame_whose_usage_cannot_be_recorded_is_not_sent(secret: str) -> None:
