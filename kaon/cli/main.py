@@ -80,10 +80,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KaonError as exc:
-        console_err.print(Text.assemble(("Error: ", "bold red"), exc.message), soft_wrap=True)
-        if exc.hint:
-            console_err.print(Text.assemble(("Hint: ", "yellow"), exc.hint), soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(exc)
     except KeyboardInterrupt:
         console_err.print("[yellow]Interrupted.[/]")
         sys.exit(130)
@@ -97,7 +94,20 @@ def main() -> None:
                                                                int):
             exc.show()
             sys.exit(exc.exit_code)
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):  # the database is down or unreachable
+            from kaon.db.engine import unreachable
+
+            _fail(unreachable(exc))
         raise
+
+
+def _fail(exc: KaonError) -> None:
+    console_err.print(Text.assemble(("Error: ", "bold red"), exc.message), soft_wrap=True)
+    if exc.hint:
+        console_err.print(Text.assemble(("Hint: ", "yellow"), exc.hint), soft_wrap=True)
+    sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def _shown(url: str) -> str:
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     """The engine for ``url``, at the schema's head; a URL that cannot be used is a
-    ConfigError, a database that cannot be reached an UnavailableError (not a traceback)."""
+    ConfigError. A database that cannot be reached stays SQLAlchemy's OperationalError: the
+    servers answer it with a 503 that names nothing of the database, and the CLI turns it
+    into :func:`unreachable`'s message."""
     try:
         return _connect(url)
     except ArgumentError as exc:
@@ -65,15 +67,20 @@ def _engine_for(url: str) -> Engine:
                           hint="Set KAON_DATABASE_URL to e.g. postgresql+psycopg://user@host/db "
                                "or sqlite:////abs/path.db, or unset it to use KAON_HOME's "
                                "kaon.db.") from None
-    except OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise UnavailableError(f"Cannot reach the database {_shown(url)}: {reason}",
-                               hint="Start the database, or point KAON_DATABASE_URL at one "
-                                    "that runs.") from None
     except OSError as exc:
         raise ConfigError(f"Cannot create the database {_shown(url)}: {exc.strerror} "
                           f"({exc.filename})",
                           hint="Set KAON_HOME to a folder Kaon may write in.") from None
+
+
+def unreachable(exc: OperationalError) -> UnavailableError:
+    """What the CLI says of a database it cannot reach (the URL without its password)."""
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    hint = ("Another Kaon process holds it (a migration, a long write): retry in a moment."
+            if "locked" in reason else
+            "Start the database, or point KAON_DATABASE_URL at one that runs.")
+    return UnavailableError(f"Cannot reach the database {_shown(get_settings().db_url)}: "
+                            f"{reason}", hint=hint)
 
 
 def _connect(url: str) -> Engine:
