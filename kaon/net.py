@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -27,5 +28,5 @@ def check_port(host: str, port: int) -> None:
     except OSError as exc:
         raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.",
                           hint="Another process holds the port: stop it, or choose another "
-                               "--port." if exc.errno == 98 else
+                               "--port." if exc.errno == errno.EADDRINUSE else
                                "Check --host; 127.0.0.1 or 0.0.0.0 work everywhere.") from None

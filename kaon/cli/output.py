@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -27,9 +28,12 @@ def confirm(question: str) -> None:
 
     try:
         ok = typer.confirm(question, err=True)
-    except typer.Abort:  # EOF: nobody there to answer
-        raise ConfigError(f"{question} was not answered: stdin ended.",
-                          hint="Pass --yes to go ahead without the question.") from None
+    except typer.Abort:  # Ctrl-C or Ctrl-D at a terminal; else stdin ended: nobody there
+        if sys.stdin.isatty():
+            ok = False
+        else:
+            raise ConfigError(f"{question} was not answered: stdin ended.",
+                              hint="Pass --yes to go ahead without the question.") from None
     if not ok:
         console_err.print("Cancelled; nothing was changed.")
         raise typer.Exit(1)
