@@ -14,6 +14,7 @@ before any search work.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,39 +73,41 @@ def dataset_for(data: str, size: tuple[int, int] | None = None,
 
 def import_name(path: Path, workspace: str = DEFAULT_WORKSPACE) -> str:
     """The name ``path`` is imported as: its own earlier import's, else the first free one."""
-    resolved = path.resolve()
-    base = slug(resolved.stem if resolved.is_file() else resolved.name)
-    root = store.datasets_root(workspace)
-    for i in range(1, TRIES + 1):
-        name = base if i == 1 else f"{base}-{i}"
-        if catalog.find(name) is not None:
-            continue
-        folder = root / name
-        if not folder.exists() or _source(folder) == str(resolved):
+    for name, folder in _candidates(path, workspace):
+        if not folder.exists() or _source(folder) == str(path.resolve()):
             return name
-    raise ConflictError(f"Datasets {base}, {base}-2 … {base}-{TRIES} are all taken.",
-                        hint=f"Import it under a name of your own: `kaon data import {path} "
-                             "--name NAME`, then `kaon tune --data NAME`.")
+    raise _all_taken(path)
 
 
 def _place(path: Path, workspace: str, digest: str) -> tuple[str, bool]:
     """Where the images of ``path`` (hashing to ``digest``) go: (name, True) for an earlier
     import of the same images, else (the first free name, False)."""
+    for name, folder in _candidates(path, workspace):
+        if not folder.exists():
+            return name, False
+        if _source(folder) == str(path.resolve()) and _meta(folder).get("content_hash") == digest:
+            return name, True
+    raise _all_taken(path)
+
+
+def _candidates(path: Path, workspace: str) -> Iterator[tuple[str, Path]]:
+    """The names ``path`` may be imported as, in order (``x``, ``x-2`` …, never a catalog
+    dataset's), with their folders."""
     resolved = path.resolve()
     base = slug(resolved.stem if resolved.is_file() else resolved.name)
     root = store.datasets_root(workspace)
     for i in range(1, TRIES + 1):
         name = base if i == 1 else f"{base}-{i}"
-        if catalog.find(name) is not None:
-            continue
-        folder = root / name
-        if not folder.exists():
-            return name, False
-        if _source(folder) == str(resolved) and _meta(folder).get("content_hash") == digest:
-            return name, True
-    raise ConflictError(f"Datasets {base}, {base}-2 … {base}-{TRIES} are all taken.",
-                        hint=f"Import it under a name of your own: `kaon data import {path} "
-                             "--name NAME`, then `kaon tune --data NAME`.")
+        if catalog.find(name) is None:
+            yield name, root / name
+
+
+def _all_taken(path: Path) -> ConflictError:
+    resolved = path.resolve()
+    base = slug(resolved.stem if resolved.is_file() else resolved.name)
+    return ConflictError(f"Datasets {base}, {base}-2 … {base}-{TRIES} are all taken.",
+                         hint=f"Import it under a name of your own: `kaon data import {path} "
+                              "--name NAME`, then `kaon tune --data NAME`.")
 
 
 def slug(text: str) -> str:
