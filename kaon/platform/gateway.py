@@ -329,6 +329,8 @@ class _Guard:
                     return await self._end(1008, exc.message)
                 else:
                     self.checked_at = time.monotonic()
+            if message.get("bytes") is None:  # text: a close request, or garbage the
+                return message  # replica answers; not a frame, not numbered
             seq, self.received = self.received, self.received + 1
             if await self._token():
                 self.relayed.append(seq)

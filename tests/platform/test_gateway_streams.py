@@ -9,6 +9,7 @@ the gateway's own rules are timed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -50,6 +51,22 @@ class EchoPool:
                 seq += 1
         except WebSocketDisconnect:  # the pool's relay ends quietly, as here
             return
+
+
+class ClosingPool(EchoPool):
+    """One that ends the stream when the client asks ({"type": "close"}), as a replica does."""
+
+    async def forward_ws(self, websocket: WebSocket, path: str, query: str) -> None:
+        await websocket.accept()
+        while True:
+            try:
+                message = await asyncio.wait_for(websocket.receive(), 2.0)
+            except asyncio.TimeoutError:  # the request never came: say so (no hang)
+                await websocket.close(4000)
+                return
+            if message["type"] == "websocket.disconnect" or message.get("text"):
+                await websocket.close(1000)
+                return
 
 
 class LatePool(EchoPool):
@@ -243,3 +260,17 @@ def test_a_database_that_cannot_answer_a_check_does_not_close_the_stream(
         for i in range(1, 3):
             ws.send_bytes(bytes([i]))
             assert ws.receive_json()["seq"] == i
+
+
+def test_a_close_request_reaches_the_replica_even_over_the_rate(
+        secret: str, meter: MeterWriter) -> None:
+    """Only binary frames are paced or dropped: a client's {"type": "close"} sent when its
+    bucket is empty still ends the stream (before the fix it was dropped as a frame)."""
+    with _serve(meter, ClosingPool) as client, \
+            client.websocket_connect(DROPPING, headers=_headers(secret)) as ws:
+        for i in range(6):  # empties the bucket (2 tokens after the opening)
+            ws.send_bytes(bytes([i]))
+        ws.send_text('{"type": "close"}')
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1000
