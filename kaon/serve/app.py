@@ -7,6 +7,7 @@ Routes: Kaon's JSON predict (``/v1/models/{name}/predict``), the Open Inference 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
@@ -33,6 +34,8 @@ from kaon.serve.protocols import kaon_json, stream, v2
 from kaon.serve.runtime import Runtime
 from kaon.serve.service import Service
 from kaon.serve.service import router as service_router
+
+log = logging.getLogger("kaon.serve")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -85,10 +88,18 @@ class UntilReady:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not self.state["ready"]:
             error = self.state["error"]
-            detail = f"setup() failed: {error}" if error else "setup() runs"
-            response = JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
-                "error": "UnavailableError", "message": f"The service is not ready: {detail}.",
-                "hint": "Poll /readyz until it answers 200."})
+            if error is None:
+                response = JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
+                    "error": "UnavailableError",
+                    "message": "The service is not ready: setup() runs.",
+                    "hint": "Poll /readyz until it answers 200."})
+            else:  # for good: no Retry-After
+                response = JSONResponse(status_code=503, content={
+                    "error": "UnavailableError",
+                    "message": f"The service is not ready: setup() failed: "
+                               f"{type(error).__name__}.",
+                    "hint": "It will not become ready: the server's log has the traceback; "
+                            "restart it once fixed."})
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -146,7 +157,9 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
             freeze_heap()
             state["ready"] = True
         except Exception as exc:
-            state["error"] = exc
+            state["error"] = exc  # /readyz and every POST answer 503 with it from now on
+            log.error("setup() of %s failed; the service stays not ready (restart it once "
+                      "fixed)", type(service).__name__, exc_info=exc)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -165,7 +178,7 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
 
     app = _base_app(f"Kaon service {type(service).__name__}", lifespan, metrics, max_body,
                     readiness, lambda: sum(b.depth for b in batchers),
-                    fast_path=Middleware(UntilReady, state=state))
+                    fast_path=Middleware(UntilReady, state=state), user_code=True)
     app.include_router(routes)
     return app
 
@@ -186,16 +199,58 @@ def error_response(exc: KaonError, metrics: ServerMetrics, v2: bool = False) -> 
 _UNPARSED = "There was an error parsing the body"  # FastAPI's 400, any cause
 
 
+class CatchAll:
+    """An exception no handler answered: a 500 in the route's protocol and the traceback in
+    the log, and the connection kept. (Starlette's handler for ``Exception`` re-raises, and
+    uvicorn then closes the keep-alive connection, which the replicas' front had pooled: the
+    next request on it failed with 503.) A response already started cannot be taken back:
+    then the exception goes on, and the connection closes."""
+
+    def __init__(self, app: ASGIApp, user_code: bool = False) -> None:
+        self.app, self.user_code = app, user_code
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("%s %s raised", scope["method"], scope["path"], exc_info=exc)
+            name = type(exc).__name__
+            if self.user_code:
+                message, hint = (f"The handler failed on this request: {name}.",
+                                 "The service's log has the traceback; check the input, or "
+                                 "the handler.")
+            else:
+                message, hint = (f"The server failed on this request: {name}.",
+                                 "This is a bug in the server; the log has the traceback.")
+            await _error(Request(scope), 500, "InternalError", message, hint)(
+                scope, receive, send)
+
+
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
               depth: Callable[[], int], fast_path: Middleware | None = None,
-              expected: Callable[[], str | None] = lambda: None) -> FastAPI:
+              expected: Callable[[], str | None] = lambda: None,
+              user_code: bool = False) -> FastAPI:
     """What every Kaon server has: body limit, metrics, error mapping, health and readiness.
     ``fast_path``: a middleware that sees requests after the body limit, before FastAPI;
-    ``expected``: what a predict body must hold (the hint of a 422), once known."""
+    ``expected``: what a predict body must hold (the hint of a 422), once known;
+    ``user_code``: its routes run a user's handlers (whose exceptions are theirs)."""
     app = new_app(title=title, version="0.1.0", lifespan=lifespan)
     if fast_path is not None:
         app.add_middleware(fast_path.cls, *fast_path.args, **fast_path.kwargs)
+    app.add_middleware(CatchAll, user_code=user_code)
     app.add_middleware(CancelOnDisconnect)  # a client that leaves: its queued work is dropped
     app.add_middleware(BodyLimit, limit=max_body)
 
@@ -229,14 +284,6 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
         status = 400 if is_v2(request.url.path) else 422
         return _error(request, status, "SignatureError", "The request nests arrays too deeply.",
                       "Send each image as [H, W] or [C, H, W] numbers, or as base64 PNG/JPEG.")
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # A defect, not the caller's fault: answer in the route's protocol (V2 clients parse
-        # {"error": ...}); Starlette re-raises afterwards, so the traceback reaches the log.
-        return _error(request, 500, "InternalError",
-                      f"The server failed on this request: {type(exc).__name__}.",
-                      "This is a bug in the server; the log has the traceback.")
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

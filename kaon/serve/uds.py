@@ -113,7 +113,8 @@ class UnixHTTPClient:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < self.idle_s:
+            if now - conn.idle_since < self.idle_s and not conn.reader.at_eof() \
+                    and not conn.writer.is_closing():  # the replica has not closed it
                 return conn
             conn.close()
         return None

@@ -32,6 +32,20 @@ class Slow(kaon.Service):
 '''
 
 
+FAILING_SERVICE = '''
+import kaon
+
+class Failing(kaon.Service):
+    @kaon.handler
+    def fail(self, a: int) -> int:
+        raise ValueError("bad luck")
+
+    @kaon.handler
+    def ok(self, a: int) -> int:
+        return a
+'''
+
+
 def _replicas(pid: int) -> list[int]:
     """The front's replica processes (uvicorn on a Unix socket each)."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
@@ -242,3 +256,25 @@ def test_the_front_bounds_bodies_and_passes_request_ids(model_front) -> None:
     v2 = httpx.post(f"{url}/v2/models/digits/infer", content=big)
     assert v2.status_code == 413 and set(v2.json()) == {"error"}  # the protocol's format
     assert httpx.get(f"{url}/v1/models/nope", timeout=10).status_code == 404  # the replica's
+
+
+@pytest.mark.slow
+def test_a_handler_that_raises_fails_only_its_own_request(kaon_home: Path,
+                                                          tmp_path: Path) -> None:
+    """A 500 keeps the replica's connection: before, uvicorn closed it after the error, the
+    front had pooled it, and the next request on it got 503 "Replica failed"."""
+    service = tmp_path / "failing.py"
+    service.write_text(FAILING_SERVICE)
+    server, url = _start([f"{service}:Failing"], kaon_home)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            codes = []
+            for i in range(6):
+                failed = client.post("/fail", json={"a": i})
+                codes.append(failed.status_code)
+                assert failed.json()["message"] == "The handler failed on this request: " \
+                                                   "ValueError."
+                codes += [client.post("/ok", json={"a": i}).status_code for _ in range(3)]
+    finally:
+        _stop(server)
+    assert codes == [500, 200, 200, 200] * 6

@@ -145,6 +145,47 @@ def test_setup_runs_once_before_requests_are_served() -> None:
     assert calls == [1]
 
 
+def test_a_setup_that_fails_is_logged_and_answered_as_final(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not "poll /readyz" with a Retry-After, for a state that will never change; and the
+    traceback in the log (before, nothing was logged)."""
+    import logging
+
+    class Broken(kaon.Service):
+        def setup(self) -> None:
+            raise RuntimeError("weights missing at /x")
+
+        @kaon.handler
+        def ping(self) -> str:
+            return "pong"
+
+    with caplog.at_level(logging.ERROR, logger="kaon.serve"), \
+            TestClient(create_service_app(Broken())) as client:
+        deadline = time.monotonic() + 10
+        while "weights missing" not in client.get("/readyz").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        refused = client.post("/ping", json={})
+    assert refused.status_code == 503 and "retry-after" not in refused.headers
+    assert refused.json()["message"] == "The service is not ready: setup() failed: RuntimeError."
+    assert "will not become ready" in refused.json()["hint"]
+    assert any("setup() of Broken failed" in r.getMessage() and r.exc_info
+               for r in caplog.records)
+
+
+def test_a_handler_that_raises_is_a_500_that_names_the_handler_not_the_server() -> None:
+    class Failing(kaon.Service):
+        @kaon.handler
+        def fail(self, a: int) -> int:
+            raise ValueError("secret detail")
+
+    with TestClient(create_service_app(Failing()), raise_server_exceptions=False) as client:
+        response = ready(client).post("/fail", json={"a": 1})
+    assert response.status_code == 500
+    assert response.json()["message"] == "The handler failed on this request: ValueError."
+    assert "secret detail" not in response.text and "bug in the server" not in response.text
+
+
 def test_handlers_need_type_hints_and_a_service_needs_handlers() -> None:
     class Untyped(kaon.Service):
         @kaon.handler
