@@ -39,6 +39,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,12 @@ def handler(fn: Callable[..., Any] | None = None, *, batch: Batch | BatchPolicy 
     if path is not None and not route:
         raise ConfigError(f"@kaon.handler(path={path!r}) names no route.",
                           hint="Give a path such as 'hello' or 'v1/hello', or leave it out.")
+    if route and not re.fullmatch(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", route):
+        raise ConfigError(f"@kaon.handler(path={path!r}) is not a plain path: a route is "
+                          "letters, digits and . _ ~ - between slashes (no {templates}, "
+                          "spaces, ? or #).",
+                          hint="Give a path such as 'hello' or 'v1/hello'; inputs go in the "
+                               "JSON body, as the handler's arguments.")
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         setattr(f, _MARK, {"batch": batch, "path": route or f.__name__})

@@ -250,6 +250,11 @@ def test_paths_are_normalised_and_must_be_distinct() -> None:
         create_service_app(Twice())
     with pytest.raises(ConfigError, match="names no route"):
         kaon.handler(path="/")
+    # a template would match other handlers' paths (and its parameter would be dropped)
+    for odd in ("{rest:path}", "items/{id}", "two words", "a?b", "a#b", "a//b"):
+        with pytest.raises(ConfigError, match="is not a plain path"):
+            kaon.handler(path=odd)
+    assert kaon.handler(path="/v1/say-hello.json/")  # fine: slashes trimmed
 
 
 def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
