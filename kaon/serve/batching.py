@@ -84,21 +84,29 @@ def run_isolated(fn: BatchFn[T], items: Sequence[T]) -> list[Any]:
     """
     try:
         results = list(fn(items))
-        if len(results) != len(items):
-            raise RuntimeError(f"batch function returned {len(results)} results for "
-                               f"{len(items)} items")
-        return results
     except Exception:
         if len(items) == 1:
             raise
+    else:  # a miscount is the function's defect, not an item's: no retry (no extra calls)
+        if len(results) != len(items):
+            raise BatchCountError(len(results), len(items))
+        return results
     out: list[Any] = []
     for item in items:
         try:
-            (result,) = fn([item])
-            out.append(result)
+            one = list(fn([item]))
+            out.append(one[0] if len(one) == 1 else BatchCountError(len(one), 1))
         except Exception as exc:
             out.append(exc)
     return out
+
+
+class BatchCountError(RuntimeError):
+    """A batch function returned another number of results than it was given items."""
+
+    def __init__(self, results: int, items: int) -> None:
+        super().__init__(f"the batch function returned {results} result(s) for {items} "
+                         f"item(s); it must return one per item, in order")
 
 
 class Batcher(Generic[T, R]):

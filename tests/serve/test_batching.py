@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import pytest
 
 from kaon.errors import KaonError
-from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout, run_isolated
+from kaon.serve.batching import (
+    BatchCountError,
+    Batcher,
+    BatchPolicy,
+    Overloaded,
+    RequestTimeout,
+    run_isolated,
+)
 
 
 class Recorder:
@@ -213,8 +220,26 @@ def test_stop_drains_a_batch_still_in_its_wait_window() -> None:
     assert run(main()) == [0, 2, 4]
 
 
-def test_a_wrong_result_count_falls_back_to_one_call_per_item() -> None:
-    assert run_isolated(lambda items: [len(items)], [7, 8]) == [1, 1]
+def test_a_wrong_result_count_fails_the_batch_with_its_count_and_calls_once() -> None:
+    """A miscount is the batch function's defect: it is named, and the function is not run
+    again item by item (once per item more, which a handler with side effects would feel)."""
+    calls: list[int] = []
+
+    def miscounts(items: Sequence[int]) -> list[int]:
+        calls.append(len(items))
+        return [len(items)]
+
+    with pytest.raises(BatchCountError, match=r"returned 1 result\(s\) for 2 item\(s\)"):
+        run_isolated(miscounts, [7, 8])
+    assert calls == [2]
+    # an item that raises still fails alone; a miscount in the one-by-one retry names itself
+    def flaky(items: Sequence[int]) -> list[int]:
+        if len(items) > 1 or items[0] == 8:
+            raise ValueError("bad item")
+        return [items[0], items[0]]
+
+    out = run_isolated(flaky, [7, 8])
+    assert isinstance(out[0], BatchCountError) and isinstance(out[1], ValueError)
 
 
 # ---- items of several units (a request's images travel together) -----------------------------
