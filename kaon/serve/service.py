@@ -49,7 +49,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic.errors import PydanticSchemaGenerationError
 from starlette.types import Receive, Scope, Send
 
 from kaon.errors import ConfigError, KaonError
@@ -154,15 +155,34 @@ def _endpoint(service: Service, name: str, member: Callable[..., Any],
         raise ConfigError(f"Batched handler {name} is a generator; a batch cannot stream.",
                           hint="Return one list with a result per item, or drop batch=.")
     hints = get_type_hints(member)
-    request = create_model(f"{type(service).__name__}_{name}_Request",
-                           __config__=ConfigDict(extra="forbid"),
-                           **_request_fields(name, member, hints, batched=batch is not None))
+    try:
+        request = create_model(f"{type(service).__name__}_{name}_Request",
+                               __config__=ConfigDict(extra="forbid"),
+                               **_request_fields(name, member, hints, batched=batch is not None))
+    except PydanticSchemaGenerationError as exc:
+        raise ConfigError(f"Handler {name}: a parameter's type cannot come from JSON "
+                          f"({_first_line(exc)}).",
+                          hint="Use JSON types (int, float, str, bool, list, dict) or pydantic "
+                               "models, e.g. list[float] for an array.") from None
     returns = hints.get("return", Any)
     if batch is not None and get_origin(returns) is list:
         returns = get_args(returns)[0]
+    try:
+        if not streams:  # (a stream's events are each encoded as it comes)
+            TypeAdapter(returns)
+    except PydanticSchemaGenerationError as exc:
+        raise ConfigError(f"Handler {name}: its return type cannot be sent as JSON "
+                          f"({_first_line(exc)}).",
+                          hint="Return JSON types or pydantic models, e.g. array.tolist() "
+                               "as list[float].") from None
     is_async = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
     return _Endpoint(name, spec["path"], getattr(service, name), request, returns, batch,
                      streams, is_async)
+
+
+def _first_line(exc: Exception) -> str:
+    """pydantic's reason, without its advice for pydantic models."""
+    return str(exc).strip().splitlines()[0].split(". ")[0][:200]
 
 
 def _request_fields(name: str, member: Callable[..., Any], hints: dict[str, Any],

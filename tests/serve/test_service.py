@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -255,6 +256,23 @@ def test_paths_are_normalised_and_must_be_distinct() -> None:
         with pytest.raises(ConfigError, match="is not a plain path"):
             kaon.handler(path=odd)
     assert kaon.handler(path="/v1/say-hello.json/")  # fine: slashes trimmed
+
+
+def test_a_type_json_cannot_carry_is_refused_naming_the_handler() -> None:
+    class Returns(kaon.Service):
+        @kaon.handler
+        def arr(self, n: int) -> np.ndarray:
+            return np.zeros(n)
+
+    class Takes(kaon.Service):
+        @kaon.handler
+        def arr(self, x: np.ndarray) -> int:
+            return 1
+
+    with pytest.raises(ConfigError, match="Handler arr: its return type cannot be sent as JSON"):
+        create_service_app(Returns())
+    with pytest.raises(ConfigError, match="Handler arr: a parameter's type cannot come from"):
+        create_service_app(Takes())
 
 
 def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
