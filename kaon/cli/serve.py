@@ -75,6 +75,9 @@ def serve(
     max_body = int(max_body_mb * 1024 * 1024)
     config: dict[str, object] = {"target": model, "max_body": max_body,
                                  "policy": policy.__dict__}
+    if model.endswith(".py"):
+        raise ConfigError(f"{model!r} names a file but not its class.",
+                          hint=f"Add the class: kaon serve {model}:ClassName")
     if model.rpartition(":")[0].endswith(".py"):
         name, routes = _service(config)
     else:

@@ -443,4 +443,12 @@ def load_service(target: str) -> Service:
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError(f"{path} has no kaon.Service subclass named {cls_name!r}.",
                           hint="Subclass kaon.Service and decorate methods with @kaon.handler.")
+    try:
+        inspect.signature(cls).bind()
+    except TypeError:
+        needed = ", ".join(str(p) for p in inspect.signature(cls).parameters.values())
+        raise ConfigError(f"{cls_name}() needs arguments ({needed}); kaon serve makes it with "
+                          "none.",
+                          hint="Give its __init__ arguments defaults, or read settings in "
+                               "setup() (from the environment, say).") from None
     return cls()

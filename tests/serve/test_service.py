@@ -275,6 +275,15 @@ def test_a_type_json_cannot_carry_is_refused_naming_the_handler() -> None:
         create_service_app(Takes())
 
 
+def test_a_service_class_that_needs_arguments_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "needs.py"
+    source.write_text("import kaon\n\nclass Needs(kaon.Service):\n"
+                      "    def __init__(self, size: int) -> None:\n        self.size = size\n\n"
+                      "    @kaon.handler\n    def ping(self) -> str:\n        return 'pong'\n")
+    with pytest.raises(ConfigError, match=r"Needs\(\) needs arguments \(size: int\)"):
+        load_service(f"{source}:Needs")
+
+
 def test_a_bad_target_names_the_expected_form(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"FILE\.py:ClassName"):
         load_service("nowhere.py:Echo")
