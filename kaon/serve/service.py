@@ -48,7 +48,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 from pydantic.errors import PydanticSchemaGenerationError
 from starlette.types import Receive, Scope, Send
@@ -219,10 +219,26 @@ def router(service: Service, batchers: list[Batcher[Any, Any]],
     api = APIRouter(tags=[type(service).__name__])
     policy = policy or BatchPolicy()
     for ep in endpoints(service):
+        responses: dict[int | str, dict[str, Any]] = {**_ERRORS}
+        if ep.streams:
+            responses[200] = {"description": "Server-Sent Events: one `data:` line per item, "
+                                             "then `event: end` (or `event: error`)",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
         api.add_api_route(f"/{ep.path}", _route(ep, policy, batchers), methods=["POST"],
                           name=ep.name, summary=(ep.method.__doc__ or ep.name).strip(),
-                          response_model=None if ep.streams else ep.response)
+                          response_model=None if ep.streams else ep.response,
+                          response_class=StreamingResponse if ep.streams else JSONResponse,
+                          responses=responses)
     return api
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": what, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {k: {"type": "string"} for k in
+                                         ("error", "message", "hint")}}}}}
+    for code, what in ((500, "the handler raised: the log has the traceback"),
+                       (503, "not ready (setup() runs or failed), or over the queue bound"),
+                       (504, "no result within the timeout"))}
 
 
 def _route(ep: _Endpoint, policy: BatchPolicy,

@@ -53,6 +53,10 @@ def test_a_handler_is_a_typed_endpoint_in_openapi(echo: TestClient) -> None:
     assert "/say" in schema["paths"] and "/shout" in schema["paths"]
     request = schema["components"]["schemas"]["Echo_say_Request"]
     assert request["properties"]["times"]["default"] == 1
+    # a streaming handler is documented as the event stream it is, and errors as Kaon's
+    streamed = schema["paths"]["/count"]["post"]["responses"]
+    assert list(streamed["200"]["content"]) == ["text/event-stream"]
+    assert {"422", "500", "503", "504"} <= set(schema["paths"]["/say"]["post"]["responses"])
 
 
 def test_a_bad_request_is_a_422_naming_the_field(echo: TestClient) -> None:
