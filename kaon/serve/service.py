@@ -105,6 +105,10 @@ def handler(fn: Callable[..., Any] | None = None, *, batch: Batch | BatchPolicy 
                                "JSON body, as the handler's arguments.")
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        if isinstance(f, (staticmethod, classmethod)):  # it would be lost without a word
+            raise ConfigError(f"@kaon.handler is on a {type(f).__name__} "
+                              f"({f.__func__.__name__}); handlers are plain methods.",
+                              hint="Drop @staticmethod/@classmethod: def name(self, ...).")
         setattr(f, _MARK, {"batch": batch, "path": route or f.__name__})
         return f
 

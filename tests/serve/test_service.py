@@ -255,6 +255,12 @@ def test_paths_are_normalised_and_must_be_distinct() -> None:
         create_service_app(Twice())
     with pytest.raises(ConfigError, match="names no route"):
         kaon.handler(path="/")
+    with pytest.raises(ConfigError, match="is on a staticmethod"):
+        class Static(kaon.Service):
+            @kaon.handler
+            @staticmethod
+            def ping() -> str:
+                return "pong"
     # a template would match other handlers' paths (and its parameter would be dropped)
     for odd in ("{rest:path}", "items/{id}", "two words", "a?b", "a#b", "a//b"):
         with pytest.raises(ConfigError, match="is not a plain path"):
