@@ -341,12 +341,13 @@ def usage(
     table = Table()
     for col in ("metric", "used", "included", "overage"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    from kaon.platform.plans import SHARES  # (pydantic models: not at the CLI's start)
-
     for metric, m in report["metrics"].items():
-        included = (f"in {SHARES[metric]}" if metric in SHARES  # one allowance for both
+        shared = m.get("shared_with")
+        included = (f"in {shared}" if shared  # one allowance for both
                     else "unlimited" if m["included"] is None else f"{m['included']:,}")
-        table.add_row(metric, f"{m['used']:,}", included, f"{m['overage']:,}")
+        others = m.get("counted", m["used"]) - m["used"]
+        used = f"{m['used']:,}" + (f" (+{others:,} drawn on it)" if others else "")
+        table.add_row(metric, used, included, f"{m['overage']:,}")
     console.print(table)
 
 

@@ -132,10 +132,11 @@ def check_and_consume(session: Session, workspace_id: str, metric: str, n: int, 
 
 
 def period_usage(session: Session, workspace_id: str, period: str,
-                 plan: Plan) -> dict[str, dict[str, int | None]]:
+                 plan: Plan) -> dict[str, dict[str, Any]]:
     """Per metric: used, included (None: not limited, or, for a metric of
-    :data:`~kaon.platform.plans.SHARES`, drawn from another's) and overage for the month; an
-    allowance's overage counts every metric that draws on it."""
+    :data:`~kaon.platform.plans.SHARES`, drawn from ``shared_with``'s) and overage for the
+    month. An allowance's ``counted`` is what its included amount is set against: its own use
+    and that of every metric drawing on it; its overage is reckoned from that."""
     if not isinstance(period, str):
         raise ConfigError("period must be YYYY-MM.")
     end = parse_period(period)[1]
@@ -144,10 +145,11 @@ def period_usage(session: Session, workspace_id: str, period: str,
     for gauge in metering.GAUGES:  # what is held (now, or at the month's end), not the
         totals[gauge] = (metering.stored(session, workspace_id, gauge) if current  # net change
                          else metering.level_at(session, workspace_id, end, gauge))
-    out: dict[str, dict[str, int | None]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for metric, value in totals.items():
         included = plan.included(metric)
         pooled = sum(totals.get(m, 0) for m in ALLOWANCES.get(metric, (metric,)))
-        out[metric] = {"used": value, "included": included,
+        out[metric] = {"used": value, "included": included, "counted": pooled,
+                       "shared_with": SHARES.get(metric),
                        "overage": max(0, pooled - included) if included is not None else 0}
     return out

@@ -90,7 +90,8 @@ def test_paid_plans_are_never_refused_and_the_overage_is_counted(db: Session, ws
                                    now=NOW)
     assert quota.remaining(db, ws, "inference_requests", pro, NOW) is None
     usage = quota.period_usage(db, ws, "2026-11", pro)
-    assert usage["inference_requests"] == {"used": big, "included": big - 5, "overage": 5}
+    assert usage["inference_requests"] == {"used": big, "included": big - 5, "overage": 5,
+                                           "counted": big, "shared_with": None}
 
 
 def test_a_new_month_starts_from_zero(db: Session, ws: str) -> None:
@@ -133,3 +134,9 @@ def test_stream_frames_draw_on_the_included_inference_requests(db: Session, ws: 
     with pytest.raises(QuotaExceeded) as at_open:  # what the gateway asks of a stream
         quota.check(db, ws, "stream_frames", free, NOW)
     assert at_open.value.metric == "inference_requests"
+    usage = quota.period_usage(db, ws, "2026-11", free)  # the usage report says so
+    assert usage["inference_requests"] == {"used": 2, "included": limit, "counted": limit,
+                                           "shared_with": None, "overage": 0}
+    assert usage["stream_frames"] == {"used": limit - 2, "included": None,
+                                      "counted": limit - 2,
+                                      "shared_with": "inference_requests", "overage": 0}

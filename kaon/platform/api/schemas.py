@@ -151,7 +151,12 @@ class SubscriptionChange(Request):
 
 class MetricUsage(BaseModel):
     used: int
-    included: int | None = Field(description="null: not limited")
+    included: int | None = Field(description="null: not limited, or drawn from shared_with's")
+    counted: int = Field(description="what included is set against: used, plus the use of "
+                                     "every metric that draws on this one's allowance")
+    shared_with: str | None = Field(
+        default=None, description="the metric whose included amount and price this one "
+                                  "draws on (stream_frames: inference_requests)")
     overage: int
 
 
