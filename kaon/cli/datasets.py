@@ -100,9 +100,10 @@ def delete(
 
         kaon datasets delete chest-xrays --yes
     """
-    if not yes:
-        confirm(f"Delete dataset {name} of the workspace?")
     with connect(url, key) as client:
+        if not yes:
+            client.dataset(name)  # an unknown one: NotFound now, not after the question
+            confirm(f"Delete dataset {name} of the workspace?")
         client.delete_dataset(name)
     if json_:
         print_json({"deleted": name})

@@ -321,6 +321,8 @@ def test_datasets_upload_list_delete(logged_in: Platform, tmp_path: Path) -> Non
         client.delete_dataset("cli-pets-file")
     assert kaon_json("datasets", "delete", "cli-pets", "--yes") == {"deleted": "cli-pets"}
     assert isinstance(kaon("datasets", "delete", "cli-pets", "--yes").exception, NotFoundError)
+    # without --yes, an unknown dataset is refused before the question
+    assert isinstance(kaon("datasets", "delete", "cli-pets").exception, NotFoundError)
 
 
 @pytest.mark.slow
