@@ -24,7 +24,7 @@ from kaon.platform import metering
 from kaon.platform.common import check_id, insert_for, lock_workspace, month_bounds, parse_period
 from kaon.platform.errors import ConflictError, PlanLimitError
 from kaon.platform.models import Deployment, Invoice, Subscription, SubscriptionChange
-from kaon.platform.plans import ALLOWANCES, GB, Plan, get_catalog
+from kaon.platform.plans import GB, Plan, drawing_on, get_catalog
 
 CURRENCY = "usd"
 PER_SECOND = Decimal("0.0000001")  # the unit price shown on a proration line (cents)
@@ -215,7 +215,7 @@ def overage_lines(plan: Plan, totals: dict[str, int], share: Decimal = Decimal(1
              "inference requests and stream frames" if frames else "inference requests"),
             ("training_seconds", plan.training_cents_per_second, "training seconds")):
         included = int((plan.included(metric) or 0) * share)
-        over = sum(totals.get(m, 0) for m in ALLOWANCES.get(metric, (metric,))) - included
+        over = sum(totals.get(m, 0) for m in drawing_on(metric)) - included
         if over > 0 and unit > 0:
             lines.append(_line(f"Overage: {over} {label} over the {included} included{during}",
                                over, unit, to_cents(over * unit)))

@@ -18,12 +18,11 @@ HTTP requests take a plain-ASGI path ahead of FastAPI (:class:`GatewayFirst`, de
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -45,7 +44,7 @@ from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, refuse_handshake, take_request
+from kaon.serve.asgi import METHODS, close_quietly, refuse_handshake, take_request
 from kaon.serve.pool import ReplicaPool
 
 
@@ -102,7 +101,7 @@ class Gateway:
         self.limiter = limiter or RateLimiter()
         self._principals = _TTLCache(cache_s)
         self._plans = _TTLCache(cache_s)
-        self._streams: dict[str, int] = {}  # open streams per workspace (this process)
+        self._streams: Counter[str] = Counter()  # open streams per workspace (this process)
 
     # -- the checks -----------------------------------------------------------------------
     async def principal(self, authorization: str | None) -> Principal:
@@ -224,13 +223,13 @@ class Gateway:
             await refuse_handshake(websocket, _error(refusal, stream_id))
             return
         workspace = principal.workspace_id
-        if self._streams.get(workspace, 0) >= plan.max_streams:
+        if self._streams[workspace] >= plan.max_streams:
             await refuse_handshake(websocket, _error(PlanLimitError(
                 f"The {plan.name} plan allows {plan.max_streams} open stream(s) at once, and "
-                f"this workspace has {self._streams.get(workspace, 0)}.",
+                f"this workspace has {self._streams[workspace]}.",
                 hint="Close a stream first, or upgrade the plan."), stream_id))
             return
-        self._streams[workspace] = self._streams.get(workspace, 0) + 1
+        self._streams[workspace] += 1
         guard = _Guard(self, websocket, auth, deployment, stream_id, principal, plan)
         query = urlencode([(k, v) for k, v in websocket.query_params.multi_items()
                            if k != "api_key"])
@@ -395,8 +394,7 @@ class _Guard:
         """Close the client's side with ``reason`` (cut to a close frame's 123 bytes), and
         what the relay then reads: the client gone, with that code."""
         self.closed = True
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-            await self.websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
+        await close_quietly(self.websocket, code, reason)
         return {"type": "websocket.disconnect", "code": code}
 
 

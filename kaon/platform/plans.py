@@ -36,7 +36,11 @@ GB = 1_000_000_000  # storage is priced per decimal gigabyte-month
 # Metrics that draw on another's included amount and price: a frame of a stream is an
 # inference, counted apart (so usage shows both) but capped and billed with the requests.
 SHARES = {"stream_frames": "inference_requests"}
-ALLOWANCES = {"inference_requests": ("inference_requests", "stream_frames")}
+
+
+def drawing_on(metric: str) -> tuple[str, ...]:
+    """``metric`` and every metric of :data:`SHARES` that draws on its included amount."""
+    return (metric, *(m for m, allowance in SHARES.items() if allowance == metric))
 
 
 def _price(value: Any) -> Decimal:

@@ -26,7 +26,7 @@ from kaon.platform import metering
 from kaon.platform.common import insert_for, parse_period, period_of
 from kaon.platform.errors import QuotaExceeded
 from kaon.platform.models import UsageCounter, UsageEvent
-from kaon.platform.plans import ALLOWANCES, SHARES, Plan
+from kaon.platform.plans import SHARES, Plan, drawing_on
 
 
 def reset_at(period: str) -> str:
@@ -42,7 +42,7 @@ def limit_for(plan: Plan, metric: str) -> int | None:
 
 def _pooled(metric: str) -> tuple[str, ...]:
     """The metrics counted together against ``metric``'s limit."""
-    return ALLOWANCES.get(SHARES.get(metric, metric), (metric,))
+    return drawing_on(SHARES.get(metric, metric))
 
 
 def _counter(workspace_id: str, period: str, metric: str) -> Any:
@@ -148,7 +148,7 @@ def period_usage(session: Session, workspace_id: str, period: str,
     out: dict[str, dict[str, Any]] = {}
     for metric, value in totals.items():
         included = plan.included(metric)
-        pooled = sum(totals.get(m, 0) for m in ALLOWANCES.get(metric, (metric,)))
+        pooled = sum(totals.get(m, 0) for m in drawing_on(metric))
         out[metric] = {"used": value, "included": included, "counted": pooled,
                        "shared_with": SHARES.get(metric),
                        "overage": max(0, pooled - included) if included is not None else 0}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-from fastapi import Request, WebSocket
+from fastapi import Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,6 +17,21 @@ from kaon.serve import logs
 
 # what the forwarding paths pass on; others get FastAPI's 404/405
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class ErrorBody(BaseModel):
+    """Kaon's error body, as :func:`route_error` writes it (V2 routes answer ``{"error"}``)."""
+
+    error: str = Field(description="the error's class, e.g. NotFoundError")
+    message: str
+    hint: str | None = None
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the client's side of a WebSocket, which may have gone already; ``reason`` is cut
+    to the 123 bytes a close frame holds."""
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+        await websocket.close(code=code, reason=reason.encode()[:123].decode(errors="ignore"))
 
 
 async def refuse_handshake(websocket: WebSocket, response: Response) -> None:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
-from kaon.serve.asgi import refuse_handshake
+from kaon.serve.asgi import close_quietly, refuse_handshake
 from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -313,9 +313,9 @@ class ReplicaPool:
                                 await websocket.send_text(message)
                     closed = upstream.protocol.close_rcvd  # None: no close frame came
                     if closed is None:  # no close frame: the replica died
-                        await _close(websocket, 1011, "replica failed; reopen the stream")
+                        await close_quietly(websocket, 1011, "replica failed; reopen the stream")
                     else:
-                        await _close(websocket, closed.code, closed.reason)
+                        await close_quietly(websocket, closed.code, closed.reason)
 
                 relay, reader = asyncio.ensure_future(down()), asyncio.ensure_future(up())
                 await asyncio.wait([relay, reader], return_when=asyncio.FIRST_COMPLETED)
@@ -333,17 +333,9 @@ class ReplicaPool:
             await refuse_handshake(websocket, Response(
                 bytes(refused.body or b""), status_code=refused.status_code, headers=headers))
         except (OSError, WebSocketException, asyncio.TimeoutError):
-            await _close(websocket, 1011, "replica failed; reopen the stream")
+            await close_quietly(websocket, 1011, "replica failed; reopen the stream")
         finally:
             replica.in_flight -= 1
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close the client's side, which may have gone already."""
-    from starlette.websockets import WebSocketDisconnect
-
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-        await websocket.close(code=code, reason=reason)
 
 
 async def _disconnected(request: Request) -> None:

@@ -54,6 +54,7 @@ from pydantic.errors import PydanticSchemaGenerationError
 from starlette.types import Receive, Scope, Send
 
 from kaon.errors import ConfigError, KaonError
+from kaon.serve.asgi import ErrorBody
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout
 
 _MARK = "__kaon_handler__"
@@ -237,12 +238,10 @@ def router(service: Service, batchers: list[Batcher[Any, Any]],
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": what, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {k: {"type": "string"} for k in
-                                         ("error", "message", "hint")}}}}}
-    for code, what in ((500, "the handler raised: the log has the traceback"),
-                       (503, "not ready (setup() runs or failed), or over the queue bound"),
-                       (504, "no result within the timeout"))}
+    500: {"model": ErrorBody, "description": "the handler raised: the log has the traceback"},
+    503: {"model": ErrorBody,
+          "description": "not ready (setup() runs or failed), or over the queue bound"},
+    504: {"model": ErrorBody, "description": "no result within the timeout"}}
 
 
 def _route(ep: _Endpoint, policy: BatchPolicy,

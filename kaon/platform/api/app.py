@@ -15,10 +15,10 @@ from kaon.errors import KaonError, UnavailableError
 from kaon.platform import billing
 from kaon.platform.api import data, subscription, tenancy, work
 from kaon.platform.api.deps import DB, Caller
-from kaon.platform.api.schemas import ErrorBody
 from kaon.platform.common import NAME_RULE
 from kaon.platform.errors import AuthError, QuotaExceeded, RateLimited
 from kaon.platform.ratelimit import RateLimiter
+from kaon.serve.asgi import ErrorBody
 from kaon.serve.fastapi_app import new_app
 
 PREFIX = "/api/v1"

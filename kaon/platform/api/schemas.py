@@ -25,12 +25,6 @@ class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class ErrorBody(BaseModel):
-    error: str = Field(description="the error's class, e.g. NotFoundError")
-    message: str
-    hint: str | None = None
-
-
 # ---- tenancy ------------------------------------------------------------------------------
 class WorkspaceOut(Response):
     id: str
