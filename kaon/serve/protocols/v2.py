@@ -8,8 +8,10 @@ and returns ``probabilities`` (FP32 ``[-1, K]``) and ``label`` (BYTES ``[-1]``).
 Errors use the protocol's own format: ``{"error": "..."}``; a malformed tensor's names what
 the model takes. JSON ``data`` must be of its declared datatype (integers for the integer
 types, numbers for the float types, booleans for BOOL), and the binary data must end where the
-inputs' ``binary_data_size`` say. A body sent with ``Content-Encoding: gzip`` or ``deflate`` (as
-Triton's clients do on request) is inflated, up to the server's body limit.
+inputs' ``binary_data_size`` say. Each output goes back as JSON data or binary data as its own
+``binary_data`` parameter (else the request's ``binary_data_output``) asks; a binary BYTES
+output is length-prefixed, as Triton writes it. A body sent with ``Content-Encoding: gzip``
+or ``deflate`` (as Triton's clients do on request) is inflated, up to the server's body limit.
 """
 
 from __future__ import annotations
@@ -223,50 +225,62 @@ def _holds_bool(data: Any) -> bool:
 OUTPUTS = ("probabilities", "label")
 
 
-def requested_outputs(header: dict[str, Any]) -> tuple[list[str], bool]:
-    """The outputs the request names (all when it names none), and whether the
-    probabilities go back as binary data."""
+def requested_outputs(header: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The outputs the request names (all when it names none), each with whether it goes
+    back as binary data: its own ``binary_data`` parameter, else the request's
+    ``binary_data_output`` (as Triton reads them)."""
     wanted = header.get("outputs") or []
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise V2Error(400, "'outputs' must be a list of objects with a 'name'")
-    names = [o.get("name") for o in wanted]
-    unknown = [n for n in names if n not in OUTPUTS]
-    if unknown:
-        raise V2Error(400, f"unknown output(s) {', '.join(map(repr, unknown))}; this model "
-                           f"returns {', '.join(OUTPUTS)}")
-    binary = any(parameters(o, f"output {o.get('name')!r}").get("binary_data")
-                 for o in wanted) or bool(parameters(header, "the request")
-                                          .get("binary_data_output"))
-    return [n for n in OUTPUTS if n in names] if names else list(OUTPUTS), binary
+    default = bool(parameters(header, "the request").get("binary_data_output"))
+    flags: dict[str, bool] = {}
+    for o in wanted:
+        name = o.get("name")
+        if name not in OUTPUTS:
+            raise V2Error(400, f"unknown output {name!r:.40}; this model returns "
+                               f"{', '.join(OUTPUTS)}")
+        flags[name] = bool(parameters(o, f"output {name!r}").get("binary_data", default))
+    if not wanted:
+        flags = dict.fromkeys(OUTPUTS, default)
+    return [(n, flags[n]) for n in OUTPUTS if n in flags]
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    """BYTES elements in the binary extension's layout: each one a 4-byte little-endian
+    length, then its bytes."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in values))
 
 
 def encode_response(p: Any, results: list[dict[str, Any]], request_id: Any,
-                    binary_outputs: bool, names: tuple[str, ...] | list[str] = OUTPUTS
-                    ) -> Response:
+                    outputs_wanted: list[tuple[str, bool]]) -> Response:
     proba = np.asarray([r["probabilities"] for r in results], dtype=np.float32)
-    labels = [r["label"] for r in results]
+    labels = [str(r["label"]) for r in results]
     outputs: list[dict[str, Any]] = []
-    raw = b""
-    if "probabilities" in names:
-        tensor: dict[str, Any] = {"name": "probabilities", "datatype": "FP32",
-                                  "shape": list(proba.shape)}
-        if binary_outputs:
-            raw = proba.astype("<f4").tobytes()
-            tensor["parameters"] = {"binary_data_size": len(raw)}
+    chunks: list[bytes] = []
+    for name, binary in outputs_wanted:
+        if name == "probabilities":
+            tensor: dict[str, Any] = {"name": name, "datatype": "FP32",
+                                      "shape": list(proba.shape)}
+            raw = proba.astype("<f4").tobytes() if binary else b""
+            data: Any = proba.reshape(-1).tolist()
         else:
-            tensor["data"] = proba.reshape(-1).tolist()
+            tensor = {"name": name, "datatype": "BYTES", "shape": [len(labels)]}
+            raw = _bytes_tensor(labels) if binary else b""
+            data = labels
+        if binary:
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = data
         outputs.append(tensor)
-    if "label" in names:
-        outputs.append({"name": "label", "datatype": "BYTES", "shape": [len(labels)],
-                        "data": labels})
     body: dict[str, Any] = {"model_name": p.name, "model_version": str(p.version),
                             "outputs": outputs}
     if request_id is not None:
         body["id"] = request_id
-    if not raw:
+    if not chunks:
         return JSONResponse(body)
     header = json.dumps(body).encode()
-    return Response(header + raw, media_type="application/octet-stream",
+    return Response(b"".join([header, *chunks]), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
 
 
@@ -366,9 +380,9 @@ def router(runtime: Runtime, max_body: int) -> APIRouter:
             if not isinstance(header.get("id", ""), str):
                 raise V2Error(400, f"'id' must be a string, got {header['id']!r:.40}")
             images = _inputs(header, binary, p.signature)
-            names, binary_out = requested_outputs(header)
+            wanted = requested_outputs(header)
             results = await runtime.predict(images)
-            return encode_response(p, results, header.get("id"), binary_out, names)
+            return encode_response(p, results, header.get("id"), wanted)
         except V2Error as exc:
             return error_response(exc.status, exc.message)
         except SignatureError as exc:
