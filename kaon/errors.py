@@ -7,6 +7,14 @@ statuses (:attr:`KaonError.http_status`), each in one place.
 from __future__ import annotations
 
 
+def one_line(message: str, hint: str | None) -> str:
+    """A message and its hint as one sentence after another (the Open Inference Protocol's
+    errors have a single string)."""
+    if not hint:
+        return message
+    return f"{message} {hint}" if message.endswith((".", "!", "?")) else f"{message}. {hint}"
+
+
 class KaonError(Exception):
     """Base class: a message for the user and an optional hint."""
 

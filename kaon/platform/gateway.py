@@ -44,7 +44,7 @@ from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, close_quietly, refuse_handshake, take_request
+from kaon.serve.asgi import METHODS, close_quietly, is_v2, refuse_handshake, take_request
 from kaon.serve.pool import ReplicaPool
 
 
@@ -157,7 +157,7 @@ class Gateway:
                 request.headers.get("authorization"), deployment,
                 "inference_requests" if metered else None, event_key, source)
         except KaonError as exc:
-            return _error(exc, rid)
+            return _error(exc, rid, path)
         headers: dict[str, str | None] = {"x-request-id": rid, "authorization": None}
         response = await pool.forward(request, path=f"/{path}", body=body,
                                       extra_headers=headers)
@@ -169,7 +169,7 @@ class Gateway:
             elif consumed and not ok:
                 await asyncio.to_thread(refund, principal.workspace_id, event_key)
         except KaonError as exc:  # not metered, so not served: the caller may retry
-            return _error(exc, rid)
+            return _error(exc, rid, path)
         response.headers["X-Request-ID"] = rid
         logs.access({"request_id": rid, "method": request.method, "path": request.scope["path"],
                      "deployment": deployment, "workspace": principal.workspace_id,
@@ -189,19 +189,19 @@ class Gateway:
             await self.principal(Headers(scope=scope).get("authorization"))
         except KaonError as exc:
             rid = logs.request_id(Headers(scope=scope).get("x-request-id"))
-            await _error(exc, rid)(scope, receive, send)
+            await _error(exc, rid, path)(scope, receive, send)
             return
         except OperationalError:
-            await _error(DATABASE_BUSY, logs.request_id(None))(scope, receive, send)
+            await _error(DATABASE_BUSY, logs.request_id(None), path)(scope, receive, send)
             return
-        taken = await take_request(scope, receive, send, self.max_body)
+        taken = await take_request(scope, receive, send, self.max_body, path=f"/{path}")
         if taken is None:  # answered 413, or the caller left
             return
         request, rid, body = taken
         try:
             response = await self.handle(request, deployment, path, body, rid)
         except OperationalError:
-            response = _error(DATABASE_BUSY, rid)
+            response = _error(DATABASE_BUSY, rid, path)
         await response(scope, receive, send)
 
     # -- WebSocket streams ----------------------------------------------------------------
@@ -398,8 +398,10 @@ class _Guard:
         return {"type": "websocket.disconnect", "code": code}
 
 
-def _error(exc: KaonError, rid: str) -> JSONResponse:
-    response = error_response(exc)
+def _error(exc: KaonError, rid: str, path: str = "") -> JSONResponse:
+    """``exc`` as the gateway's answer to a request for the deployment's ``path``, in that
+    route's protocol (Kaon's, or V2's for ``v2/…``: Triton's clients show its ``error``)."""
+    response = error_response(exc, v2=is_v2(f"/{path}"))
     response.headers["X-Request-ID"] = rid
     return response
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kaon.errors import one_line
 from kaon.serve import logs
 
 # what the forwarding paths pass on; others get FastAPI's 404/405
@@ -54,12 +55,19 @@ def is_v2(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def protocol_error(path: str, status: int, error: str, message: str, hint: str | None,
+                   headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An error in the format of the protocol ``path`` belongs to: V2's ``{"error": message}``
+    (which Triton's and KServe's clients show as the error), else Kaon's."""
+    content = {"error": one_line(message, hint)} if is_v2(path) else {
+        "error": error, "message": message, "hint": hint, **extra}
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
 def route_error(request: Request, status: int, error: str, message: str, hint: str | None,
                 headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """An error in the protocol of the route asked for: V2's, else Kaon's."""
-    content = {"error": message} if is_v2(request.url.path) else {
-        "error": error, "message": message, "hint": hint, **extra}
-    return JSONResponse(status_code=status, content=content, headers=headers)
+    return protocol_error(request.url.path, status, error, message, hint, headers, **extra)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -154,12 +162,8 @@ class CancelOnDisconnect:
 def too_large(limit: int, hint: str = "Send fewer images per request.",
               path: str = "") -> JSONResponse:
     """The 413 answer for a body over ``limit`` bytes, in the format of ``path``'s protocol."""
-    if is_v2(path):  # the Open Inference Protocol's own: {"error": message}
-        return JSONResponse(status_code=413, content={
-            "error": f"Request body is over {limit} bytes."})
-    return JSONResponse(status_code=413, content={
-        "error": "PayloadTooLarge", "message": f"Request body is over {limit} bytes.",
-        "hint": hint})
+    return protocol_error(path, 413, "PayloadTooLarge", f"Request body is over {limit} bytes.",
+                          hint)
 
 
 async def read_body(scope: Scope, receive: Receive,
@@ -201,19 +205,21 @@ async def noop_receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
 
 
-async def take_request(scope: Scope, receive: Receive, send: Send,
-                       limit: int) -> tuple[Request, str, bytes] | None:
+async def take_request(scope: Scope, receive: Receive, send: Send, limit: int,
+                       path: str | None = None) -> tuple[Request, str, bytes] | None:
     """What a forwarding path needs of a request: the request, its id (the caller's
     ``X-Request-ID`` when well-formed) and its body. None when the request is already dealt
     with: a body over ``limit`` (answered 413 here, with the id, and logged), or a caller
-    that left before sending all of it."""
+    that left before sending all of it. ``path`` is the route the request is for, when not
+    its own path (a gateway's ``/d/NAME/v2/…`` is for ``/v2/…``): its protocol's error
+    format is used."""
     request = Request(scope, receive)
     rid = logs.request_id(request.headers.get("x-request-id"))
     body = await read_body(scope, receive, limit)
     if isinstance(body, dict):
         return None
     if body is None:
-        response = too_large(limit, path=scope["path"])
+        response = too_large(limit, path=path or scope["path"])
         response.headers["X-Request-ID"] = rid
         await response(scope, noop_receive, send)
         logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
-from kaon.serve.asgi import close_quietly, refuse_handshake
+from kaon.serve.asgi import close_quietly, protocol_error, refuse_handshake
 from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -61,9 +61,10 @@ class PoolMetrics:
                             registry=self.registry)
 
 
-def unavailable(message: str, hint: str = "Retry in a second.") -> JSONResponse:
-    return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={
-        "error": "UnavailableError", "message": message, "hint": hint})
+def unavailable(message: str, hint: str = "Retry in a second.", path: str = "") -> JSONResponse:
+    """503 with ``Retry-After``, in the format of ``path``'s protocol."""
+    return protocol_error(path, 503, "UnavailableError", message, hint,
+                          headers={"Retry-After": "1"})
 
 
 class ReplicaPool:
@@ -188,9 +189,11 @@ class ReplicaPool:
     async def forward(self, request: Request, path: str | None = None,
                       body: bytes | None = None,
                       extra_headers: dict[str, str | None] | None = None) -> Response:
+        route = path or request.scope["path"]
         replica = self.pick()
         if replica is None or replica.client is None:
-            return unavailable("No replica is ready yet.", "Poll /readyz until it answers 200.")
+            return unavailable("No replica is ready yet.", "Poll /readyz until it answers 200.",
+                               route)
         if body is None:
             body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -201,7 +204,7 @@ class ReplicaPool:
                 headers[name] = value
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         query = request.scope.get("query_string", b"").decode("latin-1")
-        target = (path or request.scope["path"]) + (f"?{query}" if query else "")
+        target = route + (f"?{query}" if query else "")
         client = replica.client
         replica.in_flight += 1
         released = False
@@ -228,14 +231,15 @@ class ReplicaPool:
             content = await asyncio.wait_for(upstream.read(), self.timeout)
             return Response(content, status_code=upstream.status, headers=out)
         except asyncio.TimeoutError:
-            return JSONResponse(status_code=504, content={
-                "error": "RequestTimeout", "message": f"No answer within {self.timeout:.0f} s.",
-                "hint": "Retry later, or send fewer images per request."})
+            return protocol_error(route, 504, "RequestTimeout",
+                                  f"No answer within {self.timeout:.0f} s.",
+                                  "Retry later, or send fewer images per request.")
         except UpstreamError:  # the replica died or closed the connection mid-request
             self.metrics.lost.inc()
             replica.ready = replica.ready and replica.process is not None \
                 and replica.process.poll() is None
-            return unavailable(f"Replica {replica.index} failed during the request.")
+            return unavailable(f"Replica {replica.index} failed during the request.",
+                               path=route)
         finally:
             if not released:
                 replica.in_flight -= 1

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as triton
 from sqlalchemy import create_engine, text
+from tritonclient.utils import InferenceServerException
 
 from tests.platform.platform_server import running_platform
 
@@ -131,6 +133,34 @@ def test_a_body_over_the_limit_is_413_declared_or_streamed(deployed: dict[str, A
                           headers=_auth(key))  # chunked: no length to check up front
     assert streamed.status_code == 413 and "16777216 bytes" in streamed.json()["message"]
     assert httpx.post(path, headers=_auth(key), json={"inputs": [IMAGE]}).status_code == 200
+
+
+@pytest.mark.slow
+def test_triton_clients_work_through_the_gateway_and_read_its_errors(
+        deployed: dict[str, Any]) -> None:
+    """Triton's own client, at the deployment's path with the key as a header: it infers,
+    and the gateway's refusals on V2 routes come in V2's format, so the client shows their
+    message and hint (it reads only ``error``: Kaon's format made it say "AuthError")."""
+    url, key = deployed["url"], deployed["key"]
+    host = url.removeprefix("http://")
+    x = np.zeros((2, 1, 28, 28), np.uint8)
+    tensor = triton.InferInput("input", list(x.shape), "UINT8")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    client = triton.InferenceServerClient(f"{host}/d/digits")
+    result = client.infer("digits", [tensor], headers=_auth(key))
+    assert result.as_numpy("probabilities").shape == (2, 10)
+    with pytest.raises(InferenceServerException) as no_key:
+        client.infer("digits", [tensor])
+    assert no_key.value.status() == "401"
+    assert "No API key was sent. Send 'Authorization: Bearer" in no_key.value.message()
+    with pytest.raises(InferenceServerException) as elsewhere:
+        triton.InferenceServerClient(f"{host}/d/nope").infer("digits", [tensor],
+                                                             headers=_auth(key))
+    assert elsewhere.value.status() == "404" and "'nope'" in elsewhere.value.message()
+    big = httpx.post(f"{url}/d/digits/v2/models/digits/infer", content=b"x" * (17 << 20),
+                     headers=_auth(key))
+    assert big.status_code == 413 and set(big.json()) == {"error"}
+    assert "16777216 bytes" in big.json()["error"]
 
 
 @pytest.mark.slow

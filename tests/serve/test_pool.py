@@ -1,16 +1,21 @@
-"""ReplicaPool.forward_ws against a real WebSocket server on a Unix socket, with the client's
-side scripted as ASGI messages (what uvicorn hands the front)."""
+"""ReplicaPool against real servers on a Unix socket, with the client's side scripted as ASGI
+messages (what uvicorn hands the front)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 from websockets.asyncio.server import ServerConnection, unix_serve
 
 from kaon.serve.pool import Replica, ReplicaPool
+from kaon.serve.uds import UnixHTTPClient
 
 
 async def _chatty(conn: ServerConnection) -> None:
@@ -73,3 +78,48 @@ def test_a_client_that_vanishes_mid_stream_ends_the_relay_quietly(tmp_path: Path
     assert [m["type"] for m in sent[1:]] == ["websocket.send"] * 3
 
 
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A replica that dies mid-request: it reads the request and closes without answering."""
+    await reader.read(1024)
+    writer.close()
+
+
+def _request(path: str) -> Request:
+    async def receive() -> dict[str, Any]:  # the body was read; the client stays connected
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    return Request({"type": "http", "method": "POST", "path": path, "query_string": b"",
+                    "headers": [(b"content-type", b"application/json")]}, receive)
+
+
+@pytest.mark.parametrize(("path", "v2"), [("/v2/models/m/infer", True),
+                                          ("/v1/models/m/predict", False)])
+def test_the_fronts_own_errors_come_in_the_routes_protocol(tmp_path: Path, path: str,
+                                                           v2: bool) -> None:
+    """A 503 the front makes itself (no replica ready, a replica lost mid-request) is in V2's
+    format on a V2 route, so Triton's and KServe's clients show its message."""
+    socket = tmp_path / "replica.sock"
+
+    async def scenario() -> list[Response]:
+        server = await asyncio.start_unix_server(_hang_up, path=str(socket))
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        try:
+            none_ready = await pool.forward(_request(path), body=b"{}")
+            pool.replicas = [Replica(index=0, socket=socket, ready=True,
+                                     client=UnixHTTPClient(str(socket)))]
+            # the gateway forwards /d/NAME/v2/… as /v2/…: the route decides, not the URL
+            lost = await pool.forward(_request("/d/name" + path), path=path, body=b"{}")
+            return [none_ready, lost]
+        finally:
+            server.close()
+
+    for response in asyncio.run(scenario()):
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        body = json.loads(bytes(response.body))
+        if v2:
+            assert set(body) == {"error"} and "eplica" in body["error"]
+        else:
+            assert body["error"] == "UnavailableError" and body["hint"]

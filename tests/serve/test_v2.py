@@ -235,7 +235,8 @@ def test_errors_come_in_each_protocols_format(client: TestClient) -> None:  # no
     assert body["error"] == "ValidationError" and "extra" in body["message"]
     assert "1x28x28 uint8 images" in body["hint"]  # the signature the route expects
     assert client.get("/nope").json()["error"] == "HTTPError"
-    assert client.get("/v2/nope").json() == {"error": "Not Found"}
+    assert client.get("/v2/nope").json() == {
+        "error": "Not Found. See /docs for this server's routes."}
     deep = b'{"inputs": [{"name": "input", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
     response = client.post(INFER, content=deep)
     assert response.status_code == 400 and set(response.json()) == {"error"}

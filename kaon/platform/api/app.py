@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaon.errors import KaonError, UnavailableError
+from kaon.errors import KaonError, UnavailableError, one_line
 from kaon.platform import billing
 from kaon.platform.api import data, subscription, tenancy, work
 from kaon.platform.api.deps import DB, Caller
@@ -65,8 +65,10 @@ def _validation_message(errors: list[Any]) -> str:
 DATABASE_BUSY = UnavailableError("The database is busy or unreachable.", hint="Retry shortly.")
 
 
-def error_response(exc: KaonError) -> JSONResponse:
-    """A KaonError as the platform's JSON error, with the headers its kind calls for."""
+def error_response(exc: KaonError, v2: bool = False) -> JSONResponse:
+    """A KaonError as the platform's JSON error, with the headers its kind calls for; with
+    ``v2``, in the Open Inference Protocol's format (``{"error": message and hint}``), for
+    the gateway's answers on a deployment's ``/v2/`` routes."""
     headers = {}
     if isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = "Bearer"
@@ -76,7 +78,8 @@ def error_response(exc: KaonError) -> JSONResponse:
         headers["X-Quota-Reset"] = exc.reset_at
     elif exc.http_status == 503:
         headers["Retry-After"] = "1"
-    return JSONResponse(status_code=exc.http_status, content=exc.to_dict(), headers=headers)
+    content = {"error": one_line(exc.message, exc.hint)} if v2 else exc.to_dict()
+    return JSONResponse(status_code=exc.http_status, content=content, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
