@@ -48,7 +48,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 from pydantic.errors import PydanticSchemaGenerationError
 from starlette.types import Receive, Scope, Send
@@ -229,10 +229,16 @@ def router(service: Service, batchers: list[Batcher[Any, Any]],
             responses[200] = {"description": "Server-Sent Events: one `data:` line per item, "
                                              "then `event: end` (or `event: error`)",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        raw = _answers_bytes(ep)
+        if raw:
+            responses[200] = {"description": "the handler's bytes, as they are",
+                              "content": {"application/octet-stream": {
+                                  "schema": {"type": "string", "format": "binary"}}}}
         api.add_api_route(f"/{ep.path}", _route(ep, policy, batchers), methods=["POST"],
                           name=ep.name, summary=(ep.method.__doc__ or ep.name).strip(),
-                          response_model=None if ep.streams else ep.response,
-                          response_class=StreamingResponse if ep.streams else JSONResponse,
+                          response_model=None if ep.streams or raw else ep.response,
+                          response_class=(StreamingResponse if ep.streams
+                                          else Response if raw else JSONResponse),
                           responses=responses)
     return api
 
@@ -254,6 +260,12 @@ def _route(ep: _Endpoint, policy: BatchPolicy,
         route = _streamed_route(ep, _Slots(policy.max_queue))
     else:
         route = _plain_route(ep, _Slots(policy.max_queue), policy.timeout_s)
+    if _answers_bytes(ep):
+        returns_bytes = route
+
+        async def route(body: BaseModel) -> Response:
+            return _raw(ep.name, await returns_bytes(body))
+
     # FastAPI reads the body model from the signature: give it the real class
     body = inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                              annotation=ep.request)
@@ -266,6 +278,20 @@ def _route(ep: _Endpoint, policy: BatchPolicy,
         body = body.replace(annotation=ep.request | None, default=None)
     route.__signature__ = inspect.Signature([body])  # type: ignore[attr-defined]
     return route
+
+
+def _answers_bytes(ep: _Endpoint) -> bool:
+    """A handler annotated ``-> bytes`` (a batched one: ``-> list[bytes]``) answers its bytes
+    as they are, ``application/octet-stream``: an image, a file, audio. (As a JSON string,
+    bytes that are not UTF-8 could not be sent at all.)"""
+    return ep.response is bytes and not ep.streams
+
+
+def _raw(name: str, value: Any) -> Response:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"Handler {name} is annotated -> bytes but returned "
+                        f"{type(value).__name__}.")
+    return Response(bytes(value), media_type="application/octet-stream")
 
 
 def _batched_route(ep: _Endpoint, policy: BatchPolicy,

@@ -191,6 +191,36 @@ def test_a_handler_that_raises_is_a_500_that_names_the_handler_not_the_server() 
     assert "secret detail" not in response.text and "bug in the server" not in response.text
 
 
+def test_a_handler_annotated_bytes_answers_them_as_they_are() -> None:
+    """-> bytes is application/octet-stream: bytes that are not UTF-8 (an image, a file)
+    could not be a JSON string, and were a 500."""
+    class Blobs(kaon.Service):
+        @kaon.handler
+        def png(self, n: int) -> bytes:
+            return b"\x89PNG" + bytes([0xFF, n])
+
+        @kaon.handler(batch=kaon.Batch(max_batch_size=4, max_wait_ms=20))
+        def each(self, ns: list[int]) -> list[bytes]:
+            return [bytes([0xFE, n]) for n in ns]
+
+        @kaon.handler
+        def wrong(self, n: int) -> bytes:
+            return "text"  # type: ignore[return-value]
+
+    with TestClient(create_service_app(Blobs()), raise_server_exceptions=False) as client:
+        ready(client)
+        png = client.post("/png", json={"n": 7})
+        assert png.status_code == 200 and png.content == b"\x89PNG\xff\x07"
+        assert png.headers["content-type"] == "application/octet-stream"
+        with ThreadPoolExecutor(4) as pool:
+            each = list(pool.map(lambda n: client.post("/each", json={"ns": n}), range(4)))
+        assert [r.content for r in each] == [bytes([0xFE, n]) for n in range(4)]
+        wrong = client.post("/wrong", json={"n": 1})
+        assert wrong.status_code == 500 and wrong.json()["error"] == "InternalError"
+        schema = client.get("/openapi.json").json()["paths"]["/png"]["post"]["responses"]
+        assert list(schema["200"]["content"]) == ["application/octet-stream"]
+
+
 def test_handlers_need_type_hints_and_a_service_needs_handlers() -> None:
     class Untyped(kaon.Service):
         @kaon.handler
