@@ -162,7 +162,7 @@ def _problems(exc: ValidationError) -> str:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler, `timeout`, `kill`) stops the search the way Ctrl-C does: the trial
+    """SIGTERM (a scheduler, `timeout`, `kill`) and SIGHUP stop the search as Ctrl-C does: the trial
     processes are killed and the study is kept for --resume. (At-exit hooks do not run on
     SIGTERM, so the trials would otherwise outlive the search.)"""
     import contextlib
@@ -173,6 +173,7 @@ def _stop_on_sigterm() -> None:
 
     with contextlib.suppress(ValueError):  # not the main thread (an embedding app): skip
         signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGHUP, interrupt)  # its terminal closed, or ssh dropped
 
 
 def _print_result(result: TuneResult) -> None:

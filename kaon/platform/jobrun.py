@@ -10,31 +10,17 @@ at fault (no retry helps), and dies with its worker (it polls its parent).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from kaon.config import get_settings
+from kaon.procs import exit_when_orphaned
 
 
 def job_dir(job_id: str) -> Path:
     return get_settings().home / "jobs" / job_id
-
-
-def _die_with_parent() -> None:
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:  # the worker died: its job will be retried elsewhere
-                os._exit(70)
-
-    threading.Thread(target=watch, name="kaon-parent-watch", daemon=True).start()
 
 
 class EpochLog:
@@ -97,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     # the worker cancels with SIGINT: honour it even when it came ignored from the worker's
     # own start (`kaon up &` in a script, nohup), which Python would otherwise keep
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _die_with_parent()
+    exit_when_orphaned(70)  # the worker died: its job will be retried elsewhere
     out = job_dir(job_id)
     out.mkdir(parents=True, exist_ok=True)
     try:

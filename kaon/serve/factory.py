@@ -8,7 +8,6 @@ loads the model once and batches its own requests.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,6 +15,7 @@ from fastapi import FastAPI
 from kaon.config import get_settings
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError
+from kaon.procs import usable_cores
 from kaon.serve.batching import BatchPolicy
 
 
@@ -25,7 +25,7 @@ def default_threads(replicas: int) -> int:
     (Leaving a core for HTTP was measured: 3-7% faster for a 34K-parameter CNN, 37-51%
     slower for ResNet-18 on this 2-core machine; docs/benchmarks.md.)
     """
-    return max(1, (os.cpu_count() or 1) // replicas)
+    return max(1, usable_cores() // replicas)
 
 
 def build(config: dict[str, Any]) -> FastAPI:

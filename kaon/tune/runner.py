@@ -2,7 +2,9 @@
 
 A process per trial means nothing a trial allocates can outlive it, and a stuck trial can
 always be stopped. Each trial gets its own process group, so killing it takes any helper
-processes with it; whatever is still running when the search exits is killed too. On a machine
+processes with it; whatever is still running when the search exits is killed too, and a
+trial whose search died without a word (``kill -9``, the OOM killer) exits within a second
+(:func:`kaon.procs.exit_when_orphaned`). On a machine
 with several GPUs each running trial sees one of its own (``CUDA_VISIBLE_DEVICES``, from
 :class:`GpuSlots`).
 """
@@ -99,13 +101,16 @@ def report_step(epoch: int, epochs: int, max_epochs: int) -> int:
 
 def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], float],
               log: Path, prune: bool, report: bool = True, max_epochs: int = 1,
-              env: dict[str, str] | None = None) -> Outcome:
+              env: dict[str, str] | None = None,
+              lock: contextlib.AbstractContextManager[Any] | None = None) -> Outcome:
     """Run ``job`` (see kaon.tune.worker) until it finishes, is pruned, or ``deadline()``.
 
     ``deadline`` is re-read while the trial runs, so a search whose final retrain turns out to
     need more time can cut running trials earlier. ``report`` sends each epoch's value to
     Optuna (single-objective studies only). ``env``: variables set for the trial process on
-    top of this one's (its GPU).
+    top of this one's (its GPU). ``lock``: held while the epoch is reported and the pruner
+    asked (the search's; Optuna's pruners are not thread-safe: Hyperband sets up its
+    brackets on the first call, and two at once doubled them).
     """
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -156,11 +161,14 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     continue
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
                 if report:
-                    trial.report(outcome.value, report_step(outcome.epochs, epochs, max_epochs))
-                    # asked even when the answer is not acted on (the portfolio's trials):
-                    # Hyperband records a trial at a rung only when asked, and the rungs that
-                    # other trials are judged against must hold it
-                    if trial.should_prune() and prune:
+                    with lock or contextlib.nullcontext():
+                        trial.report(outcome.value,
+                                     report_step(outcome.epochs, epochs, max_epochs))
+                        # asked even when the answer is not acted on (the portfolio's
+                        # trials): Hyperband records a trial at a rung only when asked, and
+                        # the rungs that other trials are judged against must hold it
+                        stop = trial.should_prune()
+                    if stop and prune:
                         outcome.state = "pruned"
                         _kill(proc)
             code = proc.wait()

@@ -24,7 +24,15 @@ from typing import Any, Literal
 import optuna
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from rich.console import Console
 from rich.live import Live
 
@@ -35,6 +43,7 @@ from kaon.errors import ConfigError, DataError, KaonError, NotFoundError
 from kaon.jsonsafe import finite
 from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
 from kaon.nn.spec import Seed, parse_spec
+from kaon.procs import usable_cores
 from kaon.train import TrainingInterrupted, train
 from kaon.tune import budget as b
 from kaon.tune.checks import check_test_split, emit
@@ -90,7 +99,7 @@ class TuneConfig(BaseModel):
         return bool(self.robust)
 
     @model_validator(mode="after")
-    def _names_fit(self) -> TuneConfig:
+    def _names_fit(self, info: ValidationInfo) -> TuneConfig:
         if not is_valid_name(self.dataset):  # a path: the CLI imports it first, this does not
             raise ValueError(f"dataset {self.dataset!r} is not a dataset name; import a folder "
                              "or file first with `kaon data import PATH --name NAME "
@@ -98,9 +107,11 @@ class TuneConfig(BaseModel):
         if not re.fullmatch(NAME_PATTERN, f"{self.name}-trial"):
             raise ValueError(f"model name {self.name!r} is too long or not allowed "
                              "(trials are named NAME-trial, at most 64 characters)")
-        if self.workers > (os.cpu_count() or 1) * 2:
+        # a stored study's settings are checked again on --resume, maybe on a smaller machine
+        stored = isinstance(info.context, dict) and info.context.get("stored")
+        if self.workers > usable_cores() * 2 and not stored:
             raise ValueError(f"--workers {self.workers} is more than twice the "
-                             f"{os.cpu_count()} cores")
+                             f"{usable_cores()} cores")
         return self
 
 
@@ -146,7 +157,7 @@ def gpu_count() -> int:
 
 def default_workers() -> int:
     """One trial per GPU where there are GPUs, else one per core."""
-    return max(1, gpu_count() or (os.cpu_count() or 1))
+    return max(1, gpu_count() or usable_cores())
 
 
 @dataclass
@@ -262,7 +273,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     """Continue a killed search with the budget it had left; finished trials are kept."""
     started = time.monotonic()
     summary = _load_study(study_name)
-    cfg = TuneConfig.model_validate(summary.user_attrs["kaon"])
+    cfg = _stored_config(summary)
     if summary.user_attrs.get("model"):
         raise ConfigError(f"Study {study_name} already finished and registered "
                           f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
@@ -274,6 +285,22 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
     spent = float(study.user_attrs.get("spent", 0.0))
     return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
+
+
+def _stored_config(study: optuna.Study) -> TuneConfig:
+    """The settings a study was started with (checked as when it started, except against
+    this machine's cores)."""
+    stored = study.user_attrs.get("kaon")
+    if not isinstance(stored, dict):
+        raise ConfigError(f"Study {study.study_name} was not made by `kaon tune`: it has no "
+                          "settings to continue with.",
+                          hint="Give the name of a study that `kaon tune` printed.")
+    try:
+        return TuneConfig.model_validate(stored, context={"stored": True})
+    except ValidationError as exc:
+        raise ConfigError(f"Study {study.study_name}'s settings are not valid here: "
+                          f"{exc.errors()[0]['msg']}.",
+                          hint="Start a new search with `kaon tune --data …`.") from None
 
 
 def _fail_orphans(study: optuna.Study) -> None:
@@ -400,7 +427,7 @@ def _sync(device: torch.device) -> None:
 
 def trial_threads(cfg: TuneConfig) -> int:
     """Torch threads of one trial process: the cores shared among the parallel trials."""
-    return max(1, (os.cpu_count() or 1) // cfg.workers)
+    return max(1, usable_cores() // cfg.workers)
 
 
 def trial_cap(cfg: TuneConfig, sizes: dict[str, Any]) -> float:
@@ -426,7 +453,7 @@ def _time_portfolio(cfg: TuneConfig, sizes: dict[str, Any]) -> list[_Timed]:
     from kaon.nn.devices import resolve_device
 
     device, threads = resolve_device(), trial_threads(cfg)  # where trial processes train
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     spare = device.type == "cpu" and cores > threads
     if not (cfg.warm_start or spare):  # neither the warm start nor a speed-up needs it
         return []
@@ -453,7 +480,7 @@ def _speedups(cfg: TuneConfig, timed: list[_Timed]) -> dict[str, float]:
     model of that family than a trial (its share of the cores) does: 90% of what was measured,
     at least 1. Without it the search stopped early, budgeting the retrain as if it ran on one
     trial's threads (0.76 of a 15-minute budget on Fashion-MNIST)."""
-    most = (os.cpu_count() or 1) / trial_threads(cfg)
+    most = usable_cores() / trial_threads(cfg)
     return {t.params["family"]: round(max(1.0, min(0.9 * t.alone / t.all_cores, most)), 3)
             for t in timed if t.all_cores}
 
@@ -484,6 +511,8 @@ class _Search:
         self.study, self.cfg, self.sizes, self.budget = study, cfg, sizes, budget
         self.spent_before = spent_before
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # a trial ended: the cutoff may move
+        self.running = 0
         self.stop = threading.Event()
         self.trial_cap = trial_cap(cfg, sizes)
         self.threads = trial_threads(cfg)
@@ -508,12 +537,22 @@ class _Search:
         return self.spent_before + time.monotonic() - self.budget.start
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
+        """One worker: launch trials while the budget allows. When it does not, wait while
+        other trials run: the first to complete can move the cutoff later (a measured retrain
+        replaces the cautious estimate), and a worker that had left would not come back."""
+        while True:
+            with self.changed:
+                if self.stop.is_set():
+                    return
                 now = time.monotonic()
                 if not self.budget.may_launch(now, self._estimate, self.sizes["min_trial"]):
-                    return
+                    if self.running == 0:
+                        self.changed.notify_all()  # the waiting workers end too
+                        return
+                    self.changed.wait(timeout=1.0)
+                    continue
                 trial = self.study.ask()
+                self.running += 1
             try:
                 self._run(trial, now)
             except Exception as exc:  # a broken trial must not take the search down
@@ -521,6 +560,10 @@ class _Search:
                     trial.set_user_attr("outcome", "failed")
                     trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
                     self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            finally:
+                with self.changed:
+                    self.running -= 1
+                    self.changed.notify_all()
 
     def _run(self, trial: optuna.Trial, launched: float) -> None:
         choice = suggest(trial, self.cfg.space)
@@ -540,7 +583,8 @@ class _Search:
                                 prune=not warm and isinstance(self.study.pruner,
                                                               optuna.pruners.HyperbandPruner),
                                 report=not self.cfg.multi_objective,
-                                max_epochs=self.cfg.space.max_epochs, env=env)
+                                max_epochs=self.cfg.space.max_epochs, env=env,
+                                lock=self.lock)
         with self.lock:
             self._tell(trial, outcome)
             self._estimate = self._retrain_estimate()
@@ -768,7 +812,7 @@ def pick(study_name: str, number: int, *, name: str | None = None,
     as ``name`` (default ``NAME-tN``) with lineage to the study. No time budget applies."""
     started = time.monotonic()
     study = _load_study(study_name)
-    cfg = TuneConfig.model_validate(study.user_attrs["kaon"])
+    cfg = _stored_config(study)
     trial = _finished_trial(study, cfg, number)
     sizes = _check_inputs(cfg)
     emit(sizes["warnings"])

@@ -91,6 +91,9 @@ def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30
 
 
 def main() -> int:
+    from kaon.procs import exit_when_orphaned
+
+    exit_when_orphaned(75)  # its search died without killing it (kill -9, the OOM killer)
     job = json.loads(sys.stdin.read())
     torch.set_num_threads(int(job.get("threads", 1)))
     from kaon.nn.build import count_parameters

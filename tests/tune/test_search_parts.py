@@ -9,12 +9,18 @@ Optuna's pruner are the code under test. One test runs the real worker on a tiny
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from kaon import registry
@@ -102,6 +108,36 @@ def test_the_pruner_gets_every_epoch_and_a_pruned_trial_is_killed(
     assert not marker.exists()  # killed, not left to run its 30 s to the end
 
 
+def test_a_worker_that_may_not_launch_waits_while_a_trial_may_still_move_the_cutoff(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until a trial completes, the retrain is estimated from the trial cap, cautiously; the
+    first completion can move the cutoff later. A worker turned away before that waits for
+    it: before, it left for good and the rest of the search ran on fewer workers."""
+    search = search_for(config(workers=2), "waits")
+    monkeypatch.setenv("FAKE_PAUSE", "1")
+
+    class Scripted(b.Budget):
+        def may_launch(self, now: float, retrain_estimate: float, min_trial: float) -> bool:
+            trials = search.study.get_trials(deepcopy=False)
+            if not trials:
+                return True  # the first trial
+            if not any(t.state.is_finished() for t in trials):
+                return False  # the cautious estimate, while the first trial runs
+            return len(trials) < 3  # its result moved the cutoff: two more trials fit
+
+    search.budget = Scripted(time.monotonic(), 600)
+    workers = [threading.Thread(target=search.loop) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    trials = search.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    second, third = trials[1], trials[2]
+    assert second.datetime_complete is not None and third.datetime_start is not None
+    assert third.datetime_start < second.datetime_complete  # both workers ran them
+
+
 def test_the_portfolio_s_trials_are_reported_but_never_pruned(
         fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     search = search_for(config(), "warm-no-prune-test")
@@ -177,6 +213,45 @@ def test_the_real_worker_reports_each_epoch_and_its_latency(tiny: str, tmp_path:
     assert outcome.state == "complete", outcome.error
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3]
     assert outcome.info["latency_ms"] > 0 and outcome.info["params"] == 6 * 6 * 16 + 16 + 34
+
+
+def test_a_trial_whose_search_is_killed_outright_exits_at_once(tiny: str,
+                                                                tmp_path: Path) -> None:
+    """kill -9 or the OOM killer leaves the search no time to kill its trials: the real
+    worker sees its parent gone and exits, instead of training on to the end of its schedule
+    (its output going to a file, no broken pipe would stop it)."""
+    choice = suggest(optuna.trial.FixedTrial({**MLP_PARAMS, "epochs": 1000}), mlp_space(1000))
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"spec": to_spec("tiny-trial", tiny, choice),
+                               "objective": "accuracy", "threads": 1, "folds": 0}))
+    out, pid_file = tmp_path / "out.txt", tmp_path / "pid"
+    search = subprocess.Popen(["sh", "-c", f'"$0" -m kaon.tune.worker < {job} > {out} '
+                               f"2> {tmp_path / 'err.txt'} & echo $! > {pid_file}; wait",
+                               sys.executable])
+    deadline = time.monotonic() + 60
+    while '"epoch"' not in (out.read_text() if out.exists() else ""):
+        assert time.monotonic() < deadline and search.poll() is None, "no epoch was reported"
+        time.sleep(0.1)
+    trial = int(pid_file.read_text())
+    search.kill()  # SIGKILL: no handler, no atexit
+    search.wait()
+    try:
+        deadline = time.monotonic() + 5
+        while _alive(trial):
+            assert time.monotonic() < deadline, "the orphaned trial kept training"
+            time.sleep(0.1)
+        assert out.read_text().count('"epoch"') < 1000
+    finally:
+        if _alive(trial):
+            os.kill(trial, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return b"zombie" not in status.read_bytes().lower()
+    except FileNotFoundError:
+        return False
 
 
 def test_the_real_worker_scores_each_fold_on_perturbed_images(tmp_path: Path) -> None:
@@ -291,6 +366,26 @@ def test_pick_needs_a_study() -> None:
     result = CliRunner().invoke(app, ["tune", "--pick", "3"])
     assert isinstance(result.exception, ConfigError)
     assert "--resume STUDY --pick TRIAL" in result.exception.message
+
+
+def test_a_stored_study_s_settings_are_read_back_or_refused_with_a_message() -> None:
+    """--resume and --pick re-read the settings a study started with: a study started with
+    --workers 16 on a larger machine continues here (it was a raw ValidationError), and a
+    study that kaon tune did not make is a ConfigError (it was a KeyError)."""
+    cfg = config()
+    made = optuna.create_study(storage=storage(), study_name="elsewhere")
+    made.set_user_attr("kaon", {**cfg.model_dump(mode="json"), "workers": 16})
+    assert study._stored_config(made).workers == 16
+    with pytest.raises(ValidationError, match="workers"):  # a new search is still refused
+        TuneConfig.model_validate({**cfg.model_dump(mode="json"), "workers": 16})
+    foreign = optuna.create_study(storage=storage(), study_name="foreign")
+    with pytest.raises(ConfigError, match="not made by `kaon tune`"):
+        study._stored_config(foreign)
+    foreign.set_user_attr("kaon", {**cfg.model_dump(mode="json"), "time_seconds": -1})
+    with pytest.raises(ConfigError, match="settings are not valid here"):
+        study._stored_config(foreign)
+    result = CliRunner().invoke(app, ["tune", "--resume", "foreign"])
+    assert isinstance(result.exception, ConfigError)
 
 
 def test_when_every_trial_failed_the_error_is_the_trials_not_the_budget() -> None:
