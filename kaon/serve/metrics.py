@@ -20,7 +20,8 @@ class ServerMetrics:
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("kaon_queue_depth", "Items waiting for a batch",
                                  registry=self.registry)
-        self.rejected = Counter("kaon_rejected_total", "Requests refused with 503 (queue full)",
+        self.rejected = Counter("kaon_rejected_total",
+                                "Requests (503) and stream frames refused: the queue was full",
                                 registry=self.registry)
         self.dropped = Gauge("kaon_dropped_items", "Queued images dropped (caller went away)",
                              registry=self.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from kaon.serve import RegistryPredictor, create_app
 from kaon.serve.batching import BatchPolicy
@@ -137,6 +139,68 @@ def test_a_closed_stream_is_logged_and_its_drops_observed(
     assert line["close_code"] == 1000
     assert 'kaon_stream_dropped_per_stream_count{policy="drop_oldest"} 1.0' in metrics
     assert f'kaon_stream_dropped_per_stream_sum{{policy="drop_oldest"}} {float(dropped)}' in metrics
+
+
+class PickyPredictor(SlowPredictor):
+    """Fails on any image whose first pixel is 255; the frames of other images pass."""
+
+    def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        if bool((images[:, 0, 0, 0] == 255).any()):
+            raise ValueError("first pixel saturated")
+        return super().predict(images)
+
+
+def marked_frame(seed: int, first: int) -> bytes:
+    frame = bytearray(tensor_frame(seed))
+    frame[-28 * 28] = first  # the first pixel
+    return bytes(frame)
+
+
+def test_a_frame_the_model_fails_on_gets_an_error_result_and_the_stream_goes_on() -> None:
+    register_tiny("digits")
+    app = create_app(lambda: PickyPredictor(0.0),
+                     policy=BatchPolicy(max_batch_size=1, max_wait_ms=0))
+    with TestClient(app) as client:
+        wait_ready(client)
+        with client.websocket_connect(f"{STREAM}?policy=block") as ws:
+            for i in range(4):
+                ws.send_bytes(marked_frame(i, 255 if i == 1 else 0))
+            results = [ws.receive_json() for _ in range(4)]
+    assert [r["seq"] for r in results] == [0, 1, 2, 3]
+    assert results[1]["error"] == "PredictionError" and "ValueError" in results[1]["message"]
+    assert all("probabilities" in r for i, r in enumerate(results) if i != 1)
+
+
+def test_a_saturated_server_slows_block_streams_instead_of_closing_them() -> None:
+    """With a queue bound of one image, four streams' frames meet a full queue: each such
+    frame is tried again (drop_oldest would drop it when a newer one waits). Before, the
+    first refusal closed the stream with 1011."""
+    register_tiny("digits")
+    app = create_app(lambda: SlowPredictor(0.02),
+                     policy=BatchPolicy(max_batch_size=1, max_wait_ms=0, max_queue=1))
+    with TestClient(app) as client:
+        wait_ready(client)
+        with contextlib.ExitStack() as opened:
+            streams = [opened.enter_context(client.websocket_connect(f"{STREAM}?policy=block"))
+                       for _ in range(4)]
+            for i in range(6):
+                for ws in streams:
+                    ws.send_bytes(tensor_frame(i))
+            results = [[ws.receive_json() for _ in range(6)] for ws in streams]
+        rejected = client.get("/metrics").text
+    for stream in results:
+        assert [r.get("seq") for r in stream] == list(range(6)), stream
+    assert re.search(r"^kaon_rejected_total [1-9]", rejected, flags=re.M), "no frame was refused"
+
+
+def test_the_close_request_may_be_spaced_as_any_json(fast: TestClient) -> None:
+    with fast.websocket_connect(STREAM) as ws:
+        ws.send_bytes(tensor_frame(0))
+        ws.send_text('{"type":"close"}')  # JSON.stringify's spacing
+        assert ws.receive_json()["seq"] == 0
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1000
 
 
 def test_garbage_closes_only_that_stream(fast: TestClient) -> None:

@@ -7,7 +7,10 @@ receives one JSON result per frame, in order, with its server-side latency and t
 frames still waiting behind it. When frames come
 faster than the model keeps up, at most ``max_pending`` wait: ``drop_oldest`` discards the
 oldest waiting frame (and says which, in the next result), ``block`` stops reading the socket
-so the sender is held back by TCP. Garbage gets an error message and closes that stream only.
+so the sender is held back by TCP. Garbage gets an error message and closes that stream only;
+a frame the model fails on gets a result with ``error`` and the stream goes on; a frame the
+server is too busy for (other clients' load) is dropped and reported under ``drop_oldest``
+when a newer frame waits, else tried again.
 
 Every Kaon server declines WebSocket compression (permessage-deflate; uvicorn's
 ``ws_per_message_deflate=False``, and the replica pool's hop from the front to a replica).
@@ -28,22 +31,24 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
-from kaon.errors import KaonError
+from kaon.errors import KaonError, PredictionError
 from kaon.registry.signature import Signature
 from kaon.serve import logs
 from kaon.serve.asgi import refuse_handshake
+from kaon.serve.batching import Overloaded, RequestTimeout
 from kaon.serve.runtime import Runtime
 
 MAGIC = b"KTNS"
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_PENDING = 64
+RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
 
 
 class BadFrame(Exception):
@@ -118,7 +123,7 @@ class Stream:
                     break
                 data = message.get("bytes")
                 if data is None:
-                    if (message.get("text") or "").strip() == '{"type": "close"}':
+                    if _is_close(message.get("text") or ""):
                         break
                     raise BadFrame("send frames as binary messages")
                 if len(data) > MAX_FRAME_BYTES:
@@ -152,7 +157,16 @@ class Stream:
                 dropped, self.dropped = self.dropped, []
                 self.changed.notify_all()
             image = decode_frame(frame.data, self.sig)
-            (result,) = await self.runtime.predict(image[None], timed=True)
+            try:
+                result = await self._predict(image)
+            except _Skipped:  # the server was saturated and a newer frame waits: drop this
+                async with self.changed:
+                    self.dropped = [*dropped, frame.seq, *self.dropped]
+                    self.dropped_total += 1
+                    self.runtime.metrics.stream_dropped.inc()
+                continue
+            except PredictionError as exc:  # this frame only: the stream goes on
+                result = {"error": "PredictionError", "message": exc.message}
             done = time.perf_counter()
             await self.ws.send_json({
                 "seq": frame.seq, **result,  # model_ms: the model call of this frame's batch
@@ -160,6 +174,35 @@ class Stream:
                 "pending": waiting,  # frames still waiting behind this one
                 "dropped": dropped, "dropped_total": self.dropped_total})
             self.answered += 1
+
+    async def _predict(self, image: np.ndarray) -> dict[str, Any]:
+        """The frame's result. When the server is saturated (its queue full, or the frame
+        past its deadline, because of other clients' load), a ``drop_oldest`` stream drops
+        the frame if a newer one waits, and every other frame is tried again shortly: a
+        passing overload thins or slows a stream, it does not end it."""
+        while True:
+            try:
+                (result,) = await self.runtime.predict(image[None], timed=True)
+                return result
+            except (Overloaded, RequestTimeout) as exc:
+                if isinstance(exc, Overloaded):
+                    self.runtime.metrics.rejected.inc()
+                if self.policy == "drop_oldest" and self.pending:
+                    raise _Skipped from None
+                await asyncio.sleep(RETRY_S)
+
+
+class _Skipped(Exception):
+    """A frame dropped because the server was saturated when its turn came."""
+
+
+def _is_close(text: str) -> bool:
+    """The client's close request, ``{"type": "close"}`` (however it is spaced)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "close"
 
 
 def _open_error(policy: str, max_pending: str) -> str | None:
