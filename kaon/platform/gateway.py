@@ -354,16 +354,17 @@ class _Guard:
             result = json.loads(text)
         except ValueError:
             result = None
-        if isinstance(result, dict) and "error" not in result:
-            self.sent += 1
-            try:
-                await self.gateway.meter.record(
-                    self.principal.workspace_id, "stream_frames", 1,
-                    f"stream:{self.stream_id}:{self.sent}", {"deployment": self.deployment})
-            except KaonError:  # not metered, so not sent: the pool ends the relay
-                await self._end(1011, "usage could not be recorded; reopen the stream")
-                raise WebSocketDisconnect(1011) from None
-            text = json.dumps(self._renumbered(result))
+        if isinstance(result, dict):
+            if "error" not in result:  # a frame answered; one the model failed on is free
+                self.sent += 1
+                try:
+                    await self.gateway.meter.record(
+                        self.principal.workspace_id, "stream_frames", 1,
+                        f"stream:{self.stream_id}:{self.sent}", {"deployment": self.deployment})
+                except KaonError:  # not metered, so not sent: the pool ends the relay
+                    await self._end(1011, "usage could not be recorded; reopen the stream")
+                    raise WebSocketDisconnect(1011) from None
+            text = json.dumps(self._renumbered(result))  # a frame's error too: its number
         try:
             await self.websocket.send_text(text)
         except RuntimeError:  # the client's side is closed already

@@ -78,6 +78,22 @@ class LatePool(EchoPool):
             await websocket.send_text(json.dumps({"seq": 99}))
 
 
+class FailingPool(EchoPool):
+    """One whose model fails on frames of the byte 1: that frame's result is an error, and
+    the stream goes on, as a replica's does."""
+
+    async def forward_ws(self, websocket: WebSocket, path: str, query: str) -> None:
+        await websocket.accept()
+        seq = 0
+        with contextlib.suppress(WebSocketDisconnect):
+            while (message := await websocket.receive())["type"] != "websocket.disconnect":
+                result: dict[str, object] = {"seq": seq}
+                if message.get("bytes") == b"\x01":
+                    result.update(error="PredictionError", message="the model failed")
+                await websocket.send_text(json.dumps(result))
+                seq += 1
+
+
 class Deployments:
     def __init__(self, pool: type[EchoPool] = EchoPool) -> None:
         self.kind = pool
@@ -165,6 +181,29 @@ def test_a_drop_oldest_stream_drops_frames_over_the_rate_and_reports_them_in_its
     assert answered == sorted(answered) and answered[:2] == [0, 1]
     assert len(reported) >= 3 and sorted(answered + reported) == list(range(9))
     assert result["dropped_total"] == len(reported)
+
+
+def test_a_frame_the_model_failed_on_keeps_the_clients_number_and_is_not_billed(
+        secret: str, meter: MeterWriter, sqlite_db: Session) -> None:
+    """A replica answers a frame its model failed on with an error result and goes on; the
+    gateway gives it the client's frame number like any result, and does not meter it."""
+    results: list[dict[str, object]] = []
+    with _serve(meter, FailingPool) as client, \
+            client.websocket_connect(DROPPING, headers=_headers(secret)) as ws:
+        for _ in range(6):  # over the rate: the replica's numbering falls behind the client's
+            ws.send_bytes(b"\x00")
+        time.sleep(0.35)
+        ws.send_bytes(b"\x01")  # the client's frame 6
+        while not results or "error" not in results[-1]:  # (ends: every frame answered)
+            results.append(ws.receive_json())
+        time.sleep(0.15)
+        ws.send_bytes(b"\x00")  # frame 7
+        results.append(ws.receive_json())
+    failed = [r for r in results if "error" in r]
+    assert [r["seq"] for r in failed] == [6] and results[-1]["seq"] == 7
+    sqlite_db.expire_all()
+    billed = metering.usage(sqlite_db, DEFAULT_WORKSPACE, period_of(utcnow()))["stream_frames"]
+    assert billed == len(results) - 1  # every answered frame but the failed one
 
 
 @pytest.mark.parametrize("change", ["revoke the key", "use up the quota"])
