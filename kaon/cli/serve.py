@@ -86,7 +86,9 @@ def serve(
     console_err.print(f"Serving {name} on http://{host}:{port} with {replicas} "
                       f"replica(s)  ({routes})", soft_wrap=True)
     if replicas == 1:
-        uvicorn.run(build(config), host=host, port=port, **SERVER_OPTIONS)
+        # bounded, as the front's: an open event stream has no deadline of its own
+        uvicorn.run(build(config), host=host, port=port,
+                    timeout_graceful_shutdown=int(timeout) + 10, **SERVER_OPTIONS)
         return
     front.run(config, replicas, host, port, max_body, timeout)
 

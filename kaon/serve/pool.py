@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -59,6 +61,10 @@ class PoolMetrics:
         self.lost = Counter("kaon_replica_lost_requests_total",
                             "In-flight requests answered 503 because their replica died",
                             registry=self.registry)
+
+
+log = logging.getLogger("kaon.serve.pool")
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar, less the percent sign
 
 
 def unavailable(message: str, hint: str = "Retry in a second.", path: str = "") -> JSONResponse:
@@ -118,7 +124,11 @@ class ReplicaPool:
              "--timeout-keep-alive", "75",
              "--timeout-graceful-shutdown", str(int(self.timeout)),
              "--ws-per-message-deflate", "false"],  # kaon.serve.protocols.stream: why
-            env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            # its own session: a terminal's Ctrl-C reaches the front alone, which drains
+            # and then stops the replicas (each one stopping by itself meanwhile would be
+            # seen dead, and restarted, by the supervisor)
+            start_new_session=True)
         replica.started_at, replica.ready = time.monotonic(), False
         replica.client = UnixHTTPClient(str(replica.socket))
 
@@ -139,26 +149,33 @@ class ReplicaPool:
 
     async def _supervise(self) -> None:
         while True:
-            now = time.monotonic()
             for replica in list(self.replicas):
-                proc = replica.process
-                if proc is not None and proc.poll() is not None:  # died: restart it
-                    replica.ready = False
-                    quick = now - replica.started_at < 10
-                    replica.failures = replica.failures + 1 if quick else 1
-                    replica.retry_at = now + min(2.0 ** (replica.failures - 1) - 1, 30.0)
-                    replica.process = None
-                    if replica.client:
-                        await replica.client.aclose()
-                if replica.process is None and now >= replica.retry_at:
-                    self.metrics.restarts.inc()
-                    self._spawn(replica)
-                elif replica.process is not None and not replica.ready:
-                    replica.ready = await self._probe(replica)
-                    if replica.ready and now - replica.started_at > 10:
-                        replica.failures = 0
+                try:
+                    await self._look_after(replica, time.monotonic())
+                except Exception:  # (fork failing for want of memory): try again next tick
+                    log.exception("supervising replica %d failed", replica.index)
             self.metrics.ready.set(sum(r.ready for r in self.replicas))
             await asyncio.sleep(0.1)
+
+    async def _look_after(self, replica: Replica, now: float) -> None:
+        """Restart ``replica`` if it died (backing off when it dies soon after each start),
+        and probe it until it is ready."""
+        proc = replica.process
+        if proc is not None and proc.poll() is not None:  # died: restart it
+            replica.ready = False
+            quick = now - replica.started_at < 10
+            replica.failures = replica.failures + 1 if quick else 1
+            replica.retry_at = now + min(2.0 ** (replica.failures - 1) - 1, 30.0)
+            replica.process = None
+            if replica.client:
+                await replica.client.aclose()
+        if replica.process is None and now >= replica.retry_at:
+            self.metrics.restarts.inc()
+            self._spawn(replica)
+        elif replica.process is not None and not replica.ready:
+            replica.ready = await self._probe(replica)
+            if replica.ready and now - replica.started_at > 10:
+                replica.failures = 0
 
     async def _probe(self, replica: Replica) -> bool:
         return (await self._get(replica, "/readyz"))[0] == 200
@@ -170,7 +187,7 @@ class ReplicaPool:
         try:
             response = await asyncio.wait_for(replica.client.send("GET", path, []), 2.0)
             return response.status, await asyncio.wait_for(response.read(), 2.0)
-        except (UpstreamError, asyncio.TimeoutError):
+        except (UpstreamError, OSError, asyncio.TimeoutError):
             return 0, b""
 
     @property
@@ -204,7 +221,9 @@ class ReplicaPool:
                 headers[name] = value
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         query = request.scope.get("query_string", b"").decode("latin-1")
-        target = route + (f"?{query}" if query else "")
+        # the path as it came, encoded again: decoded, 'a b' or 'é' is not a request target
+        # (h11 refuses it) and '%3F' would become the start of a query
+        target = quote(route, safe=_PATH_SAFE) + (f"?{query}" if query else "")
         client = replica.client
         replica.in_flight += 1
         released = False
@@ -288,11 +307,13 @@ class ReplicaPool:
         query = websocket.url.query if query is None else query
         uri = f"ws://replica{path or websocket.url.path}" + (f"?{query}" if query else "")
         replica.in_flight += 1
+        accepted = False
         try:
             # uncompressed, as every Kaon server: kaon.serve.protocols.stream says why
             async with unix_connect(str(replica.socket), uri, max_size=None, open_timeout=5,
                                     compression=None) as upstream:
                 await websocket.accept()
+                accepted = True
 
                 async def up() -> None:
                     with contextlib.suppress(ConnectionClosed):  # down() relays the close
@@ -337,7 +358,11 @@ class ReplicaPool:
             await refuse_handshake(websocket, Response(
                 bytes(refused.body or b""), status_code=refused.status_code, headers=headers))
         except (OSError, WebSocketException, asyncio.TimeoutError):
-            await close_quietly(websocket, 1011, "replica failed; reopen the stream")
+            if accepted:
+                await close_quietly(websocket, 1011, "replica failed; reopen the stream")
+            else:  # the replica went away before the stream opened: a 503 to retry
+                await refuse_handshake(websocket, unavailable(
+                    f"Replica {replica.index} did not take the stream."))
         finally:
             replica.in_flight -= 1
 

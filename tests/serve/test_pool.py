@@ -123,3 +123,39 @@ def test_the_fronts_own_errors_come_in_the_routes_protocol(tmp_path: Path, path:
             assert set(body) == {"error"} and "eplica" in body["error"]
         else:
             assert body["error"] == "UnavailableError" and body["hint"]
+
+
+async def _echo_target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A replica that answers with the request target it was sent."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    target = head.split(b" ")[1]
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(target), target))
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize(("path", "target"), [
+    ("/v1/models/é/predict", b"/v1/models/%C3%A9/predict"),
+    ("/v1/models/a b/predict", b"/v1/models/a%20b/predict"),
+    ("/v1/models/a?b/predict", b"/v1/models/a%3Fb/predict"),  # '%3F' in the URL
+    ("/v1/models/a%b/predict", b"/v1/models/a%25b/predict"),
+    ("/v2/models/m-1.2_x~/infer", b"/v2/models/m-1.2_x~/infer"),
+])
+def test_the_front_sends_the_replica_the_path_the_client_asked_for(
+        tmp_path: Path, path: str, target: bytes) -> None:
+    """The ASGI path is decoded: sent on as it was, a non-ASCII one was a 500, one with a
+    space a 503 'replica failed', and an encoded '?' started a query."""
+    socket = tmp_path / "replica.sock"
+
+    async def scenario() -> Response:
+        server = await asyncio.start_unix_server(_echo_target, path=str(socket))
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        pool.replicas = [Replica(index=0, socket=socket, ready=True,
+                                 client=UnixHTTPClient(str(socket)))]
+        try:
+            return await pool.forward(_request(path), body=b"{}")
+        finally:
+            server.close()
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 200 and bytes(response.body) == target

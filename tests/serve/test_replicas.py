@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -278,3 +279,40 @@ def test_a_handler_that_raises_fails_only_its_own_request(kaon_home: Path,
     finally:
         _stop(server)
     assert codes == [500, 200, 200, 200] * 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_a_terminal_drains_without_restarting_replicas(kaon_home: Path,
+                                                                 tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to its whole foreground process group. The replicas run in a
+    session of their own, so only the front gets it: it finishes the request in flight and
+    stops them. Before, each replica stopped by itself and the front, still draining, saw
+    them dead and started new ones."""
+    service = tmp_path / "slow.py"
+    service.write_text(SLOW_SERVICE)
+    port = free_port()
+    server = subprocess.Popen(  # a session of its own, as a shell gives a foreground job
+        [sys.executable, "-m", "kaon.cli.main", "serve", f"{service}:Slow", "--replicas", "2",
+         "--port", str(port)], env={**os.environ, "KAON_HOME": str(kaon_home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not _ready(url, 2):
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        first = set(_replicas(server.pid))
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(httpx.post, f"{url}/wait", json={"seconds": 3}, timeout=30)
+            time.sleep(0.5)  # in flight
+            os.killpg(server.pid, signal.SIGINT)  # what the terminal does
+            seen: set[int] = set()
+            while not slow.done():
+                seen |= set(_replicas(server.pid))
+                time.sleep(0.05)
+            assert slow.result().status_code == 200
+        assert seen <= first, f"replicas started during shutdown: {seen - first}"
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
