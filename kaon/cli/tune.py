@@ -27,7 +27,8 @@ def tune(
     time_: str | None = typer.Option(
         None, "--time", help="Wall-clock budget incl. the final retrain, e.g. 90s, 10m or "
                              "1h30m [default: 10m]."),
-    objective: str = typer.Option("accuracy", "--objective", help="accuracy or auc."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="accuracy (the default) or auc."),
     multi_objective: str | None = typer.Option(
         None, "--multi-objective", help="Also minimise latency or params (Pareto front)."),
     workers: int | None = typer.Option(
@@ -36,7 +37,7 @@ def tune(
     space: Path | None = typer.Option(None, "--space", help="YAML overriding the search space."),
     name: str | None = typer.Option(
         None, "--name", help="Model name (default DATA-tuned; with --pick N, DATA-tuned-tN)."),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe (default) or random."),
+    sampler: str | None = typer.Option(None, "--sampler", help="tpe (the default) or random."),
     cv: int | None = typer.Option(
         None, "--cv", help="Cross-validate each trial on K folds of train + val (0: off; "
                            "default: 3 when the validation split has under 1,000 images)."),
@@ -44,10 +45,12 @@ def tune(
         None, "--robust/--no-robust",
         help="Score trials on perturbed validation images: shifted, zoomed, re-exposed "
              "(default: on when trials are cross-validated)."),
-    warm_start: bool = typer.Option(
-        True, "--warm-start/--no-warm-start",
-        help="Try a portfolio of known-good configurations before the sampler's own."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial."),
+    warm_start: bool | None = typer.Option(
+        None, "--warm-start/--no-warm-start",
+        help="Try a portfolio of known-good configurations before the sampler's own "
+             "(the default)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the sampler and of every trial (default 0)."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a killed study."),
     pick: int | None = typer.Option(
         None, "--pick", help="With --resume STUDY: retrain this finished trial (e.g. a smaller "
@@ -85,12 +88,9 @@ def tune(
         given = [flag for flag, value in (
             ("--data", data), ("--size", size), ("--time", time_), ("--workers", workers),
             ("--trial-time", trial_time), ("--space", space), ("--cv", cv),
-            ("--robust/--no-robust", robust),
-            ("--multi-objective", multi_objective)) if value is not None]
-        given += [flag for flag, value, default in (
-            ("--objective", objective, "accuracy"), ("--sampler", sampler, "tpe"),
-            ("--seed", seed, 0), ("--warm-start/--no-warm-start", warm_start, True))
-            if value != default]
+            ("--robust/--no-robust", robust), ("--multi-objective", multi_objective),
+            ("--objective", objective), ("--sampler", sampler), ("--seed", seed),
+            ("--warm-start/--no-warm-start", warm_start)) if value is not None]
         if pick is None and name is not None:
             given.append("--name")
         if given:
@@ -109,9 +109,10 @@ def tune(
                               hint="Example: kaon tune --data breastmnist --time 5m")
         choice = dataset_for(data, parse_size(size) if size else None)
         fields = {"dataset": choice.name, "time_seconds": parse_duration(time_ or "10m"),
-                  "objective": objective, "multi_objective": multi_objective, "seed": seed,
-                  "model_name": name, "sampler": sampler, "space": load_space(space),
-                  "warm_start": warm_start}
+                  "objective": objective or "accuracy", "multi_objective": multi_objective,
+                  "seed": 0 if seed is None else seed, "model_name": name,
+                  "sampler": sampler or "tpe", "space": load_space(space),
+                  "warm_start": True if warm_start is None else warm_start}
         if workers is not None:
             fields["workers"] = workers
         if trial_time:

@@ -73,7 +73,21 @@ def _tune(job_id: str, spec: dict[str, Any], workspace: str) -> dict[str, Any]:
     result = tune(cfg)
     print(f"study {result.study}: best {result.best_value}, registered {result.model}",
           flush=True)
-    return result.to_dict()
+    out = result.to_dict()  # the report's files under KAON_HOME, not the server's own paths
+    home = get_settings().home
+    out["report"] = {k: _under(v, home) for k, v in out["report"].items()}
+    for point in out.get("pareto") or []:
+        if isinstance(point, dict) and "spec" in point:
+            point["spec"] = _under(str(point["spec"]), home)
+    return out
+
+
+def _under(path: str, home: Path) -> str:
+    """``path`` relative to ``home`` (its file name when it is elsewhere)."""
+    try:
+        return Path(path).relative_to(home).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def main(argv: list[str] | None = None) -> int:

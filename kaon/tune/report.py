@@ -35,6 +35,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     validation value it reported (what the pruner judged; under cross-validation, of the
     first fold, unperturbed)."""
     rows = []
+    max_epochs = _max_epochs(study)
     for t in study.get_trials(deepcopy=False):
         values = list(t.values) if t.values is not None and \
             t.state == optuna.trial.TrialState.COMPLETE else []
@@ -45,12 +46,34 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "value": values[0] if values else None,
             "last_epoch_value": last,
             "second_objective": values[1] if len(values) > 1 else None,
-            "epochs": max(t.intermediate_values) if t.intermediate_values else 0,
+            "epochs": _epochs(t, max_epochs),
             "seconds": t.user_attrs.get("seconds"), "params": t.params,
             # unperturbed, when scored on perturbed images
             "plain_value": t.user_attrs.get("plain"),
         }))
     return rows
+
+
+def _max_epochs(study: optuna.Study) -> int | None:
+    """The longest schedule of the study's space: what its reported steps are in units of."""
+    try:
+        return int(study.user_attrs["kaon"]["space"]["epochs"]["high"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _epochs(trial: optuna.trial.FrozenTrial, max_epochs: int | None) -> int:
+    """The epochs a trial trained (of its first fold, under cross-validation): recorded when
+    it ended; while it runs, from its last report, whose step is on the longest schedule's
+    scale (kaon.tune.runner.report_step), not in its own epochs."""
+    if "epochs" in trial.user_attrs:
+        return int(trial.user_attrs["epochs"])
+    if not trial.intermediate_values:
+        return 0
+    step, planned = max(trial.intermediate_values), trial.params.get("epochs")
+    if max_epochs and isinstance(planned, int):
+        return min(planned, max(1, round(step * planned / max_epochs)))
+    return step
 
 
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:

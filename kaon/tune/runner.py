@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -160,7 +161,7 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 if "epoch" not in msg:  # a later cross-validation fold finished
                     continue
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
-                if report:
+                if report and math.isfinite(outcome.value):  # (Optuna prunes on a NaN)
                     with lock or contextlib.nullcontext():
                         trial.report(outcome.value,
                                      report_step(outcome.epochs, epochs, max_epochs))

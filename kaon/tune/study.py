@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 import warnings
@@ -348,6 +350,12 @@ def _check_inputs(cfg: TuneConfig) -> dict[str, Any]:
     if cfg.objective == "auc" and dataset.num_classes != 2:
         raise ConfigError(f"--objective auc needs a binary dataset; {cfg.dataset!r} has "
                           f"{dataset.num_classes} classes.", hint="Use --objective accuracy.")
+    if cfg.objective == "auc" and (cfg.cv_folds or 0) > fewest:
+        # a held-out fold without one class has no ROC AUC: every trial would score NaN
+        raise ConfigError(f"--cv {cfg.cv_folds} leaves a fold without images of a class: the "
+                          f"smallest class has {fewest} training images, and ROC AUC needs "
+                          "both classes in every held-out fold.",
+                          hint=f"Give --cv {max(2, min(fewest, 10))} or fewer, or add images.")
     # no test split (a plain image folder, a CSV): hold out 10% of train, the same in every
     # trial and in the final retrain, so the reported test metrics are on unseen images
     test_fraction = None if "test" in dataset.splits else 0.1
@@ -514,6 +522,7 @@ class _Search:
         self.changed = threading.Condition(self.lock)  # a trial ended: the cutoff may move
         self.running = 0
         self.stop = threading.Event()
+        self.log_trials = False
         self.trial_cap = trial_cap(cfg, sizes)
         self.threads = trial_threads(cfg)
         self.gpus = GpuSlots(gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -589,10 +598,14 @@ class _Search:
             self._tell(trial, outcome)
             self._estimate = self._retrain_estimate()
             self.study.set_user_attr("spent", self.spent())
+            if self.log_trials:
+                print(_trial_line(self.study, trial.number, self.cfg.objective),
+                      file=sys.stderr, flush=True)
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         trial.set_user_attr("seconds", round(outcome.seconds, 2))
         trial.set_user_attr("outcome", outcome.state)
+        trial.set_user_attr("epochs", outcome.epochs)
         for key in ("run_id", "params", "latency_ms", "folds", "plain"):
             if key in outcome.info:
                 trial.set_user_attr(key, outcome.info[key])
@@ -601,7 +614,14 @@ class _Search:
         if outcome.error:
             trial.set_user_attr("error", outcome.error[:500])
         state = optuna.trial.TrialState
-        if outcome.state == "complete" and outcome.value is not None:
+        if outcome.state == "complete" and not _finite(outcome.value):
+            # Optuna fails a NaN silently; say why, rather than count it complete
+            trial.set_user_attr("outcome", "failed")
+            trial.set_user_attr("error", f"its {self.cfg.objective} was {outcome.value} (not "
+                                         "a number): a held-out fold or the validation split "
+                                         "may lack a class")
+            self.study.tell(trial, state=state.FAIL)
+        elif outcome.state == "complete" and outcome.value is not None:
             values: list[float] = [outcome.value]
             if self.cfg.multi_objective == "latency":
                 values.append(float(outcome.info.get("latency_ms", float("inf"))))
@@ -615,10 +635,26 @@ class _Search:
             self.study.tell(trial, state=state.FAIL)
 
 
+def _trial_line(study: optuna.Study, number: int, objective: str) -> str:
+    """One ended trial, for a log: what the live table shows of it."""
+    t = study.get_trials(deepcopy=False)[number]
+    value = f"{t.values[0]:.4f}" if t.values else "-"
+    family = t.params.get("family", "?")
+    what = f" ({t.user_attrs['error']})" if t.user_attrs.get("error") else ""
+    return (f"trial {number}: {trial_state(t)}, {objective} {value}, {family}, "
+            f"{t.user_attrs.get('epochs', 0)} epochs, {t.user_attrs.get('seconds', 0):.0f} s"
+            f"{what}")
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started: float,
             spent_before: float, progress: bool) -> TuneResult:
     budget = b.Budget(started, max(cfg.time_seconds - spent_before, 0.0))
     search = _Search(study, cfg, sizes, budget, spent_before)
+    search.log_trials = not progress  # a job's log, or --json: a line per trial on stderr
     threads = [threading.Thread(target=search.loop, name=f"kaon-tune-{i}", daemon=True)
                for i in range(cfg.workers)]
     console = Console(stderr=True)

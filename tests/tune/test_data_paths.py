@@ -132,6 +132,11 @@ def test_resume_refuses_options_it_would_ignore_and_names_unknown_studies() -> N
     assert isinstance(error, ConfigError) and "--time, --workers cannot change" in error.message
     error = tune("--resume", "tune-00000000", "--no-robust")
     assert isinstance(error, ConfigError) and "--robust/--no-robust cannot" in error.message
+    # given with their default values, they would be ignored all the same
+    error = tune("--resume", "tune-00000000", "--objective", "accuracy", "--seed", "0",
+                 "--sampler", "tpe", "--warm-start")
+    assert isinstance(error, ConfigError) and "--objective, --sampler, --seed, " \
+        "--warm-start/--no-warm-start cannot" in error.message, error
     error = tune("--resume", "tune-00000000")
     assert isinstance(error, NotFoundError) and "No tuning study" in error.message
 
@@ -271,3 +276,15 @@ def test_a_budget_the_portfolio_timing_used_up_is_refused_before_a_study(
     assert isinstance(error, ConfigError), error
     assert error.message.startswith("A --time of 1m is too small"), error.message
     assert "the checks before the search took" in error.message and no_study_started()
+
+
+def test_auc_with_more_folds_than_a_class_has_images_is_refused(tmp_path: Path) -> None:
+    """Each held-out fold would miss that class, and every trial would score NaN."""
+    images = np.random.default_rng(0).integers(0, 255, (46, 8, 8), dtype=np.uint8)
+    labels = np.array([0] * 40 + [1] * 6).reshape(-1, 1)
+    np.savez(tmp_path / "rare.npz", train_images=images, train_labels=labels,
+             test_images=images[:8], test_labels=labels[:8])
+    error = tune("--data", str(tmp_path / "rare.npz"), "--time", "10m", "--objective", "auc",
+                 "--cv", "10")
+    assert isinstance(error, ConfigError) and "--cv 10 leaves a fold" in error.message, error
+    assert no_study_started()

@@ -95,3 +95,24 @@ def test_the_pareto_front_plot_names_its_axes(tmp_path: Path,
     assert files["pareto_front"].is_file()
     assert labels == [("validation accuracy", "latency ms")]
 
+
+
+def test_the_epochs_column_counts_a_trial_s_own_epochs_not_the_pruner_s_steps() -> None:
+    """Steps are on the longest schedule's scale (18 of 72 epochs done reports step 72): the
+    column showed 72 for an 18-epoch trial, and 0 in multi-objective searches."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("kaon", {"space": {"epochs": {"low": 18, "high": 72}}})
+    running = study.ask()
+    running.suggest_int("epochs", 18, 72)  # 18 (the low end, on a fixed trial below)
+    ended = study.ask()
+    ended.suggest_int("epochs", 18, 72)
+    ended.report(0.9, 72)  # its last of 18 epochs, on the 72-epoch scale
+    ended.set_user_attr("epochs", 18)
+    study.tell(ended, 0.9)
+    half = study.ask(fixed_distributions={"epochs": optuna.distributions.IntDistribution(18, 72)})
+    half.report(0.5, 36)  # a running trial of its own planned epochs, halfway
+    rows = {r["trial"]: r for r in trial_rows(study)}
+    assert rows[1]["epochs"] == 18
+    planned = half.params["epochs"]
+    assert rows[2]["epochs"] == min(planned, round(36 * planned / 72))
+    assert rows[0]["epochs"] == 0  # nothing reported yet

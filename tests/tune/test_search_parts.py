@@ -138,6 +138,38 @@ def test_a_worker_that_may_not_launch_waits_while_a_trial_may_still_move_the_cut
     assert third.datetime_start < second.datetime_complete  # both workers ran them
 
 
+def test_a_trial_whose_objective_is_not_a_number_fails_and_says_why(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN (ROC AUC of a fold without one class): Optuna failed the trial silently while
+    the search recorded it complete, and each epoch's NaN pruned it."""
+    search = search_for(config(), "nan")
+    run_one(search, monkeypatch, FAKE_VALUE="nan")
+    (trial,) = search.study.get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.intermediate_values == {}
+    assert trial.user_attrs["outcome"] == "failed"
+    assert "not a number" in trial.user_attrs["error"]
+
+
+def test_without_the_live_table_each_ended_trial_is_a_line_on_stderr(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A platform job's log (and --json) has no live table: `kaon jobs logs` showed nothing
+    between the search's start and its end."""
+    search = search_for(config(), "lines")
+    search.log_trials = True
+    run_one(search, monkeypatch, FAKE_VALUE="0.75")
+    err = capsys.readouterr().err
+    assert "trial 0: complete, accuracy 0.7500, mlp, 4 epochs" in err
+
+
+def test_a_tune_job_s_result_names_report_files_under_kaon_home(kaon_home: Path) -> None:
+    from kaon.platform.jobrun import _under
+
+    assert _under(str(kaon_home / "studies" / "s" / "report.html"), kaon_home) == \
+        "studies/s/report.html"
+    assert _under("/elsewhere/trial-3.yaml", kaon_home) == "trial-3.yaml"
+
+
 def test_the_portfolio_s_trials_are_reported_but_never_pruned(
         fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     search = search_for(config(), "warm-no-prune-test")
