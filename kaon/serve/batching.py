@@ -72,6 +72,7 @@ class _Item(Generic[T]):
     future: asyncio.Future[Any]
     units: int = 1
     enqueued: float = field(default_factory=time.perf_counter)
+    counted: bool = True  # its units are in Batcher.queued
 
 
 BatchFn = Callable[[Sequence[T]], Sequence[Any]]
@@ -157,13 +158,27 @@ class Batcher(Generic[T, R]):
         if self.queued and self.queued + units > self.policy.max_queue:
             raise Overloaded(self.queued, retry_after=1.0)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Item(value, future, units))
+        item = _Item(value, future, units)
+        self.queue.put_nowait(item)
         self.queued += units
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
         except asyncio.TimeoutError:  # (not the builtin before 3.11)
+            self._count_out(item)
             raise RequestTimeout(f"No result within {timeout or self.policy.timeout_s:.1f}s.",
                                  hint="The server is overloaded; retry later.") from None
+        except asyncio.CancelledError:  # the caller went away
+            self._count_out(item)
+            raise
+
+    def _count_out(self, item: _Item[T]) -> None:
+        """Take ``item``'s units out of the queue's count at once. An item whose caller left
+        stays in the queue until the collector reaches it, which can be a whole batch later
+        (the model busy): counted meanwhile, it made the queue look fuller than it was, and
+        new requests got 503s while everything waiting was dead."""
+        if item.counted:
+            item.counted = False
+            self.queued -= item.units
 
     async def _next_live(self, timeout: float | None) -> _Item[T] | None:
         """The next queued item whose caller still waits (cancelled ones are dropped)."""
@@ -191,7 +206,7 @@ class Batcher(Generic[T, R]):
                 get.cancel()  # the batch being collected
                 if get.done() and not get.cancelled():
                     item = get.result()
-                    self.queued -= item.units
+                    self._count_out(item)
                     self._collecting.append(item)
                 raise
             finally:
@@ -216,7 +231,7 @@ class Batcher(Generic[T, R]):
 
     def _live(self, item: _Item[T]) -> bool:
         """Count ``item`` out of the queue; False (and dropped) if its caller left."""
-        self.queued -= item.units
+        self._count_out(item)
         if item.future.done():  # cancelled: the client disconnected or timed out
             self.dropped += item.units
             return False
@@ -254,6 +269,7 @@ class Batcher(Generic[T, R]):
                         break
                 if units + item.units > self.policy.max_batch_size:
                     self._held = item  # does not fit: it opens the next batch
+                    item.counted = True
                     self.queued += item.units
                     break
                 batch.append(item)

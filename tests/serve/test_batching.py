@@ -325,3 +325,31 @@ def test_a_dropped_item_counts_its_units() -> None:
         return batcher.dropped
 
     assert run(main()) == 3
+
+
+def test_callers_that_left_stop_counting_against_the_queue_at_once() -> None:
+    """A cancelled or timed-out item stays in the queue until the collector reaches it (a
+    whole batch later while the model is busy): counted until then, it made the queue look
+    full, and new requests got 503s while everything waiting was dead."""
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate.clear()  # the model is busy
+        batcher = await started(fn, max_batch_size=1, max_wait_ms=0, max_queue=2)
+        running = asyncio.ensure_future(batcher.submit(1))  # in the model
+        await asyncio.sleep(0.01)
+        collected = asyncio.ensure_future(batcher.submit(2))  # the next batch, waiting
+        await asyncio.sleep(0.01)
+        gone = [asyncio.ensure_future(batcher.submit(i, timeout=0.05)) for i in (3, 4)]
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 2
+        for outcome in await asyncio.gather(*gone, return_exceptions=True):
+            assert isinstance(outcome, RequestTimeout)
+        assert batcher.depth == 0  # before: 2, until the model finished two batches
+        fresh = asyncio.ensure_future(batcher.submit(5))  # before: Overloaded
+        await asyncio.sleep(0.01)
+        fn.gate.set()
+        assert await asyncio.gather(running, collected, fresh) == [2, 4, 10]
+        await batcher.stop()
+        assert fn.batches == [[1], [2], [5]] and batcher.dropped == 2
+
+    run(main())
