@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -770,6 +771,7 @@ def target_names(cfg: TuneConfig) -> list[str]:
 
 def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
              trial: optuna.trial.FrozenTrial, progress: bool, deadline: float | None = None,
+             on_registered: Callable[[str], None] | None = None,
              ) -> tuple[str, dict[str, Any], Path, int]:
     """Train ``raw`` (a :func:`retrain_spec`), evaluate it on test and register it with lineage
     to ``trial`` of ``study``: (model, test metrics, its report folder, epochs trained).
@@ -783,6 +785,8 @@ def _retrain(study: optuna.Study, cfg: TuneConfig, raw: dict[str, Any],
                    lineage={"study": study.study_name, "trial": trial.number},
                    workspace=cfg.workspace)
     assert result.model is not None
+    if on_registered is not None:  # before anything else can be interrupted
+        on_registered(result.model)
     evaluation = evaluate(result.model, workspace=cfg.workspace)
     test = finite({k: evaluation.report[k] for k in ("accuracy", "macro_f1", "roc_auc")
                    if k in evaluation.report})
@@ -820,8 +824,12 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     # estimated and the search ended at 1.06 of its budget), the retrain is shortened to end
     # by the budget all the same
     retrain_started = time.monotonic()
-    model, test, report_dir, epochs = _retrain(study, cfg, raw, best, progress,
-                                               deadline=budget.deadline - b.FINISH_SECONDS)
+    # what a --resume after an interruption needs: the time spent so far, and the model as
+    # soon as it is registered (a resumed study would otherwise register a second version)
+    study.set_user_attr("spent", search.spent())
+    model, test, report_dir, epochs = _retrain(
+        study, cfg, raw, best, progress, deadline=budget.deadline - b.FINISH_SECONDS,
+        on_registered=lambda name: study.set_user_attr("model", name))
     retrain_seconds = time.monotonic() - retrain_started
     pareto = pareto_front(study, cfg, sizes.get("test_fraction"), report_dir / "pareto") \
         if cfg.multi_objective else []

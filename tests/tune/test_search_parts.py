@@ -472,6 +472,26 @@ def test_trials_killed_with_the_search_count_as_failed_after_resume(tiny: str) -
     assert "stopped while this trial ran" in killed.user_attrs["note"]
 
 
+def test_a_search_interrupted_after_its_model_is_registered_does_not_register_another(
+        tiny: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the test evaluation, after the retrain registered the model: the study
+    records the model at once, so --resume says so instead of retraining a second version."""
+    from kaon.train import TrainingInterrupted
+    from kaon.tune.study import TuneInterrupted
+
+    killed_study(config(space=mlp_space(2), time_seconds=600))
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise TrainingInterrupted("interrupted")
+
+    monkeypatch.setattr("kaon.train.evaluate.evaluate", interrupted)
+    with pytest.raises(TuneInterrupted):
+        study.resume("killed-test")
+    with pytest.raises(ConfigError, match="already finished and registered tiny-tuned:1"):
+        study.resume("killed-test")
+    assert [(m.name, m.version) for m in registry.list_models()] == [("tiny-tuned", 1)]
+
+
 def test_a_one_class_test_split_gives_null_auc_and_strict_metrics_files(
         tmp_path: Path, kaon_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
