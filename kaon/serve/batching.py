@@ -72,7 +72,7 @@ class _Item(Generic[T]):
     future: asyncio.Future[Any]
     units: int = 1
     enqueued: float = field(default_factory=time.perf_counter)
-    counted: bool = True  # its units are in Batcher.queued
+    counted: bool = False  # its units are in Batcher.queued (_count_in, _count_out)
 
 
 BatchFn = Callable[[Sequence[T]], Sequence[Any]]
@@ -160,7 +160,7 @@ class Batcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         item = _Item(value, future, units)
         self.queue.put_nowait(item)
-        self.queued += units
+        self._count_in(item)
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
         except asyncio.TimeoutError:  # (not the builtin before 3.11)
@@ -170,6 +170,11 @@ class Batcher(Generic[T, R]):
         except asyncio.CancelledError:  # the caller went away
             self._count_out(item)
             raise
+
+    def _count_in(self, item: _Item[T]) -> None:
+        if not item.counted:
+            item.counted = True
+            self.queued += item.units
 
     def _count_out(self, item: _Item[T]) -> None:
         """Take ``item``'s units out of the queue's count at once. An item whose caller left
@@ -269,8 +274,7 @@ class Batcher(Generic[T, R]):
                         break
                 if units + item.units > self.policy.max_batch_size:
                     self._held = item  # does not fit: it opens the next batch
-                    item.counted = True
-                    self.queued += item.units
+                    self._count_in(item)
                     break
                 batch.append(item)
                 units += item.units

@@ -600,7 +600,7 @@ class _Search:
             self._estimate = self._retrain_estimate()
             self.study.set_user_attr("spent", self.spent())
             if self.log_trials:
-                print(_trial_line(self.study, trial.number, self.cfg.objective),
+                print(_trial_line(trial, outcome.value, self.cfg.objective),
                       file=sys.stderr, flush=True)
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -636,15 +636,15 @@ class _Search:
             self.study.tell(trial, state=state.FAIL)
 
 
-def _trial_line(study: optuna.Study, number: int, objective: str) -> str:
-    """One ended trial, for a log: what the live table shows of it."""
-    t = study.get_trials(deepcopy=False)[number]
-    value = f"{t.values[0]:.4f}" if t.values else "-"
-    family = t.params.get("family", "?")
-    what = f" ({t.user_attrs['error']})" if t.user_attrs.get("error") else ""
-    return (f"trial {number}: {trial_state(t)}, {objective} {value}, {family}, "
-            f"{t.user_attrs.get('epochs', 0)} epochs, {t.user_attrs.get('seconds', 0):.0f} s"
-            f"{what}")
+def _trial_line(trial: optuna.Trial, value: float | None, objective: str) -> str:
+    """One ended trial, for a log: what the live table shows of it (its last value, from
+    what the search was told: no storage read)."""
+    attrs = trial.user_attrs
+    shown = f"{value:.4f}" if value is not None else "-"
+    what = f" ({attrs['error']})" if attrs.get("error") else ""
+    return (f"trial {trial.number}: {attrs.get('outcome', '?')}, {objective} {shown}, "
+            f"{trial.params.get('family', '?')}, {attrs.get('epochs', 0)} epochs, "
+            f"{attrs.get('seconds', 0):.0f} s{what}")
 
 
 def _finite(value: float | None) -> bool:

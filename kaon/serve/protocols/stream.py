@@ -133,10 +133,7 @@ class Stream:
                         await self.changed.wait_for(
                             lambda: len(self.pending) < self.max_pending or self.closed)
                     elif len(self.pending) >= self.max_pending:
-                        gone = self.pending.popleft()
-                        self.dropped.append(gone.seq)
-                        self.dropped_total += 1
-                        self.runtime.metrics.stream_dropped.inc()
+                        self._dropped(self.pending.popleft().seq)
                     self.pending.append(_Pending(seq, data))
                     self.changed.notify_all()
                 seq += 1
@@ -160,10 +157,10 @@ class Stream:
             try:
                 result = await self._predict(image)
             except _Skipped:  # the server was saturated and a newer frame waits: drop this
-                async with self.changed:
-                    self.dropped = [*dropped, frame.seq, *self.dropped]
-                    self.dropped_total += 1
-                    self.runtime.metrics.stream_dropped.inc()
+                async with self.changed:  # reported with the next result, in order
+                    self.dropped = [*dropped, *self.dropped]
+                    self._dropped(frame.seq)
+                    self.dropped.sort()
                 continue
             except PredictionError as exc:  # this frame only: the stream goes on
                 result = {"error": "PredictionError", "message": exc.message}
@@ -174,6 +171,12 @@ class Stream:
                 "pending": waiting,  # frames still waiting behind this one
                 "dropped": dropped, "dropped_total": self.dropped_total})
             self.answered += 1
+
+    def _dropped(self, seq: int) -> None:
+        """Frame ``seq`` is dropped: listed in the next result, and counted."""
+        self.dropped.append(seq)
+        self.dropped_total += 1
+        self.runtime.metrics.stream_dropped.inc()
 
     async def _predict(self, image: np.ndarray) -> dict[str, Any]:
         """The frame's result. When the server is saturated (its queue full, or the frame

@@ -258,20 +258,15 @@ def encode_response(p: Any, results: list[dict[str, Any]], request_id: Any,
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, binary in outputs_wanted:
-        if name == "probabilities":
-            tensor: dict[str, Any] = {"name": name, "datatype": "FP32",
-                                      "shape": list(proba.shape)}
-            raw = proba.astype("<f4").tobytes() if binary else b""
-            data: Any = proba.reshape(-1).tolist()
-        else:
-            tensor = {"name": name, "datatype": "BYTES", "shape": [len(labels)]}
-            raw = _bytes_tensor(labels) if binary else b""
-            data = labels
+        floats = name == "probabilities"
+        tensor: dict[str, Any] = {"name": name, "datatype": "FP32" if floats else "BYTES",
+                                  "shape": list(proba.shape) if floats else [len(labels)]}
         if binary:
+            raw = proba.astype("<f4").tobytes() if floats else _bytes_tensor(labels)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            tensor["data"] = data
+            tensor["data"] = proba.reshape(-1).tolist() if floats else labels
         outputs.append(tensor)
     body: dict[str, Any] = {"model_name": p.name, "model_version": str(p.version),
                             "outputs": outputs}
