@@ -45,8 +45,13 @@ class Replica:
     ready: bool = False
     in_flight: int = 0
     started_at: float = 0.0
-    failures: int = 0  # deaths in a row soon after start; drives the back-off
+    failures: int = 0  # deaths in a row before or soon after ready; drives the back-off
     retry_at: float = 0.0
+    ready_at: float | None = None  # when this process first answered /readyz
+    answered_at: float = 0.0  # its last answer to a probe
+    missed: int = 0  # probes in a row it did not answer
+    probed_at: float = 0.0
+    probe: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -64,6 +69,8 @@ class PoolMetrics:
 
 
 log = logging.getLogger("kaon.serve.pool")
+PROBE_S = 2.0  # a ready replica is asked /readyz this often
+MISSES = 3  # unanswered probes in a row that take a ready replica out of rotation
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar, less the percent sign
 
 
@@ -130,10 +137,13 @@ class ReplicaPool:
             # seen dead, and restarted, by the supervisor)
             start_new_session=True)
         replica.started_at, replica.ready = time.monotonic(), False
+        replica.ready_at, replica.missed = None, 0
         replica.client = UnixHTTPClient(str(replica.socket))
 
     async def _retire(self, replica: Replica) -> None:
         replica.ready = False
+        if replica.probe:
+            replica.probe.cancel()
         proc = replica.process
         if proc and proc.poll() is None:
             proc.terminate()
@@ -158,27 +168,57 @@ class ReplicaPool:
             await asyncio.sleep(0.1)
 
     async def _look_after(self, replica: Replica, now: float) -> None:
-        """Restart ``replica`` if it died (backing off when it dies soon after each start),
-        and probe it until it is ready."""
+        """Restart ``replica`` if it died (backing off while it dies before it is ready or
+        soon after), and probe it: until it is ready, then every ``PROBE_S`` seconds. A
+        probe runs as a task of its own, so one hung replica holds up no other's care."""
         proc = replica.process
         if proc is not None and proc.poll() is not None:  # died: restart it
             replica.ready = False
-            quick = now - replica.started_at < 10
+            quick = replica.ready_at is None or now - replica.ready_at < 10
             replica.failures = replica.failures + 1 if quick else 1
             replica.retry_at = now + min(2.0 ** (replica.failures - 1) - 1, 30.0)
             replica.process = None
+            if replica.probe:
+                replica.probe.cancel()
             if replica.client:
-                await replica.client.aclose()
-        if replica.process is None and now >= replica.retry_at:
-            self.metrics.restarts.inc()
-            self._spawn(replica)
-        elif replica.process is not None and not replica.ready:
-            replica.ready = await self._probe(replica)
-            if replica.ready and now - replica.started_at > 10:
-                replica.failures = 0
+                await replica.client.aclose()  # closes idle connections: never blocks
+        if replica.process is None:
+            if now >= replica.retry_at:
+                self.metrics.restarts.inc()
+                self._spawn(replica)
+            return
+        if replica.ready and replica.ready_at is not None and now - replica.ready_at >= 10:
+            replica.failures = 0
+        due = not replica.ready or now - replica.probed_at >= PROBE_S
+        if due and (replica.probe is None or replica.probe.done()):
+            replica.probed_at = now
+            replica.probe = asyncio.get_running_loop().create_task(self._check(replica))
 
-    async def _probe(self, replica: Replica) -> bool:
-        return (await self._get(replica, "/readyz"))[0] == 200
+    async def _check(self, replica: Replica) -> None:
+        """Probe ``replica`` once and act on the answer. A ready replica that misses
+        ``MISSES`` probes in a row (its event loop is stuck) leaves the rotation until it
+        answers again; one that answers nothing for the request timeout (each request it
+        held has had its 504 by then) is killed, so the supervisor restarts it."""
+        process = replica.process
+        status = (await self._get(replica, "/readyz"))[0]
+        if replica.process is not process or process is None:  # restarted meanwhile
+            return
+        now = time.monotonic()
+        if status == 0:
+            replica.missed += 1
+            if replica.ready and replica.missed >= MISSES:
+                replica.ready = False
+                log.warning("replica %d has not answered for %d probes: out of rotation",
+                            replica.index, replica.missed)
+            if replica.ready_at is not None and now - replica.answered_at > self.timeout:
+                log.warning("replica %d has not answered for %.0f s: restarting it",
+                            replica.index, now - replica.answered_at)
+                process.kill()
+            return
+        replica.missed, replica.answered_at = 0, now
+        replica.ready = status == 200
+        if replica.ready and replica.ready_at is None:
+            replica.ready_at = now
 
     async def _get(self, replica: Replica, path: str) -> tuple[int, bytes]:
         """A small GET to one replica (status 0 when it does not answer in 2 s)."""
@@ -213,13 +253,9 @@ class ReplicaPool:
                                route)
         if body is None:
             body = await request.body()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        for name, value in (extra_headers or {}).items():  # None: drop that header
-            if value is None:
-                headers.pop(name, None)
-            else:
-                headers[name] = value
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        extra = {k.lower().encode("latin-1"): v for k, v in (extra_headers or {}).items()}
+        raw = [*_passed(request.scope["headers"], drop=extra),  # repeated headers stay so
+               *((k, v.encode("latin-1")) for k, v in extra.items() if v is not None)]
         query = request.scope.get("query_string", b"").decode("latin-1")
         # the path as it came, encoded again: decoded, 'a b' or 'é' is not a request target
         # (h11 refuses it) and '%3F' would become the start of a query
@@ -241,14 +277,21 @@ class ReplicaPool:
                     return Response(status_code=499)
                 raise asyncio.TimeoutError
             upstream = sending.result()
-            out = {k.decode("latin-1"): v.decode("latin-1") for k, v in upstream.headers
-                   if k.decode("latin-1").lower() not in _HOP_BY_HOP}
+            out = _passed(upstream.headers)
             if (upstream.header(b"content-type") or b"").startswith(b"text/event-stream"):
                 released = True
-                return StreamingResponse(self._relay(replica, upstream),
-                                         status_code=upstream.status, headers=out)
+                streamed = StreamingResponse(self._relay(replica, upstream),
+                                             status_code=upstream.status)
+                streamed.raw_headers = out
+                return streamed
             content = await asyncio.wait_for(upstream.read(), self.timeout)
-            return Response(content, status_code=upstream.status, headers=out)
+            response = Response(content, status_code=upstream.status)
+            length = [h for h in response.raw_headers if h[0] == b"content-length"]
+            if request.method == "HEAD":  # no body came: the length is the replica's to say
+                sent = upstream.header(b"content-length")
+                length = [(b"content-length", sent)] if sent is not None else []
+            response.raw_headers = [*out, *length]
+            return response
         except asyncio.TimeoutError:
             return protocol_error(route, 504, "RequestTimeout",
                                   f"No answer within {self.timeout:.0f} s.",
@@ -365,6 +408,13 @@ class ReplicaPool:
                     f"Replica {replica.index} did not take the stream."))
         finally:
             replica.in_flight -= 1
+
+
+def _passed(headers: Any, drop: Any = ()) -> list[tuple[bytes, bytes]]:
+    """``headers`` (raw pairs) less the hop-by-hop ones and those named in ``drop``, in
+    order and with repeats (two ``Set-Cookie`` stay two)."""
+    return [(k.lower(), v) for k, v in headers
+            if k.lower().decode("latin-1") not in _HOP_BY_HOP and k.lower() not in drop]
 
 
 async def _disconnected(request: Request) -> None:

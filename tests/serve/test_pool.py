@@ -159,3 +159,48 @@ def test_the_front_sends_the_replica_the_path_the_client_asked_for(
 
     response = asyncio.run(scenario())
     assert response.status_code == 200 and bytes(response.body) == target
+
+
+async def _cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A replica that sets two cookies and answers with the request's head; to a HEAD, only
+    the length of that answer."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    body = b"" if head.startswith(b"HEAD ") else head
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nset-cookie: a=1\r\n"
+                 b"set-cookie: b=2\r\n\r\n%s" % (len(head), body))
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_front_passes_repeated_headers_and_a_heads_length(tmp_path: Path,
+                                                              method: str) -> None:
+    """Two Set-Cookie headers stay two both ways (they were folded into one dict entry, and
+    the last won), and a HEAD answer keeps the replica's Content-Length (it was 0)."""
+    socket = tmp_path / "replica.sock"
+
+    async def scenario() -> Response:
+        server = await asyncio.start_unix_server(_cookies, path=str(socket))
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        pool.replicas = [Replica(index=0, socket=socket, ready=True,
+                                 client=UnixHTTPClient(str(socket)))]
+        request = _request("/v1/models/m")
+        request.scope["method"] = method
+        request.scope["headers"] = [(b"x-tag", b"one"), (b"x-tag", b"two"),
+                                    (b"x-request-id", b"theirs")]
+        try:
+            return await pool.forward(request, body=b"",
+                                      extra_headers={"X-Request-ID": "ours"})
+        finally:
+            server.close()
+
+    response = asyncio.run(scenario())
+    assert response.headers.getlist("set-cookie") == ["a=1", "b=2"]
+    lengths = response.headers.getlist("content-length")
+    assert len(lengths) == 1 and int(lengths[0]) > 0
+    if method == "GET":  # what the replica was sent
+        head = bytes(response.body)
+        assert b"x-tag: one\r\nx-tag: two\r\n" in head
+        assert b"x-request-id: ours" in head and b"theirs" not in head
+    else:
+        assert bytes(response.body) == b""

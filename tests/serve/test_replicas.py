@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -124,6 +125,35 @@ def test_a_killed_replica_is_restarted_and_no_request_hangs(model_front) -> None
     assert "kaon_replica_restarts_total 1.0" in metrics
     assert 'kaon_request_seconds_count{route="/v1/models/{name}/predict",status="200",' \
         'replica="' in metrics
+
+
+@pytest.mark.slow
+def test_a_hung_replica_leaves_the_rotation_and_is_restarted(kaon_home: Path) -> None:
+    """A replica whose process is alive but answers nothing (SIGSTOP stands in for a stuck
+    event loop) was ready for good: half the requests waited for their timeout."""
+    register_tiny("digits")
+    server, url = _start(["digits:1", "--timeout", "1"], kaon_home)  # the front's: 6 s
+    hung = _replicas(server.pid)[0]
+    body = {"inputs": [np.zeros((28, 28), dtype=int).tolist()]}
+    try:
+        os.kill(hung, signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/readyz", timeout=5).json()["replicas_ready"] != 1:
+            assert time.monotonic() < deadline, "the hung replica stayed in the rotation"
+            time.sleep(0.2)
+        for _ in range(6):  # each goes to the replica that answers
+            started = time.monotonic()
+            response = httpx.post(f"{url}/v1/models/digits/predict", json=body, timeout=10)
+            assert response.status_code == 200 and time.monotonic() - started < 3
+        deadline = time.monotonic() + 60  # no answer for the front's timeout: killed
+        while hung in _replicas(server.pid) or not _ready(url, 2):
+            assert time.monotonic() < deadline, "the hung replica was not restarted"
+            time.sleep(0.2)
+        assert "kaon_replica_restarts_total 1.0" in httpx.get(f"{url}/metrics").text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+        _stop(server)
 
 
 @pytest.mark.slow

@@ -174,10 +174,10 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     space.write_text(json.dumps(TINY))
     kaon = [sys.executable, "-m", "kaon.cli.main", "tune"]
     env = {**os.environ, "KAON_HOME": str(kaon_home)}
-    proc = subprocess.Popen([*kaon, "--data", "breastmnist", "--time", "120s", "--space",
+    proc = subprocess.Popen([*kaon, "--data", "breastmnist", "--time", "80s", "--space",
                              str(space), "--json"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, finished, name = time.monotonic() + 100, 0, None
+    deadline, finished, name = time.monotonic() + 70, 0, None
     while time.monotonic() < deadline and finished == 0:
         time.sleep(1)
         names = study_names()
@@ -197,8 +197,8 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     assert summary["study"] == name and summary["model"] == "breastmnist-tuned:1"
     study = optuna.load_study(study_name=name, storage=storage())
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
-    assert summary["seconds"] <= 120 * 1.05 + 5
-    assert resumed_for < 120  # only the budget that was left, plus process start-up
+    assert summary["seconds"] <= 80 * 1.05 + 5
+    assert resumed_for < 80  # only the budget that was left, plus process start-up
 
 
 def _children(pid: int) -> list[int]:

@@ -47,6 +47,15 @@ from kaon.serve.runtime import Runtime
 
 MAGIC = b"KTNS"
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+
+def frame_limit(sig: Signature) -> int:
+    """The largest frame a stream for ``sig`` takes: room for its pixels four times over (a
+    PNG or JPEG of noise is larger than the raw pixels) and 64 KiB of headers, at most
+    ``MAX_FRAME_BYTES``. It bounds what a stream's waiting frames can hold to
+    ``max_pending`` times that: 27 MB for 240×360 grey at 64, not 512 MB."""
+    c, h, w = sig.shape
+    return min(MAX_FRAME_BYTES, 4 * c * h * w + 65536)
 MAX_PENDING = 64
 RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
 
@@ -105,6 +114,7 @@ class Stream:
                  policy: Literal["drop_oldest", "block"], max_pending: int) -> None:
         self.ws, self.runtime, self.sig = ws, runtime, sig
         self.policy, self.max_pending = policy, max_pending
+        self.limit = frame_limit(sig)
         self.pending: deque[_Pending] = deque()
         self.changed = asyncio.Condition()
         self.dropped: list[int] = []
@@ -126,8 +136,10 @@ class Stream:
                     if _is_close(message.get("text") or ""):
                         break
                     raise BadFrame("send frames as binary messages")
-                if len(data) > MAX_FRAME_BYTES:
-                    raise BadFrame(f"frame of {len(data)} bytes is over {MAX_FRAME_BYTES}")
+                if len(data) > self.limit:
+                    c, h, w = self.sig.shape
+                    raise BadFrame(f"frame of {len(data)} bytes is over {self.limit} bytes, "
+                                   f"the most a stream of {c}x{h}x{w} frames takes")
                 async with self.changed:
                     if self.policy == "block":
                         await self.changed.wait_for(
