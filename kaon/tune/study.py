@@ -48,6 +48,7 @@ from kaon.names import MAX_NAME, NAME_PATTERN, is_valid_name
 from kaon.nn.spec import Seed, parse_spec
 from kaon.procs import usable_cores
 from kaon.train import TrainingInterrupted, train
+from kaon.tune import alive
 from kaon.tune import budget as b
 from kaon.tune.checks import check_test_split, emit
 from kaon.tune.report import trial_state, trials_table, write_report
@@ -276,6 +277,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
     """Continue a killed search with the budget it had left; finished trials are kept."""
     started = time.monotonic()
     summary = _load_study(study_name)
+    alive.check_not_running(summary)
     cfg = _stored_config(summary)
     if summary.user_attrs.get("model"):
         raise ConfigError(f"Study {study_name} already finished and registered "
@@ -308,7 +310,9 @@ def _stored_config(study: optuna.Study) -> TuneConfig:
 
 def _fail_orphans(study: optuna.Study) -> None:
     """Mark failed the trials that were running when the search was killed: they died with
-    its process. They are counted and reported as failed, with no value."""
+    its process. They are counted and reported as failed, with no value. A warm-start
+    (portfolio) trial among them is queued again: it was one of the configurations known
+    to be good, and the sampler would not propose it on its own."""
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         trial = optuna.trial.Trial(study, t._trial_id)
         trial.set_user_attr("outcome", "failed")
@@ -316,6 +320,8 @@ def _fail_orphans(study: optuna.Study) -> None:
         trial.set_user_attr("note", "the search was stopped while this trial ran (marked "
                                     "failed on --resume)")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if t.user_attrs.get("warm_start") and "family" in t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"warm_start": True})
 
 
 def _load_study(study_name: str) -> optuna.Study:
@@ -661,6 +667,13 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
     console = Console(stderr=True)
     live = Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
                 transient=False) if progress else contextlib.nullcontext()
+    with alive.kept_alive(study, search.lock):  # --resume elsewhere refuses it meanwhile
+        return _run_search(study, cfg, sizes, search, threads, live, budget, progress)
+
+
+def _run_search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], search: _Search,
+                threads: list[threading.Thread], live: Any, budget: b.Budget,
+                progress: bool) -> TuneResult:
     try:
         for t in threads:
             t.start()

@@ -125,6 +125,14 @@ def test_the_fronts_own_errors_come_in_the_routes_protocol(tmp_path: Path, path:
             assert body["error"] == "UnavailableError" and body["hint"]
 
 
+def _one_replica(tmp_path: Path, socket: Path) -> ReplicaPool:
+    """A pool whose one replica, ready, is whatever server listens on ``socket``."""
+    pool = ReplicaPool({}, 1, run_dir=tmp_path)
+    pool.replicas = [Replica(index=0, socket=socket, ready=True,
+                             client=UnixHTTPClient(str(socket)))]
+    return pool
+
+
 async def _echo_target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A replica that answers with the request target it was sent."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -149,9 +157,7 @@ def test_the_front_sends_the_replica_the_path_the_client_asked_for(
 
     async def scenario() -> Response:
         server = await asyncio.start_unix_server(_echo_target, path=str(socket))
-        pool = ReplicaPool({}, 1, run_dir=tmp_path)
-        pool.replicas = [Replica(index=0, socket=socket, ready=True,
-                                 client=UnixHTTPClient(str(socket)))]
+        pool = _one_replica(tmp_path, socket)
         try:
             return await pool.forward(_request(path), body=b"{}")
         finally:
@@ -181,9 +187,7 @@ def test_the_front_passes_repeated_headers_and_a_heads_length(tmp_path: Path,
 
     async def scenario() -> Response:
         server = await asyncio.start_unix_server(_cookies, path=str(socket))
-        pool = ReplicaPool({}, 1, run_dir=tmp_path)
-        pool.replicas = [Replica(index=0, socket=socket, ready=True,
-                                 client=UnixHTTPClient(str(socket)))]
+        pool = _one_replica(tmp_path, socket)
         request = _request("/v1/models/m")
         request.scope["method"] = method
         request.scope["headers"] = [(b"x-tag", b"one"), (b"x-tag", b"two"),
@@ -204,3 +208,56 @@ def test_the_front_passes_repeated_headers_and_a_heads_length(tmp_path: Path,
         assert b"x-request-id: ours" in head and b"theirs" not in head
     else:
         assert bytes(response.body) == b""
+
+
+def test_a_stream_whose_replica_is_gone_before_it_opens_is_a_503_to_retry(
+        tmp_path: Path) -> None:
+    """No replica listens on the socket (it died between the pick and the connect): the
+    client's handshake gets 503 with Retry-After, not an accepted stream that closes."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scenario() -> None:
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        pool.replicas = [Replica(index=0, socket=tmp_path / "gone.sock", ready=True)]
+        ws = WebSocket({"type": "websocket", "path": "/v1/models/m/stream", "query_string": b"",
+                        "headers": [], "extensions": {"websocket.http.response": {}}},
+                       receive, send)
+        await ws.receive()
+        await asyncio.wait_for(pool.forward_ws(ws), 10)
+        assert pool.replicas[0].in_flight == 0
+
+    asyncio.run(scenario())
+    start = sent[0]
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]
+    assert not [m for m in sent if m["type"] == "websocket.accept"]
+
+
+def test_the_supervisor_outlives_an_error_in_looking_after_a_replica(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart that fails (fork refused for want of memory) is tried again on the next
+    tick; the supervisor task used to end with the error, and no replica came back again."""
+    calls: list[int] = []
+
+    def spawn(replica: Replica) -> None:
+        calls.append(replica.index)
+        if len(calls) == 1:
+            raise OSError(12, "Cannot allocate memory")
+
+    async def scenario() -> None:
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        monkeypatch.setattr(pool, "_spawn", spawn)
+        pool.replicas = [Replica(index=0, socket=tmp_path / "r.sock")]  # no process: dead
+        task = asyncio.create_task(pool._supervise())
+        await asyncio.sleep(0.35)
+        assert not task.done()
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(calls) >= 2  # failed once, then tried again

@@ -188,6 +188,9 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     os.killpg(proc.pid, signal.SIGKILL)  # the search and its trial processes
     proc.wait()
     assert name is not None and finished >= 1
+    # it left a fresh sign of life, but its process is dead: --resume goes ahead at once
+    sign = optuna.load_study(study_name=name, storage=storage()).user_attrs["alive"]
+    assert sign["pid"] == proc.pid and time.time() - sign["at"] < 30
 
     resumed_at = time.monotonic()
     out = subprocess.run([*kaon, "--resume", name, "--json"], env=env, capture_output=True,
@@ -197,6 +200,7 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     assert summary["study"] == name and summary["model"] == "breastmnist-tuned:1"
     study = optuna.load_study(study_name=name, storage=storage())
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
+    assert study.user_attrs["alive"] is None  # the resumed search ended: nobody runs it
     assert summary["seconds"] <= 80 * 1.05 + 5
     assert resumed_for < 80  # only the budget that was left, plus process start-up
 

@@ -1,0 +1,86 @@
+"""A running search's sign of life, so that ``kaon tune --resume`` never runs a study twice.
+
+While a search runs (its trials, then the final retrain), it writes ``{"at", "host", "pid"}``
+to the study's ``alive`` attribute every few seconds, and clears it when it ends, Ctrl-C
+included. ``--resume`` refuses a study whose sign of life is fresh and whose process is not
+known to be dead: two searches on one study would run its trials twice and register two
+models. A search killed outright (``kill -9``, a lost machine) leaves a sign that goes
+stale; on the same host its dead process is seen at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import optuna
+
+from kaon.errors import ConfigError
+
+KEY = "alive"
+EVERY_S = 5.0  # how often a running search says it is alive
+STALE_S = 30.0  # a sign older than this is from a search that is gone
+
+
+def _mark(study: optuna.Study) -> None:
+    study.set_user_attr(KEY, {"at": time.time(), "host": socket.gethostname(),
+                              "pid": os.getpid()})
+
+
+@contextlib.contextmanager
+def kept_alive(study: optuna.Study, lock: threading.Lock) -> Iterator[None]:
+    """Say ``study`` is being searched, every ``EVERY_S`` seconds, until the block ends."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(EVERY_S):
+            with contextlib.suppress(Exception), lock:  # a busy database: the next beat
+                _mark(study)
+
+    with lock:
+        _mark(study)
+    thread = threading.Thread(target=beat, name="kaon-tune-alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception), lock:
+            study.set_user_attr(KEY, None)
+
+
+def running_elsewhere(study: optuna.Study) -> str | None:
+    """Who is searching ``study`` now ("process P on HOST, N s ago"), or None."""
+    sign = study.user_attrs.get(KEY)
+    if not isinstance(sign, dict):
+        return None
+    age = time.time() - float(sign.get("at", 0.0))
+    if age > STALE_S:
+        return None
+    pid, host = sign.get("pid"), sign.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:  # killed outright: nobody is searching it
+            return None
+        except PermissionError:  # alive, another user's
+            pass
+    return f"process {pid} on {host}, {max(age, 0.0):.0f} s ago"
+
+
+def check_not_running(study: optuna.Study) -> None:
+    """Refuse to continue a study that another search is running now."""
+    who = running_elsewhere(study)
+    if who is not None:
+        pid = study.user_attrs[KEY].get("pid")
+        raise ConfigError(
+            f"Study {study.study_name} is being searched now ({who}): a second search "
+            "would run its trials twice.",
+            hint=f"Wait for that search to end, or stop it first (Ctrl-C, or kill {pid}); "
+                 f"a search killed outright can be resumed {STALE_S:.0f} s after its last "
+                 "sign of life.")
