@@ -44,7 +44,14 @@ from kaon.platform.meterlog import MeterWriter, refund
 from kaon.platform.plans import Plan
 from kaon.platform.ratelimit import RateLimiter
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, close_quietly, is_v2, refuse_handshake, take_request
+from kaon.serve.asgi import (
+    METHODS,
+    close_quietly,
+    give_back,
+    is_v2,
+    refuse_handshake,
+    take_request,
+)
 from kaon.serve.pool import ReplicaPool
 
 
@@ -195,14 +202,17 @@ class Gateway:
             await _error(DATABASE_BUSY, logs.request_id(None), path)(scope, receive, send)
             return
         taken = await take_request(scope, receive, send, self.max_body, path=f"/{path}")
-        if taken is None:  # answered 413, or the caller left
+        if taken is None:  # answered 413 or 503, or the caller left
             return
         request, rid, body = taken
         try:
-            response = await self.handle(request, deployment, path, body, rid)
-        except OperationalError:
-            response = _error(DATABASE_BUSY, rid, path)
-        await response(scope, receive, send)
+            try:
+                response = await self.handle(request, deployment, path, body, rid)
+            except OperationalError:
+                response = _error(DATABASE_BUSY, rid, path)
+            await response(scope, receive, send)
+        finally:
+            give_back(body)
 
     # -- WebSocket streams ----------------------------------------------------------------
     async def handle_ws(self, websocket: WebSocket, deployment: str, path: str) -> None:

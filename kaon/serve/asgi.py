@@ -20,6 +20,42 @@ from kaon.serve import logs
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
+class BodyBudget:
+    """The bytes of request bodies one server process holds at once: those being read and
+    those read whose request is not answered yet (waiting for the model, or for a replica).
+    The limit per body bounds one request; this bounds them all, so 4,096 connections each
+    sending 16 MiB slowly cannot take 64 GiB. Past it a request is answered 503 with
+    Retry-After, which every HTTP client library knows to retry."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.held = total, 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.total:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+#: this process's budget: 512 MiB, 32 bodies at the default 16 MiB limit
+BODIES = BodyBudget(512 * 1024 * 1024)
+
+
+def give_back(body: bytes) -> None:
+    """A body read by :func:`read_body` (or :func:`take_request`) is no longer held."""
+    BODIES.give(len(body))
+
+
+class Busy:
+    """What :func:`read_body` returns when the body would pass :data:`BODIES`."""
+
+
+BUSY = Busy()
+
+
 class ErrorBody(BaseModel):
     """Kaon's error body, as :func:`route_error` writes it (V2 routes answer ``{"error"}``)."""
 
@@ -94,9 +130,16 @@ class BodyLimit:
         if body is None:
             await self._reject(scope, send)
             return
+        if body is BUSY:
+            await busy(scope["path"])(scope, noop_receive, send)
+            return
         first = body if isinstance(body, dict) else {
             "type": "http.request", "body": body, "more_body": False}
-        await self.app(scope, replay([first], receive), send)
+        try:
+            await self.app(scope, replay([first], receive), send)
+        finally:
+            if isinstance(body, bytes):
+                give_back(body)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         await too_large(self.limit, path=scope.get("path", ""))({"type": "http"}, noop_receive,
@@ -166,27 +209,42 @@ def too_large(limit: int, hint: str = "Send fewer images per request.",
                           hint)
 
 
+def busy(path: str) -> JSONResponse:
+    """The 503 for a body past this process's :data:`BODIES`, in ``path``'s protocol."""
+    return protocol_error(path, 503, "UnavailableError",
+                          "The server holds as many request bodies as it may at once.",
+                          "Retry in a second.", headers={"Retry-After": "1"})
+
+
 async def read_body(scope: Scope, receive: Receive,
-                    limit: int) -> bytes | dict[str, Any] | None:
-    """The whole request body; None when its declared length, or what arrives, passes
-    ``limit`` bytes; a message that is not part of the body (the client went away) is
-    returned as it came."""
+                    limit: int) -> bytes | dict[str, Any] | Busy | None:
+    """The whole request body, its bytes taken from :data:`BODIES` (the caller gives them
+    back once the request is answered); None when its declared length, or what arrives,
+    passes ``limit`` bytes; :data:`BUSY` when it would pass the budget; a message that is
+    not part of the body (the client went away) is returned as it came."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             return None
     chunks: list[bytes] = []
-    size, more = 0, True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            return dict(message)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    size, more, done = 0, True, False
+    try:
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return dict(message)
+            chunk = message.get("body", b"")
+            if size + len(chunk) > limit:
+                return None
+            if not BODIES.take(len(chunk)):
+                return BUSY
+            size += len(chunk)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        done = True
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if not done:  # refused, or the caller left: nothing is held for it
+            BODIES.give(size)
 
 
 def replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
@@ -208,21 +266,23 @@ async def noop_receive() -> dict[str, Any]:
 async def take_request(scope: Scope, receive: Receive, send: Send, limit: int,
                        path: str | None = None) -> tuple[Request, str, bytes] | None:
     """What a forwarding path needs of a request: the request, its id (the caller's
-    ``X-Request-ID`` when well-formed) and its body. None when the request is already dealt
-    with: a body over ``limit`` (answered 413 here, with the id, and logged), or a caller
-    that left before sending all of it. ``path`` is the route the request is for, when not
-    its own path (a gateway's ``/d/NAME/v2/…`` is for ``/v2/…``): its protocol's error
-    format is used."""
+    ``X-Request-ID`` when well-formed) and its body, whose bytes the caller gives back to
+    :data:`BODIES` once it has answered. None when the request is already dealt with: a body
+    over ``limit`` (answered 413 here, with the id, and logged) or past the budget (503), or
+    a caller that left before sending all of it. ``path`` is the route the request is for,
+    when not its own path (a gateway's ``/d/NAME/v2/…`` is for ``/v2/…``): its protocol's
+    error format is used."""
     request = Request(scope, receive)
     rid = logs.request_id(request.headers.get("x-request-id"))
     body = await read_body(scope, receive, limit)
+    if isinstance(body, bytes):
+        return request, rid, body
     if isinstance(body, dict):
         return None
-    if body is None:
-        response = too_large(limit, path=path or scope["path"])
-        response.headers["X-Request-ID"] = rid
-        await response(scope, noop_receive, send)
-        logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
-                     "status": 413})
-        return None
-    return request, rid, body
+    route = path or scope["path"]
+    response = too_large(limit, path=route) if body is None else busy(route)
+    response.headers["X-Request-ID"] = rid
+    await response(scope, noop_receive, send)
+    logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
+                 "status": response.status_code})
+    return None

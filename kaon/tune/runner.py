@@ -152,6 +152,8 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     continue
                 if "run" in msg:  # a fit is starting: its run, to tidy once the trial ends
                     run_ids.append(str(msg["run"]))
+                    with lock or contextlib.nullcontext():  # and on --resume, had we died
+                        trial.set_user_attr("runs", list(run_ids))
                     continue
                 if outcome.state == "pruned":  # killed; read on to the end for its runs
                     continue
@@ -187,13 +189,14 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
         else:
             tail = _tail(log).strip().splitlines()
             outcome.error = tail[-1] if tail else f"worker exited with {code}"
-    _tidy_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
+    tidy_runs(run_ids, outcome.state, str(job.get("workspace", "default")))
     return outcome
 
 
-def _tidy_runs(run_ids: list[str], state: str, workspace: str) -> None:
+def tidy_runs(run_ids: list[str], state: str, workspace: str) -> None:
     """A trial is never resumed: drop its runs' checkpoints, and mark the runs a killed trial
-    could not close itself."""
+    could not close itself (``state``: why, e.g. ``pruned``). Called when a trial ends, and
+    for the trials a stopped search leaves running (its runs are the trial's ``runs``)."""
     from kaon.train import runs
     from kaon.train.checkpoint import CHECKPOINT
 

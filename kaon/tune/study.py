@@ -52,7 +52,7 @@ from kaon.tune import alive
 from kaon.tune import budget as b
 from kaon.tune.checks import check_test_split, emit
 from kaon.tune.report import trial_state, trials_table, write_report
-from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial
+from kaon.tune.runner import GpuSlots, Outcome, kill_all, run_trial, tidy_runs
 from kaon.tune.space import IntRange, SearchSpace, check_cv_folds, portfolio, suggest, to_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -284,7 +284,7 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
                           f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
     study = optuna.load_study(study_name=study_name, storage=storage(),
                               sampler=_sampler(cfg, len(summary.trials)), pruner=_pruner(cfg))
-    _fail_orphans(study)
+    _fail_orphans(study, cfg.workspace)
     sizes = _fit_sizes(cfg, _check_inputs(cfg))
     emit(sizes["warnings"])
     sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
@@ -308,11 +308,13 @@ def _stored_config(study: optuna.Study) -> TuneConfig:
                           hint="Start a new search with `kaon tune --data …`.") from None
 
 
-def _fail_orphans(study: optuna.Study) -> None:
+def _fail_orphans(study: optuna.Study, workspace: str) -> None:
     """Mark failed the trials that were running when the search was killed: they died with
-    its process. They are counted and reported as failed, with no value. A warm-start
-    (portfolio) trial among them is queued again: it was one of the configurations known
-    to be good, and the sampler would not propose it on its own."""
+    its process. They are counted and reported as failed, with no value, and their training
+    runs are marked interrupted. A warm-start (portfolio) trial among them is queued again:
+    it was one of the configurations known to be good, and the sampler would not propose it
+    on its own."""
+    _tidy_running(study, workspace)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         trial = optuna.trial.Trial(study, t._trial_id)
         trial.set_user_attr("outcome", "failed")
@@ -322,6 +324,12 @@ def _fail_orphans(study: optuna.Study) -> None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if t.user_attrs.get("warm_start") and "family" in t.params:
             study.enqueue_trial(dict(t.params), user_attrs={"warm_start": True})
+
+
+def _tidy_running(study: optuna.Study, workspace: str) -> None:
+    """The training runs of the trials still running: interrupted, never to be resumed."""
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tidy_runs(list(t.user_attrs.get("runs", [])), "stopped with its search", workspace)
 
 
 def _load_study(study_name: str) -> optuna.Study:
@@ -689,6 +697,7 @@ def _run_search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], sea
         kill_all()
         with search.lock:
             study.set_user_attr("spent", search.spent())
+            _tidy_running(study, cfg.workspace)
         raise TuneInterrupted(
             f"Search interrupted; finished trials are kept in {study.study_name}.",
             hint=f"Continue with `kaon tune --resume {study.study_name}`.") from None

@@ -81,24 +81,41 @@ def test_one_result_per_frame_in_order_with_latency(fast: TestClient) -> None:
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in results)
 
 
-def test_drop_oldest_drops_and_reports_frames_when_the_model_lags() -> None:
+def _flood(max_pending: int, frames: int = 30) -> list[dict[str, Any]]:
+    """Send ``frames`` frames at once to a model 50 ms per call behind a ``drop_oldest``
+    stream, ask to close, and return every result."""
     with serve(delay=0.05) as client:
         wait_ready(client)
-        with client.websocket_connect(f"{STREAM}?policy=drop_oldest&max_pending=2") as ws:
-            for i in range(30):
+        query = f"?policy=drop_oldest&max_pending={max_pending}"
+        with client.websocket_connect(STREAM + query) as ws:
+            for i in range(frames):
                 ws.send_bytes(tensor_frame(i))
             ws.send_text('{"type": "close"}')
             results = []
-            while True:
-                try:
+            with contextlib.suppress(WebSocketDisconnect):
+                while True:
                     results.append(ws.receive_json())
-                except Exception:
-                    break
+    return results
+
+
+def test_drop_oldest_drops_and_reports_frames_when_the_model_lags() -> None:
+    results = _flood(max_pending=2)
     seqs = [r["seq"] for r in results]
     reported = sorted(s for r in results for s in r["dropped"])
     assert seqs == sorted(seqs) and len(seqs) < 30
     assert sorted(seqs + reported) == list(range(30))  # every frame: answered or reported
     assert results[-1]["dropped_total"] == len(reported)
+
+
+def test_a_result_lists_a_bounded_number_of_dropped_frames(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fast sender and a slow model: one result listed every frame dropped since the last
+    one, without bound; now the first MAX_LISTED of them, and dropped_total counts all."""
+    monkeypatch.setattr("kaon.serve.protocols.stream.MAX_LISTED", 3)
+    results = _flood(max_pending=1)
+    assert all(len(r["dropped"]) <= 3 for r in results)
+    assert max(len(r["dropped"]) for r in results) == 3  # more were dropped than listed
+    assert len(results) + results[-1]["dropped_total"] == 30
 
 
 def test_block_policy_answers_every_frame() -> None:

@@ -472,16 +472,24 @@ def test_trials_killed_with_the_search_count_as_failed_after_resume(tiny: str) -
     assert "stopped while this trial ran" in killed.user_attrs["note"]
 
 
-def test_a_portfolio_trial_killed_with_the_search_is_queued_again(tiny: str) -> None:
+def test_a_trial_killed_with_the_search_is_tidied_and_a_portfolio_one_queued_again(
+        tiny: str, tmp_path: Path) -> None:
     """A warm-start trial is a configuration known to be good; killed mid-run, it was only
-    marked failed, and the resumed search never tried it (the sampler would not propose it)."""
+    marked failed, and the resumed search never tried it (the sampler would not propose it).
+    Its training run stayed "running" for good: the search that would have closed it died."""
+    from kaon.train import runs
+
     made = killed_study(config(space=mlp_space(2), time_seconds=600))
-    optuna.trial.Trial(made, made.trials[1]._trial_id).set_user_attr("warm_start", True)
-    study._fail_orphans(made)
+    run = runs.create_run("tiny-tuned-trial", {}, "tiny", "-", tmp_path)
+    running = optuna.trial.Trial(made, made.trials[1]._trial_id)
+    running.set_user_attr("warm_start", True)
+    running.set_user_attr("runs", [run.id])
+    study._fail_orphans(made, "default")
     killed, again = made.get_trials()[1:]
     assert killed.state == optuna.trial.TrialState.FAIL
     assert again.state == optuna.trial.TrialState.WAITING and again.user_attrs["warm_start"]
     assert again.system_attrs["fixed_params"] == killed.params
+    assert runs.get_run(run.id).status == "interrupted"
 
 
 def test_a_search_interrupted_after_its_model_is_registered_does_not_register_another(

@@ -201,6 +201,9 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(
     study = optuna.load_study(study_name=name, storage=storage())
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= finished
     assert study.user_attrs["alive"] is None  # the resumed search ended: nobody runs it
+    with session_scope() as db:  # the runs of the trials killed with the search are closed
+        trial_runs = db.scalars(select(Run).where(Run.name == "breastmnist-tuned-trial")).all()
+    assert trial_runs and not [r.id for r in trial_runs if r.status == "running"]
     assert summary["seconds"] <= 80 * 1.05 + 5
     assert resumed_for < 80  # only the budget that was left, plus process start-up
 

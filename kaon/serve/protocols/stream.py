@@ -57,6 +57,7 @@ def frame_limit(sig: Signature) -> int:
     c, h, w = sig.shape
     return min(MAX_FRAME_BYTES, 4 * c * h * w + 65536)
 MAX_PENDING = 64
+MAX_LISTED = 256  # dropped frames one result lists at most (``dropped_total`` counts all)
 RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
 
 
@@ -170,7 +171,7 @@ class Stream:
                 result = await self._predict(image)
             except _Skipped:  # the server was saturated and a newer frame waits: drop this
                 async with self.changed:  # reported with the next result, in order
-                    self.dropped = [*dropped, *self.dropped]
+                    self.dropped = [*dropped, *self.dropped][:MAX_LISTED - 1]
                     self._dropped(frame.seq)
                     self.dropped.sort()
                 continue
@@ -185,8 +186,10 @@ class Stream:
             self.answered += 1
 
     def _dropped(self, seq: int) -> None:
-        """Frame ``seq`` is dropped: listed in the next result, and counted."""
-        self.dropped.append(seq)
+        """Frame ``seq`` is dropped: listed in the next result (the first ``MAX_LISTED``
+        of them), and counted."""
+        if len(self.dropped) < MAX_LISTED:
+            self.dropped.append(seq)
         self.dropped_total += 1
         self.runtime.metrics.stream_dropped.inc()
 
