@@ -74,8 +74,10 @@ class Observe:
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started
             self.metrics.latency.labels(route, str(status)).observe(seconds)
-            logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
-                         "route": route, "status": status, "ms": round(seconds * 1000, 3)})
+            if (b"x-kaon-probe", b"1") not in scope.get("headers", ()):  # the front's probes
+                logs.access({"request_id": rid, "method": scope["method"],
+                             "path": scope["path"], "route": route, "status": status,
+                             "ms": round(seconds * 1000, 3)})
 
 
 class UntilReady:

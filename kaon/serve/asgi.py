@@ -30,8 +30,10 @@ class BodyBudget:
     def __init__(self, total: int) -> None:
         self.total, self.held = total, 0
 
-    def take(self, size: int) -> bool:
-        if self.held + size > self.total:
+    def take(self, size: int, mine: int = 0) -> bool:
+        """Take ``size`` more bytes for a body that holds ``mine`` already. A body alone is
+        always let in (up to its own limit), so a limit above the budget still works."""
+        if self.held + size > self.total and self.held > mine:
             return False
         self.held += size
         return True
@@ -44,9 +46,9 @@ class BodyBudget:
 BODIES = BodyBudget(512 * 1024 * 1024)
 
 
-def give_back(body: bytes) -> None:
+def give_back(body: bytes, budget: BodyBudget | None = None) -> None:
     """A body read by :func:`read_body` (or :func:`take_request`) is no longer held."""
-    BODIES.give(len(body))
+    (budget or BODIES).give(len(body))
 
 
 class Busy:
@@ -116,17 +118,18 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 class BodyLimit:
-    """Answer 413 for a body larger than ``limit`` bytes, declared or streamed."""
+    """Answer 413 for a body larger than ``limit`` bytes, declared or streamed, and 503 past
+    ``budget`` (this process's :data:`BODIES` unless given one of its own)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, budget: BodyBudget | None = None) -> None:
+        self.app, self.limit, self.budget = app, limit, budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         # Read the (bounded) body first, so a chunked upload past the limit is a clean 413.
-        body = await read_body(scope, receive, self.limit)
+        body = await read_body(scope, receive, self.limit, self.budget)
         if body is None:
             await self._reject(scope, send)
             return
@@ -139,7 +142,7 @@ class BodyLimit:
             await self.app(scope, replay([first], receive), send)
         finally:
             if isinstance(body, bytes):
-                give_back(body)
+                give_back(body, self.budget)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         await too_large(self.limit, path=scope.get("path", ""))({"type": "http"}, noop_receive,
@@ -216,12 +219,14 @@ def busy(path: str) -> JSONResponse:
                           "Retry in a second.", headers={"Retry-After": "1"})
 
 
-async def read_body(scope: Scope, receive: Receive,
-                    limit: int) -> bytes | dict[str, Any] | Busy | None:
-    """The whole request body, its bytes taken from :data:`BODIES` (the caller gives them
-    back once the request is answered); None when its declared length, or what arrives,
-    passes ``limit`` bytes; :data:`BUSY` when it would pass the budget; a message that is
-    not part of the body (the client went away) is returned as it came."""
+async def read_body(scope: Scope, receive: Receive, limit: int,
+                    budget: BodyBudget | None = None) -> bytes | dict[str, Any] | Busy | None:
+    """The whole request body, its bytes taken from ``budget`` (:data:`BODIES` by default;
+    the caller gives them back once the request is answered); None when its declared
+    length, or what arrives, passes ``limit`` bytes; :data:`BUSY` when it would pass the
+    budget; a message that is not part of the body (the client went away) is returned as
+    it came."""
+    budget = budget or BODIES
     for name, value in scope.get("headers", ()):
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             return None
@@ -235,7 +240,7 @@ async def read_body(scope: Scope, receive: Receive,
             chunk = message.get("body", b"")
             if size + len(chunk) > limit:
                 return None
-            if not BODIES.take(len(chunk)):
+            if not budget.take(len(chunk), mine=size):
                 return BUSY
             size += len(chunk)
             chunks.append(chunk)
@@ -244,7 +249,7 @@ async def read_body(scope: Scope, receive: Receive,
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         if not done:  # refused, or the caller left: nothing is held for it
-            BODIES.give(size)
+            budget.give(size)
 
 
 def replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:

@@ -34,6 +34,7 @@ from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate", "host", "content-length"}
+_SERVERS_OWN = frozenset({b"date", b"server"})  # the front's uvicorn adds its own
 
 
 @dataclass
@@ -70,7 +71,10 @@ class PoolMetrics:
 
 log = logging.getLogger("kaon.serve.pool")
 PROBE_S = 2.0  # a ready replica is asked /readyz this often
+PROBE_TIMEOUT_S = 5.0  # ... and has this long to answer
 MISSES = 3  # unanswered probes in a row that take a ready replica out of rotation
+HUNG_S = 15.0  # the least time without an answer before a replica is killed as hung
+PROBE_HEADER = (b"x-kaon-probe", b"1")  # the replica leaves such requests out of its log
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar, less the percent sign
 
 
@@ -197,22 +201,26 @@ class ReplicaPool:
     async def _check(self, replica: Replica) -> None:
         """Probe ``replica`` once and act on the answer. A ready replica that misses
         ``MISSES`` probes in a row (its event loop is stuck) leaves the rotation until it
-        answers again; one that answers nothing for the request timeout (each request it
-        held has had its 504 by then) is killed, so the supervisor restarts it."""
+        answers again, unless it is the last one ready; one that has answered nothing for
+        the request timeout (each request it held has had its 504 by then), and at least
+        ``HUNG_S``, is killed, so the supervisor restarts it."""
         process = replica.process
-        status = (await self._get(replica, "/readyz"))[0]
+        status = (await self._get(replica, "/readyz", PROBE_TIMEOUT_S, [PROBE_HEADER]))[0]
         if replica.process is not process or process is None:  # restarted meanwhile
             return
         now = time.monotonic()
         if status == 0:
             replica.missed += 1
-            if replica.ready and replica.missed >= MISSES:
+            if replica.missed < MISSES:
+                return
+            if replica.ready and self.ready > 1:
                 replica.ready = False
                 log.warning("replica %d has not answered for %d probes: out of rotation",
                             replica.index, replica.missed)
-            if replica.ready_at is not None and now - replica.answered_at > self.timeout:
+            silent = now - replica.answered_at
+            if replica.ready_at is not None and silent > max(self.timeout, HUNG_S):
                 log.warning("replica %d has not answered for %.0f s: restarting it",
-                            replica.index, now - replica.answered_at)
+                            replica.index, silent)
                 process.kill()
             return
         replica.missed, replica.answered_at = 0, now
@@ -220,13 +228,15 @@ class ReplicaPool:
         if replica.ready and replica.ready_at is None:
             replica.ready_at = now
 
-    async def _get(self, replica: Replica, path: str) -> tuple[int, bytes]:
-        """A small GET to one replica (status 0 when it does not answer in 2 s)."""
+    async def _get(self, replica: Replica, path: str, timeout: float = 2.0,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:
+        """A small GET to one replica (status 0 when it does not answer in ``timeout``)."""
         if replica.client is None:
             return 0, b""
         try:
-            response = await asyncio.wait_for(replica.client.send("GET", path, []), 2.0)
-            return response.status, await asyncio.wait_for(response.read(), 2.0)
+            response = await asyncio.wait_for(
+                replica.client.send("GET", path, headers or []), timeout)
+            return response.status, await asyncio.wait_for(response.read(), timeout)
         except (UpstreamError, OSError, asyncio.TimeoutError):
             return 0, b""
 
@@ -277,7 +287,7 @@ class ReplicaPool:
                     return Response(status_code=499)
                 raise asyncio.TimeoutError
             upstream = sending.result()
-            out = _passed(upstream.headers)
+            out = _passed(upstream.headers, drop=_SERVERS_OWN)
             if (upstream.header(b"content-type") or b"").startswith(b"text/event-stream"):
                 released = True
                 streamed = StreamingResponse(self._relay(replica, upstream),

@@ -24,6 +24,7 @@ from kaon.errors import ConfigError
 KEY = "alive"
 EVERY_S = 5.0  # how often a running search says it is alive
 STALE_S = 30.0  # a sign older than this is from a search that is gone
+SETTLE_S = 0.5  # how long a resume waits to see whether another one claimed the study too
 
 
 def _mark(study: optuna.Study) -> None:
@@ -32,25 +33,35 @@ def _mark(study: optuna.Study) -> None:
 
 
 @contextlib.contextmanager
-def kept_alive(study: optuna.Study, lock: threading.Lock) -> Iterator[None]:
-    """Say ``study`` is being searched, every ``EVERY_S`` seconds, until the block ends."""
+def kept_alive(study: optuna.Study, claim: bool = False) -> Iterator[None]:
+    """Say ``study`` is being searched, every ``EVERY_S`` seconds, until the block ends.
+
+    ``claim`` (``--resume``): first make sure no other search has started on it meanwhile.
+    Two resumes that checked at the same moment both write their sign; after ``SETTLE_S``
+    only the last one's is there, and the other one refuses. (Optuna's storage is
+    thread-safe: the beats need no lock of the search's, and never wait on one.)"""
+    _mark(study)
+    if claim:
+        time.sleep(SETTLE_S)
+        sign = study.user_attrs.get(KEY)  # as stored now
+        if not isinstance(sign, dict) or (sign.get("host"), sign.get("pid")) != (
+                socket.gethostname(), os.getpid()):
+            check_not_running(study)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(EVERY_S):
-            with contextlib.suppress(Exception), lock:  # a busy database: the next beat
+            with contextlib.suppress(Exception):  # a busy database: the next beat
                 _mark(study)
 
-    with lock:
-        _mark(study)
     thread = threading.Thread(target=beat, name="kaon-tune-alive", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
-        thread.join()
-        with contextlib.suppress(Exception), lock:
+        thread.join(timeout=EVERY_S)
+        with contextlib.suppress(Exception):
             study.set_user_attr(KEY, None)
 
 

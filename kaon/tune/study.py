@@ -245,12 +245,13 @@ def tune(cfg: TuneConfig, *, progress: bool = False) -> TuneResult:
     study = optuna.create_study(storage=storage(), sampler=_sampler(cfg), pruner=_pruner(cfg),
                                 study_name=study_name, directions=directions)
     study.set_user_attr("kaon", cfg.model_dump(mode="json"))
-    sizes["speedup"] = _speedups(cfg, timed)
-    study.set_user_attr("speedup", sizes["speedup"])
-    study.set_user_attr("spent", 0.0)
-    if cfg.warm_start:
-        _warm_start(study, cfg, sizes, timed)
-    return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
+    with alive.kept_alive(study):  # until the search ends: --resume refuses it meanwhile
+        sizes["speedup"] = _speedups(cfg, timed)
+        study.set_user_attr("speedup", sizes["speedup"])
+        study.set_user_attr("spent", 0.0)
+        if cfg.warm_start:
+            _warm_start(study, cfg, sizes, timed)
+        return _search(study, cfg, sizes, started, spent_before=0.0, progress=progress)
 
 
 def check_trial_time(cfg: TuneConfig, min_trial: float) -> None:
@@ -284,12 +285,13 @@ def resume(study_name: str, *, progress: bool = False) -> TuneResult:
                           f"{summary.user_attrs['model']}.", hint="Start a new search instead.")
     study = optuna.load_study(study_name=study_name, storage=storage(),
                               sampler=_sampler(cfg, len(summary.trials)), pruner=_pruner(cfg))
-    _fail_orphans(study, cfg.workspace)
-    sizes = _fit_sizes(cfg, _check_inputs(cfg))
-    emit(sizes["warnings"])
-    sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
-    spent = float(study.user_attrs.get("spent", 0.0))
-    return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
+    with alive.kept_alive(study, claim=True):  # claimed before its orphans are failed
+        _fail_orphans(study, cfg.workspace)
+        sizes = _fit_sizes(cfg, _check_inputs(cfg))
+        emit(sizes["warnings"])
+        sizes["speedup"] = dict(study.user_attrs.get("speedup", {}))
+        spent = float(study.user_attrs.get("spent", 0.0))
+        return _search(study, cfg, sizes, started, spent_before=spent, progress=progress)
 
 
 def _stored_config(study: optuna.Study) -> TuneConfig:
@@ -322,8 +324,11 @@ def _fail_orphans(study: optuna.Study, workspace: str) -> None:
         trial.set_user_attr("note", "the search was stopped while this trial ran (marked "
                                     "failed on --resume)")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if t.user_attrs.get("warm_start") and "family" in t.params:
-            study.enqueue_trial(dict(t.params), user_attrs={"warm_start": True})
+        # its configuration as the portfolio queued it (the params, if it was killed
+        # before they were all suggested, would be short of some)
+        fixed = t.system_attrs.get("fixed_params") or t.params
+        if t.user_attrs.get("warm_start") and "family" in fixed:
+            study.enqueue_trial(dict(fixed), user_attrs={"warm_start": True})
 
 
 def _tidy_running(study: optuna.Study, workspace: str) -> None:
@@ -675,8 +680,7 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
     console = Console(stderr=True)
     live = Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
                 transient=False) if progress else contextlib.nullcontext()
-    with alive.kept_alive(study, search.lock):  # --resume elsewhere refuses it meanwhile
-        return _run_search(study, cfg, sizes, search, threads, live, budget, progress)
+    return _run_search(study, cfg, sizes, search, threads, live, budget, progress)
 
 
 def _run_search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], search: _Search,

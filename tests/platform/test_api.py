@@ -128,6 +128,21 @@ def test_a_big_body_is_413(client: TestClient, admin_secret: str) -> None:
     assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
 
 
+def test_the_control_plane_has_a_budget_of_bodies_of_its_own(
+        client: TestClient, admin_secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In `kaon up` the gateway and the control plane share a process: inference bodies
+    waiting on slow replicas, filling the process's budget, must not turn away the call that
+    would scale those replicas up."""
+    from kaon.serve import asgi
+
+    full = asgi.BodyBudget(1024)
+    full.take(1024)
+    monkeypatch.setattr(asgi, "BODIES", full)
+    r = client.post(f"{API}/jobs", headers=bearer(admin_secret),
+                    json={"kind": "train", "spec": {"name": "x"}})
+    assert r.status_code != 503, r.text
+
+
 def test_a_big_body_without_a_valid_key_is_401_before_it_is_read(client: TestClient) -> None:
     """The key is checked first: a body past the 1 MiB limit sent without a
     valid key is a 401, not the 413 that reading it would end in."""

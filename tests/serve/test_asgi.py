@@ -42,6 +42,12 @@ def test_a_body_that_would_pass_the_budget_is_refused_and_holds_nothing(
         budget.give(60)  # the first request answered
         assert await read_body(scope, _sender(b"c" * 30, b"d" * 30), limit=1000) == \
             b"c" * 30 + b"d" * 30
+        budget.give(60)
+        # a body alone is always let in, up to its own limit (one over the budget included:
+        # refused, it would be refused forever, and its client told to retry)
+        assert await read_body(scope, _sender(b"f" * 80, b"g" * 80), limit=1000) == \
+            b"f" * 80 + b"g" * 80
+        assert budget.held == 160
 
     asyncio.run(scenario())
 

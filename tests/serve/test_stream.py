@@ -249,12 +249,12 @@ def test_a_wrong_frame_size_names_the_signature(fast: TestClient) -> None:
 
 
 def test_a_frame_far_larger_than_the_model_takes_is_refused(fast: TestClient) -> None:
-    """A stream's frame may be at most four times its pixels and 64 KiB: 64 waiting frames
-    of 8 MB each (512 MB) was the bound for one stream of 28x28 images."""
+    """A small model's frame may be at most 1 MiB: 64 waiting frames of 8 MiB each
+    (512 MiB) was the bound for one stream of 28x28 images."""
     with fast.websocket_connect(STREAM) as ws:
-        ws.send_bytes(b"\x89PNG" + bytes(4 * 28 * 28 + 65536))
+        ws.send_bytes(b"\x89PNG" + bytes(1 << 20))
         error = ws.receive_json()["error"]
-        assert "over 68672 bytes, the most a stream of 1x28x28 frames takes" in error
+        assert "over 1048576 bytes, the most a stream of 1x28x28 frames takes" in error
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == 1003

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import optuna
@@ -55,7 +54,7 @@ def test_a_search_keeps_its_sign_fresh_and_clears_it_when_it_ends(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(alive, "EVERY_S", 0.05)
     made = _study(None)
-    with alive.kept_alive(made, threading.Lock()):
+    with alive.kept_alive(made):
         first = made.user_attrs[alive.KEY]
         assert first["pid"] == os.getpid() and first["host"] == socket.gethostname()
         time.sleep(0.3)
@@ -63,3 +62,18 @@ def test_a_search_keeps_its_sign_fresh_and_clears_it_when_it_ends(
         assert alive.running_elsewhere(made) is not None
     assert made.user_attrs[alive.KEY] is None
     assert alive.running_elsewhere(made) is None
+
+
+def test_of_two_resumes_at_once_only_the_last_to_claim_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both checked before either wrote its sign: each writes, waits, and reads the sign
+    back; the one whose sign was overwritten refuses (the other search is alive)."""
+    made = _study(None)
+
+    def other_claims(_: float) -> None:  # the other resume writes while this one waits
+        made.set_user_attr(alive.KEY, {"at": time.time(), "host": "elsewhere", "pid": 1})
+
+    monkeypatch.setattr(alive.time, "sleep", other_claims)
+    with pytest.raises(ConfigError, match="is being searched now"), \
+            alive.kept_alive(made, claim=True):
+        pytest.fail("the second claim went on")

@@ -149,9 +149,20 @@ async def _key_refusal(scope: Any) -> JSONResponse | None:
 def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None = None,
                        max_body: int = MAX_BODY_BYTES) -> FastAPI:
     """The control plane as an app: routes, error mapping, 413 past ``max_body`` bytes."""
-    from kaon.serve.asgi import BodyLimit, noop_receive, too_large  # kaon.serve: torch
+    from kaon.serve.asgi import (  # kaon.serve: torch
+        BodyBudget,
+        BodyLimit,
+        noop_receive,
+        too_large,
+    )
 
     class ControlBodyLimit(BodyLimit):
+        """Its own budget of bodies: in `kaon up` the gateway's inference bodies, waiting on
+        slow replicas, must not turn away the calls that would scale those replicas up."""
+
+        def __init__(self, app: Any, limit: int) -> None:
+            super().__init__(app, limit, BodyBudget(64 * limit))
+
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http" and scope["method"] == "PUT" \
                     and scope["path"].startswith(data.UPLOAD_PREFIX):

@@ -50,12 +50,13 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 
 def frame_limit(sig: Signature) -> int:
-    """The largest frame a stream for ``sig`` takes: room for its pixels four times over (a
-    PNG or JPEG of noise is larger than the raw pixels) and 64 KiB of headers, at most
+    """The largest frame a stream for ``sig`` takes: room for its pixels eight times over (a
+    PNG or JPEG of noise is larger than the raw pixels; a 16-bit RGBA PNG sent to a grey
+    model takes 8 bytes a pixel) and 64 KiB of metadata (EXIF), at least 1 MiB and at most
     ``MAX_FRAME_BYTES``. It bounds what a stream's waiting frames can hold to
-    ``max_pending`` times that: 27 MB for 240×360 grey at 64, not 512 MB."""
+    ``max_pending`` times that: 64 MiB for 240×360 grey at 64 waiting, not 512 MiB."""
     c, h, w = sig.shape
-    return min(MAX_FRAME_BYTES, 4 * c * h * w + 65536)
+    return min(MAX_FRAME_BYTES, max(1 << 20, 8 * c * h * w + 65536))
 MAX_PENDING = 64
 MAX_LISTED = 256  # dropped frames one result lists at most (``dropped_total`` counts all)
 RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
