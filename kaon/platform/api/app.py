@@ -157,11 +157,12 @@ def create_control_app(*, rate_limit: bool = True, limiter: RateLimiter | None =
     )
 
     class ControlBodyLimit(BodyLimit):
-        """Its own budget of bodies: in `kaon up` the gateway's inference bodies, waiting on
-        slow replicas, must not turn away the calls that would scale those replicas up."""
+        """Its own budget of bodies (64 MiB, or four of its largest if more): in `kaon up`
+        the gateway's inference bodies, waiting on slow replicas, must not turn away the
+        calls that would scale those replicas up."""
 
         def __init__(self, app: Any, limit: int) -> None:
-            super().__init__(app, limit, BodyBudget(64 * limit))
+            super().__init__(app, limit, BodyBudget(max(64 << 20, 4 * limit)))
 
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http" and scope["method"] == "PUT" \
