@@ -47,7 +47,7 @@ from kaon.serve import logs
 from kaon.serve.asgi import (
     METHODS,
     close_quietly,
-    give_back,
+    held,
     is_v2,
     refuse_handshake,
     take_request,
@@ -205,14 +205,12 @@ class Gateway:
         if taken is None:  # answered 413 or 503, or the caller left
             return
         request, rid, body = taken
-        try:
+        with held(body):
             try:
                 response = await self.handle(request, deployment, path, body, rid)
             except OperationalError:
                 response = _error(DATABASE_BUSY, rid, path)
             await response(scope, receive, send)
-        finally:
-            give_back(body)
 
     # -- WebSocket streams ----------------------------------------------------------------
     async def handle_ws(self, websocket: WebSocket, deployment: str, path: str) -> None:

@@ -24,7 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kaon.errors import KaonError
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import BodyLimit, CancelOnDisconnect, http_error, is_v2
+from kaon.serve.asgi import (
+    PROBE_HEADER,
+    BodyLimit,
+    CancelOnDisconnect,
+    http_error,
+    is_v2,
+)
 from kaon.serve.asgi import route_error as _error
 from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
@@ -74,7 +80,7 @@ class Observe:
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started
             self.metrics.latency.labels(route, str(status)).observe(seconds)
-            if (b"x-kaon-probe", b"1") not in scope.get("headers", ()):  # the front's probes
+            if PROBE_HEADER not in scope.get("headers", ()):  # the front's probes: unlogged
                 logs.access({"request_id": rid, "method": scope["method"],
                              "path": scope["path"], "route": route, "status": status,
                              "ms": round(seconds * 1000, 3)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import Request, WebSocket, WebSocketDisconnect
@@ -18,6 +19,8 @@ from kaon.serve import logs
 
 # what the forwarding paths pass on; others get FastAPI's 404/405
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: the header of the replica pool's health probes, which a server leaves out of its log
+PROBE_HEADER = (b"x-kaon-probe", b"1")
 
 
 class BodyBudget:
@@ -46,9 +49,14 @@ class BodyBudget:
 BODIES = BodyBudget(512 * 1024 * 1024)
 
 
-def give_back(body: bytes, budget: BodyBudget | None = None) -> None:
-    """A body read by :func:`read_body` (or :func:`take_request`) is no longer held."""
-    (budget or BODIES).give(len(body))
+@contextlib.contextmanager
+def held(body: bytes, budget: BodyBudget | None = None) -> Iterator[None]:
+    """``body``, read by :func:`read_body` (or :func:`take_request`), counts against
+    ``budget`` (:data:`BODIES` by default) until the block, which answers it, ends."""
+    try:
+        yield
+    finally:
+        (budget or BODIES).give(len(body))
 
 
 class Busy:
@@ -136,13 +144,12 @@ class BodyLimit:
         if body is BUSY:
             await busy(scope["path"])(scope, noop_receive, send)
             return
-        first = body if isinstance(body, dict) else {
-            "type": "http.request", "body": body, "more_body": False}
-        try:
+        if isinstance(body, dict):  # the client left: the app sees it go
+            await self.app(scope, replay([body], receive), send)
+            return
+        with held(body, self.budget):
+            first = {"type": "http.request", "body": body, "more_body": False}
             await self.app(scope, replay([first], receive), send)
-        finally:
-            if isinstance(body, bytes):
-                give_back(body, self.budget)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         await too_large(self.limit, path=scope.get("path", ""))({"type": "http"}, noop_receive,

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon.procs import freeze_heap
 from kaon.serve import logs
-from kaon.serve.asgi import METHODS, give_back, http_error, take_request
+from kaon.serve.asgi import METHODS, held, http_error, take_request
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
 
@@ -51,13 +51,11 @@ class Forward:
         if taken is None:  # answered 413, or the caller left
             return
         request, rid, body = taken
-        try:
+        with held(body):
             response = await self.pool.forward(request, body=body,
                                                extra_headers={"x-request-id": rid})
             response.headers["X-Request-ID"] = rid
             await response(scope, receive, send)
-        finally:
-            give_back(body)
         logs.access({"request_id": rid, "method": scope["method"], "path": scope["path"],
                      "status": response.status_code,
                      "ms": round((time.perf_counter() - started) * 1000, 3)})

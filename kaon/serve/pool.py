@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
-from kaon.serve.asgi import close_quietly, protocol_error, refuse_handshake
+from kaon.serve.asgi import PROBE_HEADER, close_quietly, protocol_error, refuse_handshake
 from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -45,7 +45,6 @@ class Replica:
     client: UnixHTTPClient | None = None
     ready: bool = False
     in_flight: int = 0
-    started_at: float = 0.0
     failures: int = 0  # deaths in a row before or soon after ready; drives the back-off
     retry_at: float = 0.0
     ready_at: float | None = None  # when this process first answered /readyz
@@ -74,7 +73,6 @@ PROBE_S = 2.0  # a ready replica is asked /readyz this often
 PROBE_TIMEOUT_S = 5.0  # ... and has this long to answer
 MISSES = 3  # unanswered probes in a row that take a ready replica out of rotation
 HUNG_S = 15.0  # the least time without an answer before a replica is killed as hung
-PROBE_HEADER = (b"x-kaon-probe", b"1")  # the replica leaves such requests out of its log
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar, less the percent sign
 
 
@@ -140,8 +138,7 @@ class ReplicaPool:
             # and then stops the replicas (each one stopping by itself meanwhile would be
             # seen dead, and restarted, by the supervisor)
             start_new_session=True)
-        replica.started_at, replica.ready = time.monotonic(), False
-        replica.ready_at, replica.missed = None, 0
+        replica.ready, replica.ready_at, replica.missed = False, None, 0
         replica.client = UnixHTTPClient(str(replica.socket))
 
     async def _retire(self, replica: Replica) -> None:

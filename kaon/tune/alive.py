@@ -46,7 +46,7 @@ def kept_alive(study: optuna.Study, claim: bool = False) -> Iterator[None]:
         sign = study.user_attrs.get(KEY)  # as stored now
         if not isinstance(sign, dict) or (sign.get("host"), sign.get("pid")) != (
                 socket.gethostname(), os.getpid()):
-            check_not_running(study)
+            check_not_running(study, sign)
     stop = threading.Event()
 
     def beat() -> None:
@@ -67,7 +67,11 @@ def kept_alive(study: optuna.Study, claim: bool = False) -> Iterator[None]:
 
 def running_elsewhere(study: optuna.Study) -> str | None:
     """Who is searching ``study`` now ("process P on HOST, N s ago"), or None."""
-    sign = study.user_attrs.get(KEY)
+    return _who(study.user_attrs.get(KEY))
+
+
+def _who(sign: object) -> str | None:
+    """The searcher a sign of life names, if it may still be searching."""
     if not isinstance(sign, dict):
         return None
     age = time.time() - float(sign.get("at", 0.0))
@@ -84,11 +88,14 @@ def running_elsewhere(study: optuna.Study) -> str | None:
     return f"process {pid} on {host}, {max(age, 0.0):.0f} s ago"
 
 
-def check_not_running(study: optuna.Study) -> None:
-    """Refuse to continue a study that another search is running now."""
-    who = running_elsewhere(study)
+def check_not_running(study: optuna.Study, sign: object = None) -> None:
+    """Refuse to continue a study that another search is running now (``sign``: its sign of
+    life, when already read)."""
+    sign = sign if sign is not None else study.user_attrs.get(KEY)
+    who = _who(sign)
     if who is not None:
-        pid = study.user_attrs[KEY].get("pid")
+        assert isinstance(sign, dict)
+        pid = sign.get("pid")
         raise ConfigError(
             f"Study {study.study_name} is being searched now ({who}): a second search "
             "would run its trials twice.",

@@ -316,8 +316,8 @@ def _fail_orphans(study: optuna.Study, workspace: str) -> None:
     runs are marked interrupted. A warm-start (portfolio) trial among them is queued again:
     it was one of the configurations known to be good, and the sampler would not propose it
     on its own."""
-    _tidy_running(study, workspace)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tidy_runs(list(t.user_attrs.get("runs", [])), "stopped with its search", workspace)
         trial = optuna.trial.Trial(study, t._trial_id)
         trial.set_user_attr("outcome", "failed")
         # a note, not an "error": the trial itself did nothing wrong
@@ -680,12 +680,6 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
     console = Console(stderr=True)
     live = Live(trials_table(study, cfg.objective), console=console, refresh_per_second=1,
                 transient=False) if progress else contextlib.nullcontext()
-    return _run_search(study, cfg, sizes, search, threads, live, budget, progress)
-
-
-def _run_search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], search: _Search,
-                threads: list[threading.Thread], live: Any, budget: b.Budget,
-                progress: bool) -> TuneResult:
     try:
         for t in threads:
             t.start()

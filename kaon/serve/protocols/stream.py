@@ -47,6 +47,9 @@ from kaon.serve.runtime import Runtime
 
 MAGIC = b"KTNS"
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_PENDING = 64
+MAX_LISTED = 256  # dropped frames one result lists at most (``dropped_total`` counts all)
+RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
 
 
 def frame_limit(sig: Signature) -> int:
@@ -57,9 +60,6 @@ def frame_limit(sig: Signature) -> int:
     ``max_pending`` times that: 64 MiB for 240×360 grey at 64 waiting, not 512 MiB."""
     c, h, w = sig.shape
     return min(MAX_FRAME_BYTES, max(1 << 20, 8 * c * h * w + 65536))
-MAX_PENDING = 64
-MAX_LISTED = 256  # dropped frames one result lists at most (``dropped_total`` counts all)
-RETRY_S = 0.02  # a frame refused by a saturated server is tried again after this
 
 
 class BadFrame(Exception):
