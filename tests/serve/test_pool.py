@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from websockets.asyncio.server import ServerConnection, unix_serve
 
+from kaon.serve import pool as pool_module
 from kaon.serve.pool import Replica, ReplicaPool
 from kaon.serve.uds import UnixHTTPClient
 
@@ -173,7 +177,8 @@ async def _cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     head = await reader.readuntil(b"\r\n\r\n")
     body = b"" if head.startswith(b"HEAD ") else head
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nset-cookie: a=1\r\n"
-                 b"set-cookie: b=2\r\n\r\n%s" % (len(head), body))
+                 b"set-cookie: b=2\r\ndate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+                 b"server: the-replica\r\n\r\n%s" % (len(head), body))
     await writer.drain()
     writer.close()
 
@@ -182,7 +187,9 @@ async def _cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 def test_the_front_passes_repeated_headers_and_a_heads_length(tmp_path: Path,
                                                               method: str) -> None:
     """Two Set-Cookie headers stay two both ways (they were folded into one dict entry, and
-    the last won), and a HEAD answer keeps the replica's Content-Length (it was 0)."""
+    the last won), a HEAD answer keeps the replica's Content-Length (it was 0), and the
+    replica's Date and Server are left out (the front's uvicorn adds its own: they came
+    twice)."""
     socket = tmp_path / "replica.sock"
 
     async def scenario() -> Response:
@@ -200,6 +207,7 @@ def test_the_front_passes_repeated_headers_and_a_heads_length(tmp_path: Path,
 
     response = asyncio.run(scenario())
     assert response.headers.getlist("set-cookie") == ["a=1", "b=2"]
+    assert "date" not in response.headers and "server" not in response.headers
     lengths = response.headers.getlist("content-length")
     assert len(lengths) == 1 and int(lengths[0]) > 0
     if method == "GET":  # what the replica was sent
@@ -261,3 +269,82 @@ def test_the_supervisor_outlives_an_error_in_looking_after_a_replica(
 
     asyncio.run(scenario())
     assert len(calls) >= 2  # failed once, then tried again
+
+
+async def _stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A replica whose event loop is stuck: it takes the connection and never answers."""
+    await asyncio.Event().wait()
+
+
+async def _probe_stuck(tmp_path: Path, probes: int, silent_s: float) -> list[Replica]:
+    """Two ready replicas (live processes) that stop answering ``silent_s`` seconds ago,
+    each probed ``probes`` times."""
+    now = time.monotonic()
+    pool = ReplicaPool({}, 2, run_dir=tmp_path, timeout=0.5)
+    servers = []
+    for i in range(2):
+        socket = tmp_path / f"r{i}.sock"
+        servers.append(await asyncio.start_unix_server(_stuck, path=str(socket)))
+        pool.replicas.append(Replica(
+            index=i, socket=socket, process=subprocess.Popen(["sleep", "60"]), ready=True,
+            ready_at=now - 60, answered_at=now - silent_s, client=UnixHTTPClient(str(socket))))
+    try:
+        for _ in range(probes):
+            for replica in pool.replicas:
+                await pool._check(replica)
+        return pool.replicas
+    finally:
+        for server in servers:
+            server.close()
+        for replica in pool.replicas:
+            assert replica.client is not None
+            await replica.client.aclose()
+
+
+def test_a_stuck_replica_leaves_the_rotation_unless_it_is_the_last_ready_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "PROBE_TIMEOUT_S", 0.05)
+    replicas = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES - 1, silent_s=0))
+    assert [r.ready for r in replicas] == [True, True]  # a missed probe or two: kept
+    replicas = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES, silent_s=0))
+    try:
+        # out of rotation, but the other one is kept: all requests to a slow replica beat
+        # a 503 for every request; neither has been silent long enough to be killed
+        assert [r.ready for r in replicas] == [False, True]
+        assert all(r.process and r.process.poll() is None for r in replicas)
+    finally:
+        for replica in replicas:
+            assert replica.process is not None
+            replica.process.kill()
+
+
+def test_a_replica_silent_past_the_request_timeout_is_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "PROBE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(pool_module, "HUNG_S", 1.0)
+    replicas = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES, silent_s=2.0))
+    for replica in replicas:  # the supervisor restarts what died
+        assert replica.process is not None
+        assert replica.process.wait(timeout=5) == -signal.SIGKILL
+
+
+def test_a_replica_that_dies_soon_after_ready_backs_off(tmp_path: Path) -> None:
+    """Dying within 10 s of ready counts towards the back-off as dying before ready does (a
+    model that crashes on its first request restarted every 0.1 s), while one that served
+    for longer starts again at once."""
+    async def death(ready_for: float, failures: int) -> Replica:
+        process = subprocess.Popen(["true"])
+        process.wait()
+        replica = Replica(index=0, socket=tmp_path / "r.sock", process=process, ready=True,
+                          ready_at=100.0, failures=failures)
+        pool = ReplicaPool({}, 1, run_dir=tmp_path)
+        pool.replicas = [replica]
+        await pool._look_after(replica, 100.0 + ready_for)
+        await pool.stop()  # a replica restarted at once is stopped
+        return replica
+
+    soon = asyncio.run(death(ready_for=5.0, failures=2))
+    assert soon.failures == 3 and soon.retry_at == 105.0 + 3.0  # 1 s, 3 s, 7 s … up to 30
+    assert soon.process is None  # not restarted before retry_at
+    later = asyncio.run(death(ready_for=60.0, failures=2))
+    assert later.failures == 1 and later.retry_at == 160.0

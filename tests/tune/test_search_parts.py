@@ -492,6 +492,20 @@ def test_a_trial_killed_with_the_search_is_tidied_and_a_portfolio_one_queued_aga
     assert runs.get_run(run.id).status == "interrupted"
 
 
+def test_a_portfolio_trial_killed_before_its_params_were_suggested_is_queued_whole(
+        tiny: str) -> None:
+    """The portfolio queues whole configurations; one killed before its objective had
+    suggested them all is queued again from what was queued, not from its few params."""
+    made = killed_study(config(space=mlp_space(2), time_seconds=600))
+    whole = dict(made.trials[0].params)
+    made.enqueue_trial(whole, user_attrs={"warm_start": True})
+    assert made.ask().params == {}  # killed at once: nothing suggested yet
+    study._fail_orphans(made, "default")
+    again = made.get_trials()[-1]
+    assert again.state == optuna.trial.TrialState.WAITING and again.user_attrs["warm_start"]
+    assert again.system_attrs["fixed_params"] == whole
+
+
 def test_a_search_interrupted_after_its_model_is_registered_does_not_register_another(
         tiny: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during the test evaluation, after the retrain registered the model: the study
