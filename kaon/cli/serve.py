@@ -13,6 +13,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body."),
+    max_bodies_mb: float = typer.Option(
+        512.0, "--max-bodies-mb",
+        help="Request bodies one server process holds at once (being read, or waiting for "
+             "their answer); past it, 503 with Retry-After. One body alone always fits."),
     max_batch_size: int = typer.Option(
         32, "--max-batch-size",
         help="Images per model call (a service: items per batched-handler call, unless its "
@@ -46,6 +50,8 @@ def serve(
 
         kaon serve mnist-mlp@production --replicas 2
 
+        kaon serve mnist-mlp@production --max-body-mb 64 --max-bodies-mb 2048
+
         kaon serve mnist-mlp@production --device cuda:0
 
         curl -s localhost:8000/readyz
@@ -72,8 +78,13 @@ def serve(
     except ValueError as exc:
         raise ConfigError(str(exc), hint="Batch size and queue must be ≥ 1, waits ≥ 0, "
                                          "the timeout > 0.") from None
+    if max_body_mb <= 0 or max_bodies_mb <= 0:
+        raise ConfigError(f"--max-body-mb {max_body_mb:g} and --max-bodies-mb "
+                          f"{max_bodies_mb:g} must both be more than 0.",
+                          hint="Example: --max-body-mb 16 --max-bodies-mb 512")
     max_body = int(max_body_mb * 1024 * 1024)
     config: dict[str, object] = {"target": model, "max_body": max_body,
+                                 "bodies": int(max_bodies_mb * 1024 * 1024),
                                  "policy": policy.__dict__}
     if model.endswith(".py"):
         raise ConfigError(f"{model!r} names a file but not its class.",

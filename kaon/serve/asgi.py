@@ -45,7 +45,8 @@ class BodyBudget:
         self.held -= size
 
 
-#: this process's budget: 512 MiB, 32 bodies at the default 16 MiB limit
+#: this process's budget: 512 MiB (32 bodies at the default 16 MiB limit) unless
+#: ``kaon serve --max-bodies-mb`` sets another
 BODIES = BodyBudget(512 * 1024 * 1024)
 
 

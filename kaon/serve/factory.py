@@ -28,6 +28,13 @@ def default_threads(replicas: int) -> int:
     return max(1, usable_cores() // replicas)
 
 
+def budget_bodies(config: dict[str, Any]) -> None:
+    """This process's request-body budget (``kaon serve --max-bodies-mb``)."""
+    from kaon.serve.asgi import BODIES
+
+    BODIES.total = int(config.get("bodies") or BODIES.total)
+
+
 def build(config: dict[str, Any]) -> FastAPI:
     import torch
 
@@ -36,6 +43,7 @@ def build(config: dict[str, Any]) -> FastAPI:
     from kaon.serve.service import load_service
 
     torch.set_num_threads(int(config.get("threads") or default_threads(1)))
+    budget_bodies(config)
     max_body = int(config["max_body"])
     policy = BatchPolicy(**config.get("policy", {}))
     if config["kind"] == "service":  # the flags bound every handler and fill in kaon.Batch

@@ -23,12 +23,16 @@ from kaon.serve import logs
 from kaon.serve.asgi import METHODS, held, http_error, take_request
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.pool import ReplicaPool
+from kaon.serve.protocols.stream import MAX_FRAME_BYTES
 
 MAX_CONNECTIONS = 4096  # open connections + tasks per server process; past it uvicorn sends 503
 #: uvicorn options every Kaon server shares (`kaon serve`, its front, `kaon up`): the bound on
-#: connections, and no WebSocket compression (kaon.serve.protocols.stream says why)
+#: connections, no WebSocket compression (kaon.serve.protocols.stream says why), and no
+#: WebSocket message over the largest stream frame (uvicorn's own bound is 16 MiB: a message
+#: past it is closed with 1009 before it is all read)
 SERVER_OPTIONS: dict[str, Any] = {"log_level": "warning", "limit_concurrency": MAX_CONNECTIONS,
-                                  "ws_per_message_deflate": False}
+                                  "ws_per_message_deflate": False,
+                                  "ws_max_size": MAX_FRAME_BYTES}
 
 
 class Forward:
@@ -102,6 +106,9 @@ def run(config: dict[str, Any], replicas: int, host: str, port: int, max_body: i
     """Serve until Ctrl-C: the front on ``host:port``, ``replicas`` processes behind it."""
     import uvicorn
 
+    from kaon.serve.factory import budget_bodies
+
+    budget_bodies(config)  # the front holds each body until its replica has answered
     pool = ReplicaPool(config, replicas, timeout=timeout + 5.0)
     uvicorn.run(create_front(pool, max_body), host=host, port=port,
                 timeout_graceful_shutdown=int(timeout) + 10, **SERVER_OPTIONS)

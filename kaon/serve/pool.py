@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kaon.procs import die_with_parent
 from kaon.serve.asgi import PROBE_HEADER, close_quietly, protocol_error, refuse_handshake
+from kaon.serve.protocols.stream import MAX_FRAME_BYTES
 from kaon.serve.uds import UnixHTTPClient, UpstreamError, UpstreamResponse
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -132,7 +133,8 @@ class ReplicaPool:
              "--uds", str(replica.socket), "--log-level", "warning", "--no-access-log",
              "--timeout-keep-alive", "75",
              "--timeout-graceful-shutdown", str(int(self.timeout)),
-             "--ws-per-message-deflate", "false"],  # kaon.serve.protocols.stream: why
+             "--ws-per-message-deflate", "false",  # kaon.serve.protocols.stream: why
+             "--ws-max-size", str(MAX_FRAME_BYTES)],  # as kaon.serve.front.SERVER_OPTIONS
             env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
             # its own session: a terminal's Ctrl-C reaches the front alone, which drains
             # and then stops the replicas (each one stopping by itself meanwhile would be

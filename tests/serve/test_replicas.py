@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -194,6 +195,56 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
         results = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
     assert [r["seq"] for r in results] == list(range(5))
     assert all("latency_ms" in r for r in results)
+
+
+def test_a_stream_message_past_the_largest_frame_is_closed_unread(model_front) -> None:
+    """uvicorn's own bound on a WebSocket message is 16 MiB: one of those, held whole before
+    Kaon's frame check, is closed with 1009 (message too big) at 8 MiB instead; the server
+    goes on serving."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from kaon.serve.protocols.stream import MAX_FRAME_BYTES
+
+    _, url = model_front
+    stream = url.replace("http", "ws") + "/v1/models/digits/stream"
+    with connect(stream) as ws, pytest.raises(ConnectionClosed) as closed:
+        # a binary frame's head (masked, as a client's must be) that announces one byte more
+        # than the bound, and no payload: refused on the head alone
+        ws.socket.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, MAX_FRAME_BYTES + 1) + b"mask")
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    with connect(stream) as ws:
+        ws.send(tensor_frame(0))
+        assert json.loads(ws.recv(timeout=10))["seq"] == 0
+
+
+def test_max_bodies_mb_bounds_the_bodies_a_server_holds(kaon_home: Path) -> None:
+    """`--max-bodies-mb 1`: while one client's 700 KiB upload is half sent, another's 512 KiB
+    body gets a 503 to retry; once the first client is gone, it is taken."""
+    import socket
+
+    register_tiny("digits")
+    server, url = _start(["digits:1", "--max-bodies-mb", "1"], kaon_home, replicas=1)
+    predict = f"{url}/v1/models/digits/predict"
+    body = {"content": b" " * (512 * 1024), "headers": {"content-type": "application/json"}}
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as slow:
+            slow.sendall(b"POST /v1/models/digits/predict HTTP/1.1\r\nhost: kaon\r\n"
+                         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                         % (1400 * 1024) + b" " * (700 * 1024))
+            time.sleep(1.0)  # read by the server, waiting for the rest
+            busy = httpx.post(predict, timeout=10, **body)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "as many request bodies as it may" in busy.json()["message"]
+        deadline = time.monotonic() + 10
+        while (taken := httpx.post(predict, timeout=10, **body)).status_code == 503:
+            assert time.monotonic() < deadline, "the budget was not given back"
+            time.sleep(0.2)
+        assert taken.status_code in (400, 422)  # read whole, and found not to be JSON
+    finally:
+        _stop(server)
 
 
 @pytest.mark.slow
