@@ -32,7 +32,7 @@ from kaon.serve.asgi import (
     is_v2,
 )
 from kaon.serve.asgi import route_error as _error
-from kaon.serve.batching import Batcher, BatchPolicy, Overloaded
+from kaon.serve.batching import ARRIVALS, Batcher, BatchPolicy, Overloaded
 from kaon.serve.fastapi_app import new_app
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
@@ -73,7 +73,11 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if scope["method"] == "POST":  # on its way to a batcher until it submits
+                with ARRIVALS.expect():
+                    await self.app(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             if scope.get("kaon.gone"):
                 status = 499  # the client closed the request (nginx's code)

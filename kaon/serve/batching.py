@@ -4,7 +4,10 @@ The wait window opens when the *first* item of a batch arrives (no fixed poll) a
 is flushed at ``max_batch_size`` units or ``max_wait_ms``, whichever comes first; if the model
 is still busy with the last batch when the window closes, the batch keeps taking items until
 the model is free (a batch closed early would only wait, while later items queued behind
-it for a batch of their own). An item is
+it for a batch of their own). A batcher given :class:`Arrivals` (a server's: the requests
+being read or decoded) also flushes before its window closes when the model is free and no
+request is on its way: the window is a bet on company, and then none is coming (decision
+0028). An item is
 one unit unless submitted as more (a request's images travel as one item of that many units:
 one future for the lot, not one per image). The queue is bounded in units (past
 ``max_queue``, an immediate 503 with Retry-After), every item has a deadline (504), an item
@@ -15,9 +18,11 @@ fails that item only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -78,6 +83,42 @@ class _Item(Generic[T]):
 BatchFn = Callable[[Sequence[T]], Sequence[Any]]
 
 
+class Arrivals:
+    """The requests a server is reading or decoding that have not reached a batcher yet.
+
+    A server wraps each POST in :meth:`expect`; the request stops counting when it submits
+    its first item (:meth:`Batcher.submit`) or ends without one (a 422, a 404)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[None]:
+        arrival = _Arrival(self)
+        token = _ARRIVING.set(arrival)
+        try:
+            yield
+        finally:
+            arrival.done()
+            _ARRIVING.reset(token)
+
+
+class _Arrival:
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals, self.coming = arrivals, True
+        arrivals.count += 1
+
+    def done(self) -> None:
+        if self.coming:
+            self.coming = False
+            self.arrivals.count -= 1
+
+
+_ARRIVING: ContextVar[_Arrival | None] = ContextVar("kaon_arriving", default=None)
+#: this process's: every Kaon server counts its POSTs here (kaon.serve.app.Observe)
+ARRIVALS = Arrivals()
+
+
 def run_isolated(fn: BatchFn[T], items: Sequence[T]) -> list[Any]:
     """Call ``fn`` on the batch; if it raises, retry item by item so only bad items fail.
 
@@ -114,8 +155,10 @@ class Batcher(Generic[T, R]):
     """Feeds ``fn`` (blocking, batch in → results out) from an asyncio queue."""
 
     def __init__(self, fn: BatchFn[T], policy: BatchPolicy, *,
-                 on_batch: Callable[[int, float], None] | None = None, threads: int = 1) -> None:
+                 on_batch: Callable[[int, float], None] | None = None, threads: int = 1,
+                 arrivals: Arrivals | None = None) -> None:
         self.fn, self.policy, self.on_batch = fn, policy, on_batch
+        self.arrivals = arrivals  # None: every batch waits out its window
         self.queue: asyncio.Queue[_Item[T]] = asyncio.Queue()  # bounded in units, by submit
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kaon-batch")
         self.in_flight = asyncio.Semaphore(threads)
@@ -161,6 +204,9 @@ class Batcher(Generic[T, R]):
         item = _Item(value, future, units)
         self.queue.put_nowait(item)
         self._count_in(item)
+        arrival = _ARRIVING.get()
+        if arrival is not None:  # its request has arrived
+            arrival.done()
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
         except asyncio.TimeoutError:  # (not the builtin before 3.11)
@@ -262,6 +308,8 @@ class Batcher(Generic[T, R]):
                 item = self._take_ready()
                 if item is None:
                     left = window_ends - time.perf_counter()
+                    if left > 0 and self._none_coming():
+                        break
                     if left > 0:
                         item = await self._next_live(left)
                         if item is None:
@@ -283,6 +331,11 @@ class Batcher(Generic[T, R]):
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             self._collecting = []
+
+    def _none_coming(self) -> bool:
+        """The model is free and no request is on its way: waiting would gain no company."""
+        return (self.arrivals is not None and self.arrivals.count == 0
+                and not self.in_flight.locked())
 
     async def _run(self, batch: list[_Item[T]]) -> None:
         try:

@@ -18,7 +18,7 @@ import torch
 
 from kaon.errors import KaonError, NotFoundError, PredictionError, UnavailableError
 from kaon.procs import freeze_heap
-from kaon.serve.batching import Batcher, BatchPolicy, OverQueueBound
+from kaon.serve.batching import ARRIVALS, Batcher, BatchPolicy, OverQueueBound
 from kaon.serve.metrics import ServerMetrics
 from kaon.serve.predictor import Predictor
 
@@ -36,7 +36,7 @@ class Runtime:
         self.loaded = threading.Event()
         # an item is one request's images (up to a batch of them); its units, their number
         self.batcher: Batcher[np.ndarray, tuple[list[dict[str, Any]], float]] = Batcher(
-            self._predict_batch, policy, on_batch=metrics.observe_batch)
+            self._predict_batch, policy, on_batch=metrics.observe_batch, arrivals=ARRIVALS)
         metrics.dropped.set_function(lambda: self.batcher.dropped)  # read at each scrape
 
     # ---- lifecycle ----------------------------------------------------------------------------

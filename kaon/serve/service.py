@@ -55,7 +55,7 @@ from starlette.types import Receive, Scope, Send
 
 from kaon.errors import ConfigError, KaonError
 from kaon.serve.asgi import ErrorBody
-from kaon.serve.batching import Batcher, BatchPolicy, Overloaded, RequestTimeout
+from kaon.serve.batching import ARRIVALS, Batcher, BatchPolicy, Overloaded, RequestTimeout
 
 _MARK = "__kaon_handler__"
 log = logging.getLogger("kaon.serve")
@@ -299,7 +299,7 @@ def _batched_route(ep: _Endpoint, policy: BatchPolicy,
     (param,) = ep.request.model_fields
     batcher: Batcher[Any, Any] = (
         _LoopBatcher(ep.method, policy) if ep.is_async
-        else Batcher(lambda items: ep.method(list(items)), policy))
+        else Batcher(lambda items: ep.method(list(items)), policy, arrivals=ARRIVALS))
     batchers.append(batcher)
 
     async def batched(body: BaseModel) -> Any:
@@ -389,7 +389,7 @@ class _LoopBatcher(Batcher[Any, Any]):
 
     def __init__(self, method: Callable[[list[Any]], Coroutine[Any, Any, Sequence[Any]]],
                  policy: BatchPolicy) -> None:
-        super().__init__(self._on_loop, policy)
+        super().__init__(self._on_loop, policy, arrivals=ARRIVALS)
         self._method = method
         self._loop: asyncio.AbstractEventLoop | None = None
 

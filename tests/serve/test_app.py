@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from kaon.errors import ArtifactError
 from kaon.registry import load_model
 from kaon.serve import Predictor, RegistryPredictor, create_app
+from kaon.serve.batching import BatchPolicy
+from kaon.serve.logs import JsonFormatter
 from tests.registry.fixtures import DIGITS, register_tiny
 from tests.serve.test_decode import b64_image, gradient
 
@@ -282,6 +284,39 @@ def test_each_response_carries_a_request_id_and_is_logged_as_json(
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["ms"] >= 0
 
 
+def test_a_lone_request_does_not_wait_out_the_batching_window() -> None:
+    """With no other request on its way, a batch runs as soon as the model is free: one
+    client no longer pays --max-wait-ms on every request (decision 0028)."""
+    from kaon.serve.batching import ARRIVALS
+    from tests.serve.test_v2 import INFER, infer_body
+
+    register_tiny("digits")
+    policy = BatchPolicy(max_wait_ms=20_000)
+    with TestClient(create_app(from_registry(), policy=policy)) as c:
+        wait_ready(c)
+        for path, body in ((PREDICT, {"inputs": [digit_image(0).tolist()]}),
+                           (INFER, infer_body(digit_image(0)[None, None]))):
+            started = time.monotonic()
+            assert c.post(path, json=body).status_code == 200
+            assert time.monotonic() - started < 10  # far below the 20 s window
+    assert ARRIVALS.count == 0
+
+
+def test_the_fronts_readiness_probes_stay_out_of_the_access_log(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A replica behind ``kaon serve --replicas N`` is probed every 2 s; those probes would
+    be most of its access log."""
+    from kaon.serve.asgi import PROBE_HEADER
+
+    probe = {PROBE_HEADER[0].decode(): PROBE_HEADER[1].decode()}
+    with caplog.at_level(logging.INFO, logger="kaon.access"):
+        assert client.get("/readyz", headers=probe).status_code == 200
+        assert client.get("/readyz", headers={"X-Request-ID": "a-user"}).status_code == 200
+    logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records
+              if r.name == "kaon.access"]
+    assert [line["request_id"] for line in logged] == ["a-user"]
+
+
 def test_the_heap_is_frozen_once_the_model_has_loaded() -> None:
     """Start-up objects leave the cyclic GC's view, so full collections do not stall requests."""
     import gc
@@ -325,7 +360,6 @@ def test_a_request_of_many_images_is_split_into_batches_and_answered_in_order() 
             seen.append(len(images))
             return self.inner.predict(images)
 
-    from kaon.serve.batching import BatchPolicy
 
     images = [digit_image(i).tolist() for i in range(10)]
     with TestClient(create_app(Counting, policy=BatchPolicy(max_batch_size=4))) as c:

@@ -10,6 +10,7 @@ import pytest
 
 from kaon.errors import KaonError
 from kaon.serve.batching import (
+    Arrivals,
     BatchCountError,
     Batcher,
     BatchPolicy,
@@ -86,6 +87,40 @@ def test_the_window_opens_with_the_first_item() -> None:
         return fn.batches
 
     assert run(main()) == [[1, 2], [3]]
+
+
+def test_with_arrivals_counted_a_batch_waits_only_for_requests_on_their_way() -> None:
+    """A lone request runs at once, not after the window; one whose window opens while
+    another request is being read waits for it (and only for it)."""
+    async def main() -> tuple[list[list[int]], float]:
+        fn, arrivals = Recorder(), Arrivals()
+        policy = BatchPolicy(max_batch_size=100, max_wait_ms=60_000)
+        batcher: Batcher[int, int] = Batcher(fn, policy,  # type: ignore[arg-type]
+                                             arrivals=arrivals)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with arrivals.expect():
+            assert await batcher.submit(1) == 2
+        alone = loop.time() - t0
+
+        async def request(value: int, read_s: float) -> int:
+            with arrivals.expect():
+                await asyncio.sleep(read_s)  # its body is being read
+                result = await batcher.submit(value)
+                assert arrivals.count <= 1  # it stopped counting once it submitted
+                return result
+
+        assert await asyncio.gather(request(2, 0.0), request(3, 0.2)) == [4, 6]
+        with arrivals.expect():  # a request that fails before it submits (a 422)
+            pass
+        assert arrivals.count == 0
+        await batcher.stop()
+        return fn.batches, alone
+
+    batches, alone = run(main())
+    assert alone < 30  # far below the 60 s window
+    assert batches == [[1], [2, 3]]
 
 
 def test_while_the_model_is_busy_a_closed_window_keeps_filling_the_next_batch() -> None:
