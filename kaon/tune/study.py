@@ -585,6 +585,8 @@ class _Search:
             try:
                 self._run(trial, now)
             except Exception as exc:  # a broken trial must not take the search down
+                if self.stop.is_set():
+                    return  # killed by Ctrl-C: left running, as _run leaves it
                 with self.lock:
                     trial.set_user_attr("outcome", "failed")
                     trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
@@ -614,6 +616,8 @@ class _Search:
                                 report=not self.cfg.multi_objective,
                                 max_epochs=self.cfg.space.max_epochs, env=env,
                                 lock=self.lock)
+        if self.stop.is_set():  # killed by Ctrl-C, not failed: left running, --resume fails
+            return  # it as one that died with its search (and queues a portfolio one again)
         with self.lock:
             self._tell(trial, outcome)
             self._estimate = self._retrain_estimate()
@@ -693,6 +697,8 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
     except KeyboardInterrupt:
         search.stop.set()
         kill_all()
+        for t in threads:  # each sees its trial process end, and tells nothing
+            t.join(timeout=10)
         with search.lock:
             study.set_user_attr("spent", search.spent())
             _tidy_running(study, cfg.workspace)

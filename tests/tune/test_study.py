@@ -238,3 +238,14 @@ def test_sigterm_stops_the_search_and_its_trial_processes(
     time.sleep(0.5)
     assert not [t for t in trials if Path(f"/proc/{t}").exists()
                 and b"zombie" not in Path(f"/proc/{t}/status").read_bytes().lower()]
+    # the trials it killed are not told failed (a worker thread told them so, or not, as it
+    # raced the exit): they are left running, for --resume to fail as killed (and to queue
+    # a portfolio one again), and their training runs are closed
+    study = optuna.load_study(study_name=study_names()[0], storage=storage())
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING in states, states
+    assert optuna.trial.TrialState.FAIL not in states, states
+    assert study.user_attrs["alive"] is None
+    with session_scope() as db:
+        trial_runs = db.scalars(select(Run).where(Run.name == "breastmnist-tuned-trial")).all()
+    assert not [r.id for r in trial_runs if r.status == "running"]
