@@ -608,16 +608,17 @@ class _Search:
         # must not end them (under Hyperband most ResNets fell at the first rung, decision 0020)
         warm = bool(trial.user_attrs.get("warm_start"))
         cap = launched + self.trial_cap
-        with self.gpus.slot() as env:
-            outcome = run_trial(trial, job, lambda: min(cap, self.cutoff()),
+        with self.gpus.slot() as env:  # (a trial launched as Ctrl-C came: killed at once)
+            outcome = run_trial(trial, job,
+                                lambda: 0.0 if self.stop.is_set() else min(cap, self.cutoff()),
                                 self.folder / f"trial-{trial.number}.log",
                                 prune=not warm and isinstance(self.study.pruner,
                                                               optuna.pruners.HyperbandPruner),
                                 report=not self.cfg.multi_objective,
                                 max_epochs=self.cfg.space.max_epochs, env=env,
                                 lock=self.lock)
-        if self.stop.is_set():  # killed by Ctrl-C, not failed: left running, --resume fails
-            return  # it as one that died with its search (and queues a portfolio one again)
+        if self.stop.is_set() and outcome.state != "complete":  # killed by Ctrl-C, not
+            return  # failed: left running; --resume fails it as killed with its search
         with self.lock:
             self._tell(trial, outcome)
             self._estimate = self._retrain_estimate()
@@ -697,8 +698,10 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
     except KeyboardInterrupt:
         search.stop.set()
         kill_all()
-        for t in threads:  # each sees its trial process end, and tells nothing
-            t.join(timeout=10)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: wait no longer
+            until = time.monotonic() + 10
+            for t in threads:  # each sees its trial process end, and tells nothing
+                t.join(max(0.0, until - time.monotonic()))
         with search.lock:
             study.set_user_attr("spent", search.spent())
             _tidy_running(study, cfg.workspace)
