@@ -84,7 +84,7 @@ def serve(
                           hint="Example: --max-body-mb 16 --max-bodies-mb 512")
     max_body = int(max_body_mb * 1024 * 1024)
     config: dict[str, object] = {"target": model, "max_body": max_body,
-                                 "bodies": int(max_bodies_mb * 1024 * 1024),
+                                 "bodies": max(1, int(max_bodies_mb * 1024 * 1024)),
                                  "policy": policy.__dict__}
     if model.endswith(".py"):
         raise ConfigError(f"{model!r} names a file but not its class.",

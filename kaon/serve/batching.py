@@ -115,8 +115,17 @@ class _Arrival:
 
 
 _ARRIVING: ContextVar[_Arrival | None] = ContextVar("kaon_arriving", default=None)
-#: this process's: every Kaon server counts its POSTs here (kaon.serve.app.Observe)
+#: this process's, for all its batchers: a model's or a service's server counts its POSTs
+#: here (kaon.serve.app.Observe)
 ARRIVALS = Arrivals()
+
+
+def arrived() -> None:
+    """The current request has reached its batcher, or goes to none (a service's unbatched
+    handler): it no longer counts as on its way."""
+    arrival = _ARRIVING.get()
+    if arrival is not None:
+        arrival.done()
 
 
 def run_isolated(fn: BatchFn[T], items: Sequence[T]) -> list[Any]:
@@ -204,9 +213,7 @@ class Batcher(Generic[T, R]):
         item = _Item(value, future, units)
         self.queue.put_nowait(item)
         self._count_in(item)
-        arrival = _ARRIVING.get()
-        if arrival is not None:  # its request has arrived
-            arrival.done()
+        arrived()
         try:
             return await asyncio.wait_for(future, timeout or self.policy.timeout_s)
         except asyncio.TimeoutError:  # (not the builtin before 3.11)

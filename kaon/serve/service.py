@@ -55,7 +55,14 @@ from starlette.types import Receive, Scope, Send
 
 from kaon.errors import ConfigError, KaonError
 from kaon.serve.asgi import ErrorBody
-from kaon.serve.batching import ARRIVALS, Batcher, BatchPolicy, Overloaded, RequestTimeout
+from kaon.serve.batching import (
+    ARRIVALS,
+    Batcher,
+    BatchPolicy,
+    Overloaded,
+    RequestTimeout,
+    arrived,
+)
 
 _MARK = "__kaon_handler__"
 log = logging.getLogger("kaon.serve")
@@ -311,6 +318,7 @@ def _batched_route(ep: _Endpoint, policy: BatchPolicy,
 def _plain_route(ep: _Endpoint, slots: _Slots,
                  timeout: float) -> Callable[..., Awaitable[Any]]:
     async def plain(body: BaseModel) -> Any:
+        arrived()  # to no batcher: batched handlers need not wait for it
         slots.take()
         try:
             call = (ep.method(**_fields(body)) if ep.is_async
@@ -327,6 +335,7 @@ def _plain_route(ep: _Endpoint, slots: _Slots,
 
 def _streamed_route(ep: _Endpoint, slots: _Slots) -> Callable[..., Awaitable[Any]]:
     async def streamed(body: BaseModel) -> StreamingResponse:
+        arrived()  # to no batcher: batched handlers need not wait for it
         items = ep.method(**_fields(body))  # a generator: nothing runs before the first event
         return _EventStream(_sse(items), slots)
 

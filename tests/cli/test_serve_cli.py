@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from kaon.cli.main import app
 from kaon.errors import ConfigError
 from tests.registry.fixtures import register_tiny
+from tests.serve.test_batching import another_request_on_its_way
 
 runner = CliRunner()
 
@@ -68,7 +69,8 @@ def test_the_batching_policy_and_timeout_reach_a_service(tmp_path: Path,
                                  "--max-batch-size", "2", "--max-wait-ms", "10000",
                                  "--timeout", "2", "--threads", str(torch.get_num_threads())])
     assert result.exit_code == 0, result.output
-    with TestClient(served["app"]) as client, ThreadPoolExecutor(4) as pool:
+    with TestClient(served["app"]) as client, ThreadPoolExecutor(4) as pool, \
+            another_request_on_its_way():
         deadline = time.monotonic() + 10
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
@@ -76,6 +78,7 @@ def test_the_batching_policy_and_timeout_reach_a_service(tmp_path: Path,
         post = client.post
         first = pool.submit(post, "/flags", json={"xs": 0})
         time.sleep(0.2)  # far past the default 5 ms wait: only --max-wait-ms keeps it open
+        # (while a request is on its way: a lone one would run at once, decision 0028)
         rest = [pool.submit(post, "/flags", json={"xs": i}) for i in (1, 2, 3)]
         flags = [f.result().json() for f in [first, *rest]]
         own = list(pool.map(lambda i: post("/own", json={"xs": i}).json(), range(2)))

@@ -290,6 +290,7 @@ def test_a_lone_request_does_not_wait_out_the_batching_window() -> None:
     from kaon.serve.batching import ARRIVALS
     from tests.serve.test_v2 import INFER, infer_body
 
+    assert ARRIVALS.count == 0  # no request of an earlier test is still counted
     register_tiny("digits")
     policy = BatchPolicy(max_wait_ms=20_000)
     with TestClient(create_app(from_registry(), policy=policy)) as c:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
 from kaon.errors import KaonError
 from kaon.serve.batching import (
+    ARRIVALS,
     Arrivals,
     BatchCountError,
     Batcher,
@@ -34,6 +36,14 @@ class Recorder:
             raise ValueError(f"negative item in {list(items)}")
         self.batches.append(list(items))
         return [2 * i for i in items]
+
+
+@contextlib.contextmanager
+def another_request_on_its_way() -> Iterator[None]:
+    """As while a slow client is still sending: a server's batches wait out their window
+    (decision 0028), so concurrent requests from a test batch together as they did."""
+    with ARRIVALS.expect():
+        yield
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -304,18 +304,19 @@ async def _probe_stuck(tmp_path: Path, probes: int, silent_s: float) -> list[Rep
 def test_a_stuck_replica_leaves_the_rotation_unless_it_is_the_last_ready_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool_module, "PROBE_TIMEOUT_S", 0.05)
-    replicas = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES - 1, silent_s=0))
-    assert [r.ready for r in replicas] == [True, True]  # a missed probe or two: kept
+    early = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES - 1, silent_s=0))
     replicas = asyncio.run(_probe_stuck(tmp_path, pool_module.MISSES, silent_s=0))
     try:
+        assert [r.ready for r in early] == [True, True]  # a missed probe or two: kept
         # out of rotation, but the other one is kept: all requests to a slow replica beat
         # a 503 for every request; neither has been silent long enough to be killed
         assert [r.ready for r in replicas] == [False, True]
         assert all(r.process and r.process.poll() is None for r in replicas)
     finally:
-        for replica in replicas:
+        for replica in [*early, *replicas]:
             assert replica.process is not None
             replica.process.kill()
+            replica.process.wait()
 
 
 def test_a_replica_silent_past_the_request_timeout_is_killed(

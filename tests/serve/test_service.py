@@ -71,11 +71,35 @@ def test_a_batched_handler_receives_concurrent_requests_as_one_list() -> None:
     class Upper(kaon.Service):
         @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
         def shout(self, texts: list[str]) -> list[str]:
+            time.sleep(0.05)  # the requests that arrive meanwhile make the next batch
             sizes.append(len(texts))
             return [t.upper() for t in texts]
 
     assert _shout_concurrently(Upper()) == [f"T{i}" for i in range(8)]
     assert max(sizes) > 1 and sum(sizes) == 8
+
+
+def test_a_call_to_an_unbatched_handler_does_not_hold_back_batches() -> None:
+    """A plain handler's request goes to no batcher: while one runs, a batched handler's
+    lone request still runs at once instead of waiting out its window for it."""
+    class Mixed(kaon.Service):
+        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=20_000))
+        def shout(self, texts: list[str]) -> list[str]:
+            return [t.upper() for t in texts]
+
+        @kaon.handler
+        def nap(self, seconds: float) -> str:
+            time.sleep(seconds)
+            return "rested"
+
+    with TestClient(create_service_app(Mixed())) as client, ThreadPoolExecutor(1) as pool:
+        ready(client)
+        napping = pool.submit(client.post, "/nap", json={"seconds": 3})
+        time.sleep(0.5)  # the nap runs
+        started = time.monotonic()
+        assert client.post("/shout", json={"texts": "hi"}).json() == "HI"
+        assert time.monotonic() - started < 10  # far below the 20 s window
+        assert napping.result().json() == "rested"
 
 
 def test_a_generator_handler_streams_server_sent_events(echo: TestClient) -> None:
@@ -368,7 +392,7 @@ def test_an_async_batched_handler_receives_concurrent_requests_as_one_list() -> 
     class Upper(kaon.Service):
         @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
         async def shout(self, texts: list[str]) -> list[str]:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.05)  # the requests that arrive meanwhile make the next batch
             sizes.append(len(texts))
             return [t.upper() for t in texts]
 

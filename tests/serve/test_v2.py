@@ -16,6 +16,7 @@ from kaon.serve import RegistryPredictor, create_app
 from kaon.serve.batching import BatchPolicy
 from tests.registry.fixtures import register_tiny
 from tests.serve.test_app import PREDICT, client, digit_image, wait_ready  # noqa: F401 (fixture)
+from tests.serve.test_batching import another_request_on_its_way
 
 INFER = "/v2/models/digits/infer"
 
@@ -182,7 +183,9 @@ def _batch_sizes(text: str) -> tuple[dict[float, float], float]:
 
 
 def test_single_image_requests_batch_together_under_concurrency() -> None:
-    with _serving(BatchPolicy(max_batch_size=16, max_wait_ms=50)) as server:
+    """While the model runs one batch, the requests that arrive meanwhile make the next
+    (no window needed: decision 0028 runs a lone request at once)."""
+    with _serving(BatchPolicy(max_batch_size=16, max_wait_ms=50), delay=0.05) as server:
         wait_ready(server)
         body = {"inputs": [digit_image(0).tolist()]}  # one image per request
         with ThreadPoolExecutor(8) as pool:
@@ -219,7 +222,7 @@ def test_one_bad_item_fails_only_its_own_request_in_a_shared_batch() -> None:
         good = digit_image(1)
         good[0, 0] = 0
         bodies = [poison] + [good] * 3
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(4) as pool, another_request_on_its_way():  # all in one window
             responses = list(pool.map(
                 lambda img: server.post(PREDICT, json={"inputs": [img.tolist()]}), bodies))
         sizes, calls = _batch_sizes(server.get("/metrics").text)
