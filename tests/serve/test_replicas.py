@@ -199,21 +199,29 @@ def test_a_stream_through_the_front_keeps_order(model_front) -> None:
 
 def test_a_stream_message_past_the_largest_frame_is_closed_unread(model_front) -> None:
     """uvicorn's own bound on a WebSocket message is 16 MiB: one of those, held whole before
-    Kaon's frame check, is closed with 1009 (message too big) at 8 MiB instead; the server
-    goes on serving."""
+    Kaon's frame check, is closed with 1009 (message too big) at 8 MiB instead, by the front
+    and by each replica behind it; the server goes on serving."""
     from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
+    from websockets.sync.client import ClientConnection, connect, unix_connect
 
     from kaon.serve.protocols.stream import MAX_FRAME_BYTES
 
-    _, url = model_front
+    def refused(ws: ClientConnection) -> int | None:
+        with ws, pytest.raises(ConnectionClosed) as closed:
+            # a binary frame's head (masked, as a client's must be) that announces one byte
+            # more than the bound, and no payload: refused on the head alone
+            ws.socket.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, MAX_FRAME_BYTES + 1)
+                              + b"mask")
+            ws.recv(timeout=10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    server, url = model_front
     stream = url.replace("http", "ws") + "/v1/models/digits/stream"
-    with connect(stream) as ws, pytest.raises(ConnectionClosed) as closed:
-        # a binary frame's head (masked, as a client's must be) that announces one byte more
-        # than the bound, and no payload: refused on the head alone
-        ws.socket.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, MAX_FRAME_BYTES + 1) + b"mask")
-        ws.recv(timeout=10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert refused(connect(stream)) == 1009
+    replica = _replicas(server.pid)[0]
+    args = Path(f"/proc/{replica}/cmdline").read_bytes().split(b"\0")
+    socket = args[args.index(b"--uds") + 1].decode()
+    assert refused(unix_connect(socket, "ws://replica/v1/models/digits/stream")) == 1009
     with connect(stream) as ws:
         ws.send(tensor_frame(0))
         assert json.loads(ws.recv(timeout=10))["seq"] == 0
