@@ -87,7 +87,8 @@ class Arrivals:
     """The requests a server is reading or decoding that have not reached a batcher yet.
 
     A server wraps each POST in :meth:`expect`; the request stops counting when it submits
-    its first item (:meth:`Batcher.submit`) or ends without one (a 422, a 404)."""
+    its first item (:meth:`Batcher.submit`), reaches a handler that batches nothing
+    (:func:`arrived`), or ends without either (a 422, a 404)."""
 
     def __init__(self) -> None:
         self.count = 0
