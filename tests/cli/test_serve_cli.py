@@ -96,12 +96,13 @@ def test_a_service_refuses_a_bad_timeout_before_serving(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "words"), [
+    (["--max-bodies-mb", "0"], "--max-bodies-mb 0 must both be more than 0"),
     (["--port", "99999"], "--port 99999 is not a TCP port"),
     (["--port", "-5"], "--port -5 is not a TCP port"),
     (["--threads", "-3"], "--threads -3 must be 0"),
 ])
-def test_a_bad_port_or_thread_count_is_refused_before_serving(args: list[str],
-                                                              words: str) -> None:
+def test_a_bad_port_thread_count_or_budget_is_refused_before_serving(
+        args: list[str], words: str) -> None:
     register_tiny("digits")
     result = runner.invoke(app, ["serve", "digits:1", *args])
     assert isinstance(result.exception, ConfigError), result.output

@@ -227,13 +227,15 @@ def test_a_stream_message_past_the_largest_frame_is_closed_unread(model_front) -
         assert json.loads(ws.recv(timeout=10))["seq"] == 0
 
 
-def test_max_bodies_mb_bounds_the_bodies_a_server_holds(kaon_home: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_max_bodies_mb_bounds_the_bodies_a_server_holds(kaon_home: Path, replicas: int) -> None:
     """`--max-bodies-mb 1`: while one client's 700 KiB upload is half sent, another's 512 KiB
-    body gets a 503 to retry; once the first client is gone, it is taken."""
+    body gets a 503 to retry; once the first client is gone, it is taken. With replicas, the
+    front holds the bodies, under the same flag."""
     import socket
 
     register_tiny("digits")
-    server, url = _start(["digits:1", "--max-bodies-mb", "1"], kaon_home, replicas=1)
+    server, url = _start(["digits:1", "--max-bodies-mb", "1"], kaon_home, replicas=replicas)
     predict = f"{url}/v1/models/digits/predict"
     body = {"content": b" " * (512 * 1024), "headers": {"content-type": "application/json"}}
     try:
