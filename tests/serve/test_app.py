@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from kaon.errors import ArtifactError
 from kaon.registry import load_model
 from kaon.serve import Predictor, RegistryPredictor, create_app
-from kaon.serve.batching import BatchPolicy
+from kaon.serve.batching import ARRIVALS, BatchPolicy
 from kaon.serve.logs import JsonFormatter
 from tests.registry.fixtures import DIGITS, register_tiny
 from tests.serve.test_decode import b64_image, gradient
@@ -287,7 +287,6 @@ def test_each_response_carries_a_request_id_and_is_logged_as_json(
 def test_a_lone_request_does_not_wait_out_the_batching_window() -> None:
     """With no other request on its way, a batch runs as soon as the model is free: one
     client no longer pays --max-wait-ms on every request (decision 0028)."""
-    from kaon.serve.batching import ARRIVALS
     from tests.serve.test_v2 import INFER, infer_body
 
     assert ARRIVALS.count == 0  # no request of an earlier test is still counted
@@ -360,7 +359,6 @@ def test_a_request_of_many_images_is_split_into_batches_and_answered_in_order() 
         def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
             seen.append(len(images))
             return self.inner.predict(images)
-
 
     images = [digit_image(i).tolist() for i in range(10)]
     with TestClient(create_app(Counting, policy=BatchPolicy(max_batch_size=4))) as c:
