@@ -229,9 +229,9 @@ def test_a_stream_message_past_the_largest_frame_is_closed_unread(model_front) -
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_max_bodies_mb_bounds_the_bodies_a_server_holds(kaon_home: Path, replicas: int) -> None:
-    """`--max-bodies-mb 1`: while one client's 700 KiB upload is half sent, another's 512 KiB
-    body gets a 503 to retry; once the first client is gone, it is taken. With replicas, the
-    front holds the bodies, under the same flag."""
+    """`--max-bodies-mb 1`: while one client has sent 700 KiB of a 1,400 KiB body, another's
+    512 KiB body gets a 503 to retry; once the first client is gone, it is taken. With
+    replicas, the front holds the bodies, under the same flag."""
     import socket
 
     register_tiny("digits")
