@@ -7,6 +7,7 @@ Routes: Kaon's JSON predict (``/v1/models/{name}/predict``), the Open Inference 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -72,11 +73,10 @@ class Observe:
                     *message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
+        # a POST is on its way to a batcher until it submits (decision 0028)
+        arriving = ARRIVALS.expect() if scope["method"] == "POST" else contextlib.nullcontext()
         try:
-            if scope["method"] == "POST":  # on its way to a batcher until it submits
-                with ARRIVALS.expect():
-                    await self.app(scope, receive, send_with_id)
-            else:
+            with arriving:
                 await self.app(scope, receive, send_with_id)
         finally:
             if scope.get("kaon.gone"):
