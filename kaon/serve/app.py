@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,8 +144,11 @@ def create_app(load: Callable[[], Predictor], max_body: int = MAX_BODY_BYTES,
 
     app = _base_app("Kaon model server", lifespan, metrics, max_body, readiness,
                     lambda: runtime.batcher.depth, expected=expected,
-                    fast_path=Middleware(kaon_json.FastPredict, runtime=runtime,
-                                         errors=lambda exc: error_response(exc, metrics)))
+                    fast_paths=[
+                        Middleware(kaon_json.FastPredict, runtime=runtime,
+                                   errors=lambda exc: error_response(exc, metrics)),
+                        Middleware(v2.FastInfer, runtime=runtime, max_body=max_body,
+                                   errors=lambda exc: error_response(exc, metrics, v2=True))])
     app.include_router(kaon_json.router(runtime))
     app.include_router(v2.router(runtime, max_body))
     app.include_router(stream.router(runtime))
@@ -190,7 +193,7 @@ def create_service_app(service: Service, max_body: int = MAX_BODY_BYTES,
 
     app = _base_app(f"Kaon service {type(service).__name__}", lifespan, metrics, max_body,
                     readiness, lambda: sum(b.depth for b in batchers),
-                    fast_path=Middleware(UntilReady, state=state), user_code=True)
+                    fast_paths=[Middleware(UntilReady, state=state)], user_code=True)
     app.include_router(routes)
     return app
 
@@ -252,16 +255,16 @@ class CatchAll:
 
 def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               readiness: Callable[[], tuple[bool, dict[str, Any]]],
-              depth: Callable[[], int], fast_path: Middleware | None = None,
+              depth: Callable[[], int], fast_paths: Sequence[Middleware] = (),
               expected: Callable[[], str | None] = lambda: None,
               user_code: bool = False) -> FastAPI:
     """What every Kaon server has: body limit, metrics, error mapping, health and readiness.
-    ``fast_path``: a middleware that sees requests after the body limit, before FastAPI;
+    ``fast_paths``: middleware that see requests after the body limit, before FastAPI;
     ``expected``: what a predict body must hold (the hint of a 422), once known;
     ``user_code``: its routes run a user's handlers (whose exceptions are theirs)."""
     app = new_app(title=title, version="0.1.0", lifespan=lifespan)
-    if fast_path is not None:
-        app.add_middleware(fast_path.cls, *fast_path.args, **fast_path.kwargs)
+    for fast in fast_paths:
+        app.add_middleware(fast.cls, *fast.args, **fast.kwargs)
     app.add_middleware(CatchAll, user_code=user_code)
     app.add_middleware(CancelOnDisconnect)  # a client that leaves: its queued work is dropped
     app.add_middleware(BodyLimit, limit=max_body)

@@ -71,6 +71,49 @@ def test_binary_tensor_extension_round_trip(client: TestClient) -> None:  # noqa
     assert meta["outputs"][0]["parameters"]["binary_data_size"] == proba.nbytes
 
 
+def _binary_request(images: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps({"id": "b-1", "inputs": [
+        {"name": "input", "shape": list(images.shape), "datatype": "UINT8",
+         "parameters": {"binary_data_size": images.nbytes}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
+                    {"name": "label"}]}).encode()
+    return header + images.tobytes(), {"Inference-Header-Content-Length": str(len(header)),
+                                       "Content-Type": "application/octet-stream"}
+
+
+def test_infer_is_answered_before_fastapi_the_same_as_its_route(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``POST /v2/models/{name}/infer`` is answered in plain ASGI (decision 0029): with the V2
+    routes gone from the app, it still works (and a path only a route serves is a 404), and
+    its answers are byte for byte those of the route (``/versions/1/infer``)."""
+    images = np.stack([digit_image(5), digit_image(6)])
+    body, headers = _binary_request(images)
+    requests = [{"json": infer_body(images)}, {"content": body, "headers": headers},
+                {"json": infer_body(np.zeros((1, 32, 32), dtype=np.uint8))},
+                {"content": b"not json"},
+                {"content": b'{"inputs": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"}]
+    for request in requests:
+        fast = client.post(INFER, **request)  # type: ignore[arg-type]
+        route = client.post("/v2/models/digits/versions/1/infer", **request)  # type: ignore[arg-type]
+        assert (fast.status_code, fast.content) == (route.status_code, route.content)
+        assert fast.headers.get("inference-header-content-length") \
+            == route.headers.get("inference-header-content-length")
+    assert 'kaon_request_seconds_count{route="/v2/models/{name}/infer",status="200"} 2.0' \
+        in client.get("/metrics").text
+
+    from fastapi import APIRouter
+
+    from kaon.serve.protocols import v2
+    monkeypatch.setattr(v2, "router", lambda runtime, max_body: APIRouter())
+    with TestClient(create_app(lambda: RegistryPredictor.from_ref("digits:1"))) as bare:
+        wait_ready(bare)
+        assert bare.post(INFER, content=body, headers=headers).status_code == 200
+        assert bare.post(INFER, json=infer_body(images)).json()["id"] == "req-1"
+        assert bare.post("/v2/models/nope/infer", json=infer_body(images)).status_code == 404
+        assert bare.post("/v2/models/digits/versions/1/infer",
+                         json=infer_body(images)).status_code == 404
+
+
 def test_a_wrong_shape_is_a_400_in_the_protocols_error_format(client: TestClient) -> None:  # noqa: F811
     response = client.post(INFER, json=infer_body(np.zeros((1, 32, 32), dtype=np.uint8)))
     assert response.status_code == 400

@@ -20,15 +20,20 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kaon import __version__
 from kaon.errors import KaonError, SignatureError
 from kaon.registry.signature import Signature
+from kaon.serve.asgi import replay
 from kaon.serve.runtime import Runtime
 
 DTYPES: dict[str, str] = {
@@ -118,6 +123,9 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
         header = json.loads(body[:header_length])
     except (UnicodeDecodeError, ValueError) as exc:
         raise V2Error(400, f"the request header is not JSON: {exc}") from None
+    except RecursionError:
+        raise V2Error(400, "the request header nests arrays too deeply; send each input's "
+                           "data flat or shaped as the input") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or \
             not header["inputs"]:
         raise V2Error(400, "the request needs a non-empty 'inputs' list")
@@ -362,25 +370,66 @@ def router(runtime: Runtime, max_body: int) -> APIRouter:
     @api.post("/models/{name}/infer", summary="V2 inference (JSON or binary tensors)")
     @api.post("/models/{name}/versions/{version}/infer",
               summary="V2 inference on one version (JSON or binary tensors)")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        try:
-            p = _served(runtime, name, version)
-            raw_length = request.headers.get(HEADER_LENGTH)
-            if raw_length is not None and not _DIGITS.fullmatch(raw_length):
-                raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
-                                   "number")
-            body = inflate(await request.body(), request.headers.get("content-encoding"),
-                           max_body)
-            header, binary = parse_request(body, int(raw_length) if raw_length else None)
-            if not isinstance(header.get("id", ""), str):
-                raise V2Error(400, f"'id' must be a string, got {header['id']!r:.40}")
-            images = _inputs(header, binary, p.signature)
-            wanted = requested_outputs(header)
-            results = await runtime.predict(images)
-            return encode_response(p, results, header.get("id"), wanted)
-        except V2Error as exc:
-            return error_response(exc.status, exc.message)
-        except SignatureError as exc:
-            return error_response(400, exc.message)
+    async def infer_route(name: str, request: Request, version: str | None = None
+                          ) -> Response:
+        return await infer(runtime, max_body, name, version, request.headers,
+                           await request.body())
 
     return api
+
+
+async def infer(runtime: Runtime, max_body: int, name: str, version: str | None,
+                headers: Mapping[str, str], body: bytes) -> Response:
+    """``POST /v2/models/{name}[/versions/{version}]/infer``. A malformed request gets V2's
+    error here; a refusal from the runtime (a full queue, a timeout, a failed prediction)
+    raises its KaonError."""
+    try:
+        p = _served(runtime, name, version)
+        raw_length = headers.get(HEADER_LENGTH)
+        if raw_length is not None and not _DIGITS.fullmatch(raw_length):
+            raise V2Error(400, f"Inference-Header-Content-Length {raw_length!r} is not a "
+                               "number")
+        body = inflate(body, headers.get("content-encoding"), max_body)
+        header, binary = parse_request(body, int(raw_length) if raw_length else None)
+        if not isinstance(header.get("id", ""), str):
+            raise V2Error(400, f"'id' must be a string, got {header['id']!r:.40}")
+        images = _inputs(header, binary, p.signature)
+        wanted = requested_outputs(header)
+        results = await runtime.predict(images)
+        return encode_response(p, results, header.get("id"), wanted)
+    except V2Error as exc:
+        return error_response(exc.status, exc.message)
+    except SignatureError as exc:
+        return error_response(400, exc.message)
+
+
+class FastInfer:
+    """``POST /v2/models/{name}/infer`` as plain ASGI, the same answer as the route's without
+    FastAPI's routing and dependency solving, which cost as much of the event loop as the
+    rest of a many-image request (decision 0029). Other paths, and a body that did not come
+    in one message, go on to the app."""
+
+    ROUTE = SimpleNamespace(path="/v2/models/{name}/infer")  # the metrics' route label
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, max_body: int,
+                 errors: Callable[[KaonError], Response]) -> None:
+        self.app, self.runtime, self.max_body, self.errors = app, runtime, max_body, errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        name = path[len("/v2/models/"):-len("/infer")]
+        if scope.get("method") != "POST" or not path.startswith("/v2/models/") \
+                or not path.endswith("/infer") or not name or "/" in name:
+            await self.app(scope, receive, send)
+            return
+        message = await receive()  # the body limit has read the whole body already
+        if message["type"] != "http.request" or message.get("more_body"):
+            await self.app(scope, replay([message], receive), send)
+            return
+        scope["route"] = self.ROUTE
+        try:
+            response = await infer(self.runtime, self.max_body, name, None,
+                                   Headers(scope=scope), message.get("body", b""))
+        except KaonError as exc:
+            response = self.errors(exc)
+        await response(scope, receive, send)
