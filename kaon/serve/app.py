@@ -259,7 +259,8 @@ def _base_app(title: str, lifespan: Any, metrics: ServerMetrics, max_body: int,
               expected: Callable[[], str | None] = lambda: None,
               user_code: bool = False) -> FastAPI:
     """What every Kaon server has: body limit, metrics, error mapping, health and readiness.
-    ``fast_paths``: middleware that see requests after the body limit, before FastAPI;
+    ``fast_paths``: middleware that see requests after the body limit, before FastAPI (the
+    last one listed sees them first);
     ``expected``: what a predict body must hold (the hint of a 422), once known;
     ``user_code``: its routes run a user's handlers (whose exceptions are theirs)."""
     app = new_app(title=title, version="0.1.0", lifespan=lifespan)

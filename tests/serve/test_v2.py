@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import re
 import time
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from kaon.serve import RegistryPredictor, create_app
 from kaon.serve.batching import BatchPolicy
@@ -81,6 +84,10 @@ def _binary_request(images: np.ndarray) -> tuple[bytes, dict[str, str]]:
                                        "Content-Type": "application/octet-stream"}
 
 
+def _headers(response: Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in ("date", "x-request-id")}
+
+
 def test_infer_is_answered_before_fastapi_the_same_as_its_route(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """``POST /v2/models/{name}/infer`` is answered in plain ASGI (decision 0029): with the V2
@@ -89,17 +96,23 @@ def test_infer_is_answered_before_fastapi_the_same_as_its_route(
     images = np.stack([digit_image(5), digit_image(6)])
     body, headers = _binary_request(images)
     requests = [{"json": infer_body(images)}, {"content": body, "headers": headers},
+                {"content": gzip.compress(body), "headers": {**headers,
+                                                             "Content-Encoding": "gzip"}},
                 {"json": infer_body(np.zeros((1, 32, 32), dtype=np.uint8))},
                 {"content": b"not json"},
                 {"content": b'{"inputs": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"}]
-    for request in requests:
-        fast = client.post(INFER, **request)  # type: ignore[arg-type]
-        route = client.post("/v2/models/digits/versions/1/infer", **request)  # type: ignore[arg-type]
+    paths = [(INFER, "/v2/models/digits/versions/1/infer"),
+             ("/v2/models/nope/infer", "/v2/models/nope/versions/1/infer")]  # a KaonError
+    for (fast_path, route_path), request in itertools.product(paths, requests):
+        fast = client.post(fast_path, **request)  # type: ignore[arg-type]
+        route = client.post(route_path, **request)  # type: ignore[arg-type]
         assert (fast.status_code, fast.content) == (route.status_code, route.content)
-        assert fast.headers.get("inference-header-content-length") \
-            == route.headers.get("inference-header-content-length")
-    assert 'kaon_request_seconds_count{route="/v2/models/{name}/infer",status="200"} 2.0' \
-        in client.get("/metrics").text
+        assert _headers(fast) == _headers(route)
+    metrics = client.get("/metrics").text
+    assert 'kaon_request_seconds_count{route="/v2/models/{name}/infer",status="200"} 3.0' \
+        in metrics
+    assert 'kaon_request_seconds_count{route="/v2/models/{name}/infer",status="404"} 6.0' \
+        in metrics
 
     from fastapi import APIRouter
 

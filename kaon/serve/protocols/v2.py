@@ -123,9 +123,6 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
         header = json.loads(body[:header_length])
     except (UnicodeDecodeError, ValueError) as exc:
         raise V2Error(400, f"the request header is not JSON: {exc}") from None
-    except RecursionError:
-        raise V2Error(400, "the request header nests arrays too deeply; send each input's "
-                           "data flat or shaped as the input") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or \
             not header["inputs"]:
         raise V2Error(400, "the request needs a non-empty 'inputs' list")
@@ -329,7 +326,9 @@ def _inputs(header: dict[str, Any], binary: bytes, sig: Signature) -> np.ndarray
 def router(runtime: Runtime, max_body: int) -> APIRouter:
     """The V2 routes. A refusal from the runtime during inference (a full queue, a timeout, a
     failed prediction) propagates to the server's KaonError handler, which answers in V2's
-    format and counts rejections like every other route."""
+    format and counts rejections like every other route. (``POST /v2/models/{name}/infer``
+    reaches the route only where :class:`FastInfer` is not installed; FastInfer maps the
+    refusal with the same function.)"""
     api = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
     @api.get("", summary="V2 server metadata")
@@ -370,19 +369,18 @@ def router(runtime: Runtime, max_body: int) -> APIRouter:
     @api.post("/models/{name}/infer", summary="V2 inference (JSON or binary tensors)")
     @api.post("/models/{name}/versions/{version}/infer",
               summary="V2 inference on one version (JSON or binary tensors)")
-    async def infer_route(name: str, request: Request, version: str | None = None
-                          ) -> Response:
-        return await infer(runtime, max_body, name, version, request.headers,
-                           await request.body())
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        return await infer_response(runtime, max_body, name, version, request.headers,
+                                    await request.body())
 
     return api
 
 
-async def infer(runtime: Runtime, max_body: int, name: str, version: str | None,
-                headers: Mapping[str, str], body: bytes) -> Response:
-    """``POST /v2/models/{name}[/versions/{version}]/infer``. A malformed request gets V2's
-    error here; a refusal from the runtime (a full queue, a timeout, a failed prediction)
-    raises its KaonError."""
+async def infer_response(runtime: Runtime, max_body: int, name: str, version: str | None,
+                         headers: Mapping[str, str], body: bytes) -> Response:
+    """``POST /v2/models/{name}[/versions/{version}]/infer``, for the route and for
+    :class:`FastInfer`. A malformed request gets V2's error here; a refusal from the runtime
+    (an unknown model, a full queue, a timeout, a failed prediction) raises its KaonError."""
     try:
         p = _served(runtime, name, version)
         raw_length = headers.get(HEADER_LENGTH)
@@ -401,6 +399,9 @@ async def infer(runtime: Runtime, max_body: int, name: str, version: str | None,
         return error_response(exc.status, exc.message)
     except SignatureError as exc:
         return error_response(400, exc.message)
+    except RecursionError:  # the app's handler for it is not on FastInfer's path
+        return error_response(400, "the request nests arrays too deeply; send each input's "
+                                   "data flat, or shaped as the input")
 
 
 class FastInfer:
@@ -428,8 +429,8 @@ class FastInfer:
             return
         scope["route"] = self.ROUTE
         try:
-            response = await infer(self.runtime, self.max_body, name, None,
-                                   Headers(scope=scope), message.get("body", b""))
+            response = await infer_response(self.runtime, self.max_body, name, None,
+                                            Headers(scope=scope), message.get("body", b""))
         except KaonError as exc:
             response = self.errors(exc)
         await response(scope, receive, send)
