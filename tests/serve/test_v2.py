@@ -57,23 +57,6 @@ def test_fp32_and_4d_shapes_are_accepted(client: TestClient) -> None:  # noqa: F
     assert response.status_code == 200
 
 
-def test_binary_tensor_extension_round_trip(client: TestClient) -> None:  # noqa: F811
-    images = np.stack([digit_image(3), digit_image(4)])
-    header = {"inputs": [{"name": "input", "shape": [2, 28, 28], "datatype": "UINT8",
-                          "parameters": {"binary_data_size": images.nbytes}}],
-              "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
-    head = json.dumps(header).encode()
-    response = client.post(INFER, content=head + images.tobytes(), headers={
-        "Inference-Header-Content-Length": str(len(head)),
-        "Content-Type": "application/octet-stream"})
-    assert response.status_code == 200
-    length = int(response.headers["Inference-Header-Content-Length"])
-    meta = json.loads(response.content[:length])
-    proba = np.frombuffer(response.content[length:], dtype="<f4").reshape(2, 10)
-    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
-    assert meta["outputs"][0]["parameters"]["binary_data_size"] == proba.nbytes
-
-
 def _binary_request(images: np.ndarray) -> tuple[bytes, dict[str, str]]:
     header = json.dumps({"id": "b-1", "inputs": [
         {"name": "input", "shape": list(images.shape), "datatype": "UINT8",
@@ -82,6 +65,17 @@ def _binary_request(images: np.ndarray) -> tuple[bytes, dict[str, str]]:
                     {"name": "label"}]}).encode()
     return header + images.tobytes(), {"Inference-Header-Content-Length": str(len(header)),
                                        "Content-Type": "application/octet-stream"}
+
+
+def test_binary_tensor_extension_round_trip(client: TestClient) -> None:  # noqa: F811
+    body, headers = _binary_request(np.stack([digit_image(3), digit_image(4)]))
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 200
+    length = int(response.headers["Inference-Header-Content-Length"])
+    meta = json.loads(response.content[:length])
+    proba = np.frombuffer(response.content[length:], dtype="<f4").reshape(2, 10)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == proba.nbytes
 
 
 def _headers(response: Response) -> dict[str, str]:
