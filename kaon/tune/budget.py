@@ -26,6 +26,10 @@ TRIAL_SHARE_CV = 0.6
 FOLD_SETUP_SECONDS = 0.5
 
 
+# of a trial's time, kept after its last fit for scoring, the final report and the exit
+TRIAL_END_MARGIN = 0.03
+
+
 _PART = r"(\d+(?:\.\d+)?)\s*([smh])"
 
 
@@ -60,6 +64,13 @@ class Budget:
 
     def may_launch(self, now: float, retrain_estimate: float, min_trial: float) -> bool:
         return now + min_trial <= self.search_cutoff(retrain_estimate)
+
+
+def trial_ends_by(kill_at: float, launched: float) -> float:
+    """When a trial launched at ``launched`` should end its fits to finish before it is
+    killed at ``kill_at`` (its cap, or the search's cutoff): a margin of
+    ``TRIAL_END_MARGIN`` of its time, at least a second, before."""
+    return kill_at - max(1.0, TRIAL_END_MARGIN * (kill_at - launched))
 
 
 def one_fit(trial_seconds: float, folds: int) -> float:

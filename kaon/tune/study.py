@@ -608,6 +608,10 @@ class _Search:
         # must not end them (under Hyperband most ResNets fell at the first rung, decision 0020)
         warm = bool(trial.user_attrs.get("warm_start"))
         cap = launched + self.trial_cap
+        # its fits are shortened to end in time, rather than the trial killed with nothing
+        # (the portfolio's ResNet, its epochs fitted to the cap, ran past it at 2 of 3
+        # BreastMNIST seeds); the cutoff may still move earlier, and then it is killed
+        job["ends_by"] = b.trial_ends_by(min(cap, self.cutoff()), launched)
         with self.gpus.slot() as env:  # (a trial launched as Ctrl-C came: killed at once)
             outcome = run_trial(trial, job,
                                 lambda: 0.0 if self.stop.is_set() else min(cap, self.cutoff()),
@@ -636,6 +640,9 @@ class _Search:
                 trial.set_user_attr(key, outcome.info[key])
         if "fit_seconds" in outcome.info:  # one fit (of several under cross-validation)
             trial.set_user_attr("fit_seconds", round(outcome.info["fit_seconds"], 2))
+        trained = outcome.info.get("epochs_trained")
+        if trained is not None and trained != trial.params.get("epochs"):
+            trial.set_user_attr("epochs_trained", int(trained))  # shortened to end in time
         if outcome.error:
             trial.set_user_attr("error", outcome.error[:500])
         state = optuna.trial.TrialState
@@ -736,9 +743,16 @@ def retrain_spec(cfg: TuneConfig, trial: optuna.trial.FrozenTrial, test_fraction
     registers it as ``name`` (default: the search's model name)."""
     choice = suggest(optuna.trial.FixedTrial(trial.params), cfg.space)
     raw = to_spec(name or cfg.name, cfg.dataset, choice, cfg.seed)
+    raw["epochs"] = trained_epochs(trial)
     raw["data"].update(train_on_val=True, test_fraction=test_fraction)
     raw["register"] = {"name": name or cfg.name}
     return raw
+
+
+def trained_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    """The epochs ``trial``'s score came from: its own, unless it was shortened to end in
+    time (kaon.tune.worker)."""
+    return int(trial.user_attrs.get("epochs_trained", trial.params.get("epochs", 1)))
 
 
 def point_name(cfg: TuneConfig, number: int) -> str:
@@ -763,7 +777,7 @@ def pareto_front(study: optuna.Study, cfg: TuneConfig, test_fraction: float | No
     for t in sorted(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number)):
         path = folder / f"trial-{t.number}.yaml"
         point = {"trial": t.number, cfg.objective: t.values[0], second_key(cfg): t.values[1],
-                 "family": t.params.get("family"), "epochs": t.params.get("epochs"),
+                 "family": t.params.get("family"), "epochs": trained_epochs(t),
                  "spec": str(path)}
         if "params" in t.user_attrs:
             point.setdefault("params", t.user_attrs["params"])
@@ -845,7 +859,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
     # the retrain must end inside the budget: cap its epochs by the time that is left
     per_epoch = max(_fit_seconds(best) - b.STARTUP_SECONDS, 0.1) / max(
-        best.params.get("epochs", 1), 1) / _speedup(best, sizes)
+        trained_epochs(best), 1) / _speedup(best, sizes)
     scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
     left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
     raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))

@@ -13,6 +13,12 @@ keeps the search from picking the configuration that was luckiest on a few dozen
 With ``robust`` true, each fit's value is its objective on perturbed validation images
 (kaon.tune.robust), measured once after the fit; the per-epoch lines (the pruner's) stay plain.
 The final line then carries ``plain``, the mean of the unperturbed values, for the record.
+
+With ``ends_by`` (a ``time.monotonic()`` instant; the clock is the machine's, shared by its
+processes) the fits end by then rather than be killed at the trial's cap: fold j of K by its
+share of the time, each shortened as the final retrain is when the epochs left would not fit
+(:class:`kaon.train.callbacks.Deadline`), and the later folds train the epochs the first
+trained. The final line carries those epochs, ``epochs_trained``.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def main() -> int:
     from kaon.nn.build import count_parameters
     from kaon.nn.spec import parse_spec
     from kaon.train import train
+    from kaon.train.callbacks import Deadline
     from kaon.train.runs import new_run_id
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
@@ -113,17 +120,24 @@ def main() -> int:
     plain: list[float] = []
     fit_seconds: list[float] = []
     run_id = ""
-    for fold in range(max(folds, 1)):
+    fits, first = max(folds, 1), time.monotonic()
+    ends_by = job.get("ends_by")
+    for fold in range(fits):
         if folds >= 2:
             raw = {**raw, "data": {**raw["data"], "cv_folds": folds, "cv_fold": fold}}
         spec = parse_spec(raw, source="tuning trial")
         reporter = Reporter(job["objective"], quiet=fold > 0)
+        callbacks: list[Any] = [reporter, Keep()]
+        if ends_by is not None:  # this fit's share of the time left at the first
+            callbacks.append(Deadline(first + (float(ends_by) - first) * (fold + 1) / fits))
         started = time.monotonic()
         announced = new_run_id()
         emit({"run": announced})  # before the run exists: a kill cannot orphan it unannounced
-        result = train(spec, callbacks=[reporter, Keep()], test=False,
+        result = train(spec, callbacks=callbacks, test=False,
                        workspace=job.get("workspace", "default"), run_id=announced)
         fit_seconds.append(time.monotonic() - started)
+        if fold == 0:  # the later folds train what the first did (the score is their mean)
+            raw = {**raw, "epochs": captured["trainer"].epochs}
         assert reporter.last is not None
         plain.append(reporter.last)
         values.append(robust_objective(captured["trainer"], job["objective"], fold)
@@ -134,7 +148,8 @@ def main() -> int:
     trainer = captured["trainer"]
     final: dict[str, Any] = {"final": True, "value": statistics.fmean(values),
                              "run_id": run_id, "params": count_parameters(trainer.model),
-                             "fit_seconds": statistics.fmean(fit_seconds)}
+                             "fit_seconds": statistics.fmean(fit_seconds),
+                             "epochs_trained": int(raw["epochs"])}
     if folds >= 2:
         final["folds"] = values
     if robust:

@@ -30,11 +30,19 @@ from kaon.errors import ConfigError
 from kaon.names import is_valid_name
 from kaon.nn.spec import load_spec
 from kaon.train import train
+from kaon.train.runs import get_run
 from kaon.tune import budget as b
 from kaon.tune import pick, runner, study
 from kaon.tune.runner import GpuSlots, run_trial
 from kaon.tune.space import SearchSpace, suggest, to_spec
-from kaon.tune.study import TuneConfig, _pruner, _Search, pareto_front, storage
+from kaon.tune.study import (
+    TuneConfig,
+    _pruner,
+    _Search,
+    pareto_front,
+    retrain_spec,
+    storage,
+)
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 MLP = {"families": ["mlp"], "mlp_width": [16], "mlp_depth": {"low": 1, "high": 1},
@@ -185,6 +193,25 @@ def test_the_portfolio_s_trials_are_reported_but_never_pruned(
     assert any(key.startswith("completed_rung_") for key in warm.system_attrs)
 
 
+def test_a_trial_is_given_its_time_and_a_shortened_one_is_retrained_as_scored(
+        fake_worker: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    search = search_for(config(space=mlp_space(4)), "shortened")
+    job = tmp_path / "job.json"
+    launched = time.monotonic()
+    search._run(search.study.ask(), launched)
+    monkeypatch.setenv("FAKE_JOB", str(job))
+    monkeypatch.setenv("FAKE_TRAINED", "3")
+    search._run(search.study.ask(), launched)
+    ends_by = json.loads(job.read_text())["ends_by"]
+    kill_at = min(launched + search.trial_cap, search.cutoff())
+    assert kill_at - 0.05 * (kill_at - launched) <= ends_by < kill_at
+    whole, shortened = search.study.trials
+    assert "epochs_trained" not in whole.user_attrs
+    assert shortened.user_attrs["epochs_trained"] == 3 and shortened.params["epochs"] == 4
+    assert retrain_spec(search.cfg, whole, None)["epochs"] == 4
+    assert retrain_spec(search.cfg, shortened, None)["epochs"] == 3
+
+
 def test_multi_objective_trials_are_neither_reported_nor_pruned(
         fake_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     search = search_for(config(multi_objective="latency"), "no-prune-test")
@@ -245,6 +272,25 @@ def test_the_real_worker_reports_each_epoch_and_its_latency(tiny: str, tmp_path:
     assert outcome.state == "complete", outcome.error
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3]
     assert outcome.info["latency_ms"] > 0 and outcome.info["params"] == 6 * 6 * 16 + 16 + 34
+
+
+def test_the_real_worker_shortens_its_fits_to_end_by_its_time(tiny: str, tmp_path: Path) -> None:
+    """A trial planned longer than its time (the portfolio's ResNet ran past its cap at 2 of 3
+    BreastMNIST seeds, its 180 s lost) ends its fits by ``ends_by`` and is scored, instead of
+    being killed with nothing; both folds train the epochs the first trained."""
+    trial = optuna.create_study(direction="maximize").ask()
+    choice = suggest(optuna.trial.FixedTrial({**MLP_PARAMS, "epochs": 1000}), mlp_space(1000))
+    ends_by = time.monotonic() + 8
+    job = {"spec": to_spec("tiny-trial", tiny, choice), "objective": "accuracy", "threads": 1,
+           "folds": 2, "ends_by": ends_by}
+    outcome = run_trial(trial, job, lambda: time.monotonic() + 300, tmp_path / "trial.log",
+                        prune=False, report=True, max_epochs=1000)
+    assert outcome.state == "complete", outcome.error
+    trained = outcome.info["epochs_trained"]
+    assert 1 <= trained < 1000 and outcome.epochs == trained
+    assert time.monotonic() < ends_by + 5  # (the margin before a kill is the parent's)
+    runs = [get_run(r) for r in trial.storage.get_trial(trial._trial_id).user_attrs["runs"]]
+    assert [r.epochs_done for r in runs] == [trained, trained]
 
 
 def test_a_trial_whose_search_is_killed_outright_exits_at_once(tiny: str,
