@@ -163,10 +163,13 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 if "epoch" not in msg:  # a later cross-validation fold finished
                     continue
                 outcome.epochs, outcome.value = int(msg["epoch"]), float(msg["value"])
+                # on the scale of its plan as it now stands: a trial shortened to end in time
+                # reports its last, annealed epoch at the end of the scale, not mid-way
+                planned = int(msg.get("epochs", epochs))
                 if report and math.isfinite(outcome.value):  # (Optuna prunes on a NaN)
                     with lock or contextlib.nullcontext():
                         trial.report(outcome.value,
-                                     report_step(outcome.epochs, epochs, max_epochs))
+                                     report_step(outcome.epochs, planned, max_epochs))
                         # asked even when the answer is not acted on (the portfolio's
                         # trials): Hyperband records a trial at a rung only when asked, and
                         # the rungs that other trials are judged against must hold it

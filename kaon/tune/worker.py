@@ -17,8 +17,9 @@ The final line then carries ``plain``, the mean of the unperturbed values, for t
 With ``ends_by`` (a ``time.monotonic()`` instant; the clock is the machine's, shared by its
 processes) the fits end by then rather than be killed at the trial's cap: fold j of K by its
 share of the time, each shortened as the final retrain is when the epochs left would not fit
-(:class:`kaon.train.callbacks.Deadline`), and the later folds train the epochs the first
-trained. The final line carries those epochs, ``epochs_trained``.
+(:class:`kaon.train.callbacks.Deadline`). The later folds are planned with the epochs the
+first trained (a whole schedule over them, as the retrain's), and are shortened in turn if
+they run late. The final line carries the first fold's epochs, ``epochs_trained``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Reporter:
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         self.last = validation_objective(trainer, logs, self.objective)
         if not self.quiet:
-            emit({"epoch": epoch, "value": self.last, "seconds": logs.get("seconds")})
+            emit({"epoch": epoch, "value": self.last, "seconds": logs.get("seconds"),
+                  "epochs": trainer.epochs})  # the plan: fewer once shortened to end in time
 
 
 def validation_objective(trainer: Any, logs: dict[str, float], objective: str) -> float:

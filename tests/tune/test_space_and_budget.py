@@ -17,6 +17,7 @@ from kaon.tune.budget import (
     one_fit,
     parse_duration,
     retrain_estimate,
+    trial_ends_by,
 )
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
 from kaon.tune.study import TuneConfig, adapt, check_trial_time, cv_sizes, trial_cap
@@ -250,3 +251,8 @@ def test_class_weights_are_a_dimension_of_the_space_and_reach_the_spec(tmp_path:
     with pytest.raises(ConfigError, match="class_weight"):
         file.write_text("class_weight: [inverse]\n")
         load_space(file)
+
+
+def test_a_trial_ends_its_fits_a_margin_before_it_would_be_killed() -> None:
+    assert trial_ends_by(kill_at=1180.0, launched=1000.0) == pytest.approx(1174.6)  # 3%
+    assert trial_ends_by(kill_at=1010.0, launched=1000.0) == 1009.0  # at least a second
