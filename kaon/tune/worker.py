@@ -138,7 +138,7 @@ def main() -> int:
         result = train(spec, callbacks=callbacks, test=False,
                        workspace=job.get("workspace", "default"), run_id=announced)
         fit_seconds.append(time.monotonic() - started)
-        if fold == 0:  # the later folds train what the first did (the score is their mean)
+        if fold == 0:  # the later folds are planned with the epochs the first trained
             raw = {**raw, "epochs": captured["trainer"].epochs}
         assert reporter.last is not None
         plain.append(reporter.last)
