@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from kaon.cli.output import confirm, console, print_json
-from kaon.data import delete_dataset, import_dataset, list_datasets, load_dataset
-from kaon.data.dataset import Dataset
 from kaon.errors import ConfigError
+
+if TYPE_CHECKING:  # kaon.data imports torch: loaded by the verbs that need it, not by `kaon`
+    from kaon.data.dataset import Dataset
 
 app = typer.Typer(
     help="Datasets: the catalog, what is available here, and imports of your own data.\n\n"
@@ -43,6 +45,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> N
 
     Example: kaon data list --json
     """
+    from kaon.data import list_datasets
+
     rows = list_datasets()
     if as_json:
         print_json(rows)
@@ -67,6 +71,8 @@ def info_cmd(
 
     Example: kaon data info pneumoniamnist
     """
+    from kaon.data import load_dataset
+
     dataset = load_dataset(name)
     if as_json:
         print_json(dict(dataset.describe()) | {"meta": dataset.meta})
@@ -109,6 +115,8 @@ def import_cmd(
 
     Example: kaon data import ./xrays --name chest-xrays --size 64x64
     """
+    from kaon.data import import_dataset
+
     dataset = import_dataset(paths, name, format=format, label_column=label_column,
                              size=parse_size(size) if size else None, overwrite=overwrite)
     if as_json:
@@ -135,6 +143,8 @@ def delete_cmd(
     imported_folder(name)  # an unknown or catalog dataset: refused before the question
     if not yes:
         confirm(f"Delete dataset {name}?")
+    from kaon.data import delete_dataset
+
     delete_dataset(name)
     if as_json:
         print_json({"deleted": name})

@@ -22,6 +22,16 @@ def test_version() -> None:
     assert done.returncode == 0 and done.stdout == f"kaon {kaon.__version__}\n"
 
 
+def test_the_command_and_its_help_load_without_torch() -> None:
+    # torch takes seconds to import: only the verbs that train, serve or read data load it
+    code = ("import sys; from typer.testing import CliRunner; from kaon.cli.main import app; "
+            "assert CliRunner().invoke(app, ['jobs', '--help']).exit_code == 0; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    done = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "[]\n", (done.stdout, done.stderr)
+
+
 def test_an_unreachable_database_is_a_message_not_a_traceback(kaon_home: Path) -> None:
     done = _kaon("models", "list",
                  KAON_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/x")
