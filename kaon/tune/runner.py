@@ -103,7 +103,8 @@ def report_step(epoch: int, epochs: int, max_epochs: int) -> int:
 def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], float],
               log: Path, prune: bool, report: bool = True, max_epochs: int = 1,
               env: dict[str, str] | None = None,
-              lock: contextlib.AbstractContextManager[Any] | None = None) -> Outcome:
+              lock: contextlib.AbstractContextManager[Any] | None = None,
+              ends_by: Callable[[], float] | None = None) -> Outcome:
     """Run ``job`` (see kaon.tune.worker) until it finishes, is pruned, or ``deadline()``.
 
     ``deadline`` is re-read while the trial runs, so a search whose final retrain turns out to
@@ -112,6 +113,11 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
     top of this one's (its GPU). ``lock``: held while the epoch is reported and the pruner
     asked (the search's; Optuna's pruners are not thread-safe: Hyperband sets up its
     brackets on the first call, and two at once doubled them).
+
+    ``ends_by``: when the trial should end its fits (the job's ``ends_by`` at launch), re-read
+    with ``deadline``; a move of a second or more is sent to the worker on its stdin, so a
+    trial whose search cut-off moved earlier ends by the new time, shortened and scored,
+    rather than be killed at it with nothing.
     """
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -124,25 +130,33 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
         with _live_lock:
             _live.add(proc)
         timed_out, finished = threading.Event(), threading.Event()
+        pipe = threading.Lock()  # the job, then moves of its end; closed once it has ended
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def send(payload: dict[str, Any]) -> None:
+            with pipe, contextlib.suppress(OSError, ValueError):  # it died, or has ended
+                stdin.write(json.dumps(payload) + "\n")
+                stdin.flush()
 
         def watchdog() -> None:
+            sent = job.get("ends_by")
             while not finished.wait(0.25):
                 if time.monotonic() >= deadline():
                     timed_out.set()
                     _kill(proc)
                     return
+                now_ends = ends_by() if ends_by is not None and sent is not None else None
+                if now_ends is not None and abs(now_ends - sent) >= 1.0:
+                    send({"ends_by": now_ends})
+                    sent = now_ends
 
+        send(job)  # (a worker that died at start: its log says why)
         threading.Thread(target=watchdog, daemon=True).start()
         outcome = Outcome(state="failed")
         code = None
         run_ids: list[str] = []
         try:
-            assert proc.stdin is not None and proc.stdout is not None
-            try:
-                proc.stdin.write(json.dumps(job))
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # the worker died at start; its log says why
             for line in proc.stdout:
                 if not line.startswith(PREFIX):
                     continue
@@ -180,6 +194,8 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
             code = proc.wait()
         finally:
             finished.set()
+            with pipe, contextlib.suppress(OSError):
+                stdin.close()
             with _live_lock:
                 _live.discard(proc)
             if proc.poll() is None:

@@ -610,8 +610,12 @@ class _Search:
         cap = launched + self.trial_cap
         # its fits are shortened to end in time, rather than the trial killed with nothing
         # (the portfolio's ResNet, its epochs fitted to the cap, ran past it at 2 of 3
-        # BreastMNIST seeds); the cutoff may still move earlier, and then it is killed
-        job["ends_by"] = b.trial_ends_by(min(cap, self.cutoff()), launched)
+        # BreastMNIST seeds); when the cutoff moves (a longer trial finished, and the
+        # retrain will take longer), the trial is told its new end as it runs
+        def ends_by() -> float:
+            return b.trial_ends_by(min(cap, self.cutoff()), launched)
+
+        job["ends_by"] = ends_by()
         with self.gpus.slot() as env:  # (a trial launched as Ctrl-C came: killed at once)
             outcome = run_trial(trial, job,
                                 lambda: 0.0 if self.stop.is_set() else min(cap, self.cutoff()),
@@ -620,7 +624,7 @@ class _Search:
                                                               optuna.pruners.HyperbandPruner),
                                 report=not self.cfg.multi_objective,
                                 max_epochs=self.cfg.space.max_epochs, env=env,
-                                lock=self.lock)
+                                lock=self.lock, ends_by=ends_by)
         if self.stop.is_set() and outcome.state != "complete":  # killed by Ctrl-C, not
             return  # failed: left running; --resume fails it as killed with its search
         with self.lock:

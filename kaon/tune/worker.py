@@ -19,7 +19,10 @@ processes) the fits end by then rather than be killed at the trial's cap: fold j
 share of the time, each shortened as the final retrain is when the epochs left would not fit
 (:class:`kaon.train.callbacks.Deadline`). The later folds are planned with the epochs the
 first trained (a whole schedule over them, as the retrain's), and are shortened in turn if
-they run late. The final line carries the first fold's epochs, ``epochs_trained``.
+they run late. The final line carries the first fold's epochs, ``epochs_trained``. The job
+is the first line on stdin; the search may send later ``{"ends_by": t}`` lines while the trial
+runs (its cut-off moved as longer trials finished), and the fit in progress then ends by its
+share of the new time.
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import threading
 import time
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from kaon.train.callbacks import Deadline
 
 PREFIX = "KAON_TRIAL "
 
@@ -98,16 +105,54 @@ def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30
     return statistics.median(times) * 1000
 
 
+class TrialTime:
+    """When the trial ends its fits, and each fit's share of the time: fold j of K by
+    ``first + (ends_by - first) * (j + 1) / K``. :meth:`follow` moves ``ends_by`` as the
+    search sends new ones, and with it the end of the fit in progress."""
+
+    def __init__(self, ends_by: float, fits: int) -> None:
+        self.ends_by, self.fits, self.first = ends_by, fits, time.monotonic()
+        self.fold = 0  # the fit in progress, and its Deadline
+        self.current: Deadline | None = None
+        self._lock = threading.Lock()
+
+    def share(self, fold: int) -> float:
+        return self.first + (self.ends_by - self.first) * (fold + 1) / self.fits
+
+    def deadline(self, fold: int) -> Deadline:
+        from kaon.train.callbacks import Deadline
+
+        with self._lock:
+            self.fold, self.current = fold, Deadline(self.share(fold))
+            return self.current
+
+    def move(self, ends_by: float) -> None:
+        with self._lock:
+            self.ends_by = ends_by
+            if self.current is not None:
+                self.current.at = self.share(self.fold)  # read after its next epoch
+
+    def follow(self, stream: IO[str]) -> None:
+        """Read ``{"ends_by": t}`` lines from ``stream`` until it closes, in a thread."""
+        def read() -> None:
+            for line in stream:
+                try:
+                    self.move(float(json.loads(line)["ends_by"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # not a move: nothing else is sent after the job
+
+        threading.Thread(target=read, daemon=True).start()
+
+
 def main() -> int:
     from kaon.procs import exit_when_orphaned
 
     exit_when_orphaned(75)  # its search died without killing it (kill -9, the OOM killer)
-    job = json.loads(sys.stdin.read())
+    job = json.loads(sys.stdin.readline())  # then, maybe, moves of its end
     torch.set_num_threads(int(job.get("threads", 1)))
     from kaon.nn.build import count_parameters
     from kaon.nn.spec import parse_spec
     from kaon.train import train
-    from kaon.train.callbacks import Deadline
     from kaon.train.runs import new_run_id
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
@@ -122,16 +167,18 @@ def main() -> int:
     plain: list[float] = []
     fit_seconds: list[float] = []
     run_id = ""
-    fits, first = max(folds, 1), time.monotonic()
-    ends_by = job.get("ends_by")
+    fits = max(folds, 1)
+    clock = TrialTime(float(job["ends_by"]), fits) if job.get("ends_by") is not None else None
+    if clock is not None:
+        clock.follow(sys.stdin)
     for fold in range(fits):
         if folds >= 2:
             raw = {**raw, "data": {**raw["data"], "cv_folds": folds, "cv_fold": fold}}
         spec = parse_spec(raw, source="tuning trial")
         reporter = Reporter(job["objective"], quiet=fold > 0)
         callbacks: list[Any] = [reporter, Keep()]
-        if ends_by is not None:  # this fit's share of the time left at the first
-            callbacks.append(Deadline(first + (float(ends_by) - first) * (fold + 1) / fits))
+        if clock is not None:  # this fit's share of the trial's time
+            callbacks.append(clock.deadline(fold))
         started = time.monotonic()
         announced = new_run_id()
         emit({"run": announced})  # before the run exists: a kill cannot orphan it unannounced

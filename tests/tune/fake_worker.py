@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-job = json.loads(sys.stdin.read())
+job = json.loads(sys.stdin.readline())
 if os.environ.get("FAKE_JOB"):
     Path(os.environ["FAKE_JOB"]).write_text(json.dumps(job))
 given = os.environ.get("FAKE_VALUE", "0.5")
