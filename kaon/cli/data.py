@@ -138,13 +138,11 @@ def delete_cmd(
 
     Example: kaon data delete chest-xrays --yes
     """
-    from kaon.data.store import imported_folder
+    from kaon.data.store import delete_dataset, imported_folder
 
     imported_folder(name)  # an unknown or catalog dataset: refused before the question
     if not yes:
         confirm(f"Delete dataset {name}?")
-    from kaon.data import delete_dataset
-
     delete_dataset(name)
     if as_json:
         print_json({"deleted": name})

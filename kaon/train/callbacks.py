@@ -95,11 +95,13 @@ class Deadline:
     last three epochs, callbacks included, from the second epoch on: the first carries the
     warm-up, so after it the run is only ended, when not even one more epoch fits.
     ``kaon tune`` ends its final retrain by the budget this way, as a guard behind its
-    estimate of the epochs that fit."""
+    estimate of the epochs that fit. ``at`` may be a function, read after each epoch: the end
+    of a tuning trial's fit moves with its search's cut-off."""
 
     before_checkpoint = True  # the epoch's checkpoint holds the shortened plan
 
-    def __init__(self, at: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, at: float | Callable[[], float],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.at, self.clock = at, clock
         self.last: float | None = None
         self.walls: list[float] = []
@@ -110,6 +112,7 @@ class Deadline:
             self.walls = [*self.walls[-2:], now - self.last]
         self.last = now
         pace = statistics.median(self.walls) if self.walls else logs.get("seconds", 0.0)
-        fit = math.floor(max(self.at - now, 0.0) / max(pace, 1e-6))
+        at = self.at() if callable(self.at) else self.at
+        fit = math.floor(max(at - now, 0.0) / max(pace, 1e-6))
         if self.walls or fit == 0:
             trainer.shorten(epoch + fit)  # no-op unless fewer epochs than planned fit

@@ -116,7 +116,7 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
 
     ``ends_by``: when the trial should end its fits (the job's ``ends_by`` at launch), re-read
     with ``deadline``; a move of a second or more is sent to the worker on its stdin, so a
-    trial whose search cut-off moved earlier ends by the new time, shortened and scored,
+    trial whose search's cut-off moved earlier ends by the new time, shortened and scored,
     rather than be killed at it with nothing.
     """
     started = time.monotonic()
@@ -139,6 +139,8 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                 stdin.write(json.dumps(payload) + "\n")
                 stdin.flush()
 
+        job_sent = threading.Event()  # moves of its end only after the job
+
         def watchdog() -> None:
             sent = job.get("ends_by")
             while not finished.wait(0.25):
@@ -146,13 +148,16 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     timed_out.set()
                     _kill(proc)
                     return
-                now_ends = ends_by() if ends_by is not None and sent is not None else None
-                if now_ends is not None and abs(now_ends - sent) >= 1.0:
+                if ends_by is None or sent is None or not job_sent.is_set():
+                    continue
+                now_ends = ends_by()
+                if abs(now_ends - sent) >= 1.0:
                     send({"ends_by": now_ends})
                     sent = now_ends
 
-        send(job)  # (a worker that died at start: its log says why)
         threading.Thread(target=watchdog, daemon=True).start()
+        send(job)  # (a worker that died at start: its log says why)
+        job_sent.set()
         outcome = Outcome(state="failed")
         code = None
         run_ids: list[str] = []

@@ -612,13 +612,15 @@ class _Search:
         # (the portfolio's ResNet, its epochs fitted to the cap, ran past it at 2 of 3
         # BreastMNIST seeds); when the cutoff moves (a longer trial finished, and the
         # retrain will take longer), the trial is told its new end as it runs
+        def kill_at() -> float:
+            return min(cap, self.cutoff())
+
         def ends_by() -> float:
-            return b.trial_ends_by(min(cap, self.cutoff()), launched)
+            return b.trial_ends_by(kill_at(), launched)
 
         job["ends_by"] = ends_by()
         with self.gpus.slot() as env:  # (a trial launched as Ctrl-C came: killed at once)
-            outcome = run_trial(trial, job,
-                                lambda: 0.0 if self.stop.is_set() else min(cap, self.cutoff()),
+            outcome = run_trial(trial, job, lambda: 0.0 if self.stop.is_set() else kill_at(),
                                 self.folder / f"trial-{trial.number}.log",
                                 prune=not warm and isinstance(self.study.pruner,
                                                               optuna.pruners.HyperbandPruner),

@@ -1,9 +1,9 @@
 """One tuning trial, in its own process: ``python -m kaon.tune.worker < trial.json``.
 
 Reads ``{"spec": {...}, "objective": "accuracy"|"auc", "threads": N, "latency": bool,
-"folds": K}`` on stdin, trains without touching the test split, and prints one
-``KAON_TRIAL {...}`` JSON line per epoch (the validation objective) and a final one. The parent
-decides pruning and kills us.
+"folds": K}`` as the first line of stdin (one JSON line), trains without touching the test
+split, and prints one ``KAON_TRIAL {...}`` JSON line per epoch (the validation objective) and
+a final one. The parent decides pruning and kills us.
 
 With ``folds`` K ≥ 2 the trial is K-fold cross-validated on train + val: the per-epoch lines
 come from the first fold (the pruner judges on them), each later fold sends one ``{"fold": j}``
@@ -19,25 +19,23 @@ processes) the fits end by then rather than be killed at the trial's cap: fold j
 share of the time, each shortened as the final retrain is when the epochs left would not fit
 (:class:`kaon.train.callbacks.Deadline`). The later folds are planned with the epochs the
 first trained (a whole schedule over them, as the retrain's), and are shortened in turn if
-they run late. The final line carries the first fold's epochs, ``epochs_trained``. The job
-is the first line on stdin; the search may send later ``{"ends_by": t}`` lines while the trial
-runs (its cut-off moved as longer trials finished), and the fit in progress then ends by its
+they run late. The final line carries the first fold's epochs, ``epochs_trained``. Stdin
+stays open after the job: the search sends ``{"ends_by": t}`` lines when the trial's end
+moves while it runs (its cut-off moved as trials finished), and each fit then ends by its
 share of the new time.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import torch
-
-if TYPE_CHECKING:
-    from kaon.train.callbacks import Deadline
 
 PREFIX = "KAON_TRIAL "
 
@@ -106,38 +104,22 @@ def latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 30
 
 
 class TrialTime:
-    """When the trial ends its fits, and each fit's share of the time: fold j of K by
+    """When the trial ends its fits (``ends_by``), and fold j of K's share of the time:
     ``first + (ends_by - first) * (j + 1) / K``. :meth:`follow` moves ``ends_by`` as the
-    search sends new ones, and with it the end of the fit in progress."""
+    search sends new ones; each fit's ``Deadline`` reads its share after every epoch."""
 
     def __init__(self, ends_by: float, fits: int) -> None:
         self.ends_by, self.fits, self.first = ends_by, fits, time.monotonic()
-        self.fold = 0  # the fit in progress, and its Deadline
-        self.current: Deadline | None = None
-        self._lock = threading.Lock()
 
     def share(self, fold: int) -> float:
         return self.first + (self.ends_by - self.first) * (fold + 1) / self.fits
-
-    def deadline(self, fold: int) -> Deadline:
-        from kaon.train.callbacks import Deadline
-
-        with self._lock:
-            self.fold, self.current = fold, Deadline(self.share(fold))
-            return self.current
-
-    def move(self, ends_by: float) -> None:
-        with self._lock:
-            self.ends_by = ends_by
-            if self.current is not None:
-                self.current.at = self.share(self.fold)  # read after its next epoch
 
     def follow(self, stream: IO[str]) -> None:
         """Read ``{"ends_by": t}`` lines from ``stream`` until it closes, in a thread."""
         def read() -> None:
             for line in stream:
                 try:
-                    self.move(float(json.loads(line)["ends_by"]))
+                    self.ends_by = float(json.loads(line)["ends_by"])
                 except (ValueError, KeyError, TypeError):
                     continue  # not a move: nothing else is sent after the job
 
@@ -153,6 +135,7 @@ def main() -> int:
     from kaon.nn.build import count_parameters
     from kaon.nn.spec import parse_spec
     from kaon.train import train
+    from kaon.train.callbacks import Deadline
     from kaon.train.runs import new_run_id
 
     raw, folds = job["spec"], int(job.get("folds") or 0)
@@ -177,8 +160,8 @@ def main() -> int:
         spec = parse_spec(raw, source="tuning trial")
         reporter = Reporter(job["objective"], quiet=fold > 0)
         callbacks: list[Any] = [reporter, Keep()]
-        if clock is not None:  # this fit's share of the trial's time
-            callbacks.append(clock.deadline(fold))
+        if clock is not None:  # this fit's share of the trial's time, as it moves
+            callbacks.append(Deadline(functools.partial(clock.share, fold)))
         started = time.monotonic()
         announced = new_run_id()
         emit({"run": announced})  # before the run exists: a kill cannot orphan it unannounced

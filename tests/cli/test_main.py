@@ -23,7 +23,8 @@ def test_version() -> None:
 
 
 def test_the_command_and_its_help_load_without_torch() -> None:
-    # torch takes seconds to import: only the verbs that train, serve or read data load it
+    # torch takes seconds to import: the verbs that need it (to train, serve, or read data or
+    # models) load it when they run
     code = ("import sys; from typer.testing import CliRunner; from kaon.cli.main import app; "
             "assert CliRunner().invoke(app, ['jobs', '--help']).exit_code == 0; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")

@@ -44,6 +44,21 @@ def test_a_shortened_cosine_run_anneals_from_its_rate_to_zero(shared_datasets: P
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
+def test_a_deadline_read_after_each_epoch_shortens_the_run_when_it_moves_earlier(
+        shared_datasets: Path) -> None:
+    # a tuning trial's end follows its search's cut-off: far off until epoch 3, then 5.5 s
+    now = [0.0]
+    ticks: Iterator[float] = iter(float(t) for t in range(1, 100))
+
+    def clock() -> float:
+        now[0] = next(ticks)
+        return now[0]
+
+    deadline = Deadline(lambda: 100.0 if now[0] < 3 else 5.5, clock=clock)
+    result = train(small_spec(epochs=10), callbacks=[deadline])
+    assert result.metrics["epochs"] == 5 and result.metrics["planned_epochs"] == 10
+
+
 def test_a_one_cycle_run_cut_in_its_warm_up_never_jumps_up(shared_datasets: Path) -> None:
     # one-cycle over 10 epochs warms up for 2.5; the cut comes after epoch 2, still rising
     result = train(small_spec(epochs=10, schedule={"name": "onecycle"}),

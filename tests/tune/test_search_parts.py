@@ -310,22 +310,42 @@ def test_the_real_worker_shortens_its_fits_to_end_by_its_time(wide: str,
 def test_a_trial_whose_cutoff_moves_earlier_ends_by_the_new_time(wide: str,
                                                                   tmp_path: Path) -> None:
     """The search's cut-off moves earlier when a longer trial finishes (its retrain will take
-    longer). A trial launched before then was killed at the new cut-off with nothing (the
-    best PneumoniaMNIST trial of a run, at 11 epochs); now it is told, and ends by then."""
+    longer). A trial launched before then was killed at the new cut-off with nothing (a
+    PneumoniaMNIST CNN, after 11 epochs); now it is told, and ends by then."""
     trial = optuna.create_study(direction="maximize").ask()
     choice = suggest(optuna.trial.FixedTrial({**MLP_PARAMS, "epochs": 1000}), mlp_space(1000))
-    launched = time.monotonic()
+    moved: list[float] = []
 
-    def kill_at() -> float:  # far off at launch; 4 s in, the cut-off comes to 16 s
-        return launched + (300 if time.monotonic() < launched + 4 else 16)
+    def kill_at() -> float:  # far off until the fit has trained an epoch, then 12 s after
+        if not moved and trial.storage.get_trial(trial._trial_id).intermediate_values:
+            moved.append(time.monotonic())
+        return moved[0] + 12 if moved else time.monotonic() + 300
 
     # (a wide margin before the kill: the test is of the move, not of the margin)
     job = {"spec": to_spec("wide-trial", wide, choice), "objective": "accuracy",
            "threads": 1, "folds": 0, "ends_by": kill_at() - 5}
     outcome = run_trial(trial, job, kill_at, tmp_path / "trial.log", prune=False,
                         report=True, max_epochs=1000, ends_by=lambda: kill_at() - 5)
-    assert outcome.state == "complete", (outcome.state, outcome.error)  # not killed at 16 s
-    assert 1 <= outcome.info["epochs_trained"] < 1000
+    assert outcome.state == "complete", (outcome.state, outcome.error)  # not killed
+    trained = outcome.info["epochs_trained"]
+    assert len(moved) == 1 and 2 <= trained < 1000  # it trained on after the move
+    assert get_run(outcome.info["run_id"]).epochs_done == trained
+
+
+def test_each_fit_s_share_of_a_trial_s_time_follows_the_moves_it_is_sent() -> None:
+    import io
+
+    from kaon.tune.worker import TrialTime
+
+    clock = TrialTime(ends_by=time.monotonic() + 30, fits=3)
+    assert clock.share(0) == pytest.approx(clock.first + 10)
+    moved = clock.first + 15
+    clock.follow(io.StringIO(f'not json\n{{"ends_by": {moved}}}\n{{"other": 1}}\n'))
+    deadline = time.monotonic() + 5
+    while clock.ends_by != moved:
+        assert time.monotonic() < deadline, "the move was not followed"
+        time.sleep(0.01)
+    assert [clock.share(j) - clock.first for j in range(3)] == pytest.approx([5, 10, 15])
 
 
 def test_a_trial_whose_search_is_killed_outright_exits_at_once(tiny: str,
