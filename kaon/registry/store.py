@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -24,8 +23,10 @@ from kaon.db import session_scope
 from kaon.db.models import DEFAULT_WORKSPACE, Model, ModelAlias, ModelVersion, new_id
 from kaon.errors import ConfigError, NotFoundError
 from kaon.names import is_valid_name
-from kaon.registry.artifacts import save_weights
 from kaon.registry.signature import Signature
+
+if TYPE_CHECKING:  # torch is loaded to write weights, not to list or look up models
+    import torch
 
 _REF = re.compile(r"^(?P<name>[^@:]+)(?::(?P<version>\d+)|@(?P<alias>[^@:]+))?$")
 
@@ -148,6 +149,8 @@ def _register_once(name: str, state: dict[str, torch.Tensor], fields: dict[str, 
                            artifact=str(path), sha256="", size_bytes=0, **fields)
         db.add(row)
         db.flush()  # the version number is ours (unique per model) before any file is written
+        from kaon.registry.artifacts import save_weights
+
         row.sha256, row.size_bytes = save_weights(state, path,
                                                   metadata={"kaon.model": f"{name}:{version}"})
         try:

@@ -156,12 +156,12 @@ def run_trial(trial: optuna.Trial, job: dict[str, Any], deadline: Callable[[], f
                     sent = now_ends
 
         threading.Thread(target=watchdog, daemon=True).start()
-        send(job)  # (a worker that died at start: its log says why)
-        job_sent.set()
         outcome = Outcome(state="failed")
         code = None
         run_ids: list[str] = []
         try:
+            send(job)  # (a worker that died at start: its log says why)
+            job_sent.set()
             for line in proc.stdout:
                 if not line.startswith(PREFIX):
                     continue
