@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff check kaon tests bench examples
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest, to keep CI under 20 minutes
 
 bench: install
 	$(BIN)/python bench/train_overhead.py
