@@ -12,6 +12,8 @@ from kaon.cli.main import app
 from kaon.errors import ConfigError, UnavailableError
 from tests.registry.fixtures import register_tiny
 
+pytestmark = pytest.mark.serial  # a measured server: run alone (Makefile)
+
 runner = CliRunner()
 
 

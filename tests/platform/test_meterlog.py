@@ -17,6 +17,8 @@ from kaon.platform.metercommit import one_pass
 from kaon.platform.meterlog import MeterWriter, replay
 from kaon.platform.workspaces import bootstrap
 
+pytestmark = pytest.mark.serial  # kill -9 under load: run alone (Makefile)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -24,6 +24,8 @@ from kaon.registry import get
 from kaon.train import runs
 from kaon.train.checkpoint import CHECKPOINT
 
+pytestmark = pytest.mark.serial  # real training jobs, killed and timed: run alone (Makefile)
+
 
 def spec(epochs: int = 2, dataset: str = "breastmnist", **extra: Any) -> dict[str, Any]:
     return {"name": "breast-job", "data": {"dataset": dataset, "val_fraction": 0.2},

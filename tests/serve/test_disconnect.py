@@ -23,6 +23,8 @@ from kaon.serve.batching import BatchPolicy
 from tests.registry.fixtures import register_tiny
 from tests.serve.test_app import PREDICT, digit_image
 
+pytestmark = pytest.mark.serial  # a client that leaves, on the clock: run alone (Makefile)
+
 
 class SlowPredictor:
     """The registered model, 0.5 s per batch, remembering every batch it saw."""

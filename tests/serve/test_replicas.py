@@ -99,6 +99,7 @@ def model_front(kaon_home: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]
     _stop(server)
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_a_killed_replica_is_restarted_and_no_request_hangs(model_front) -> None:
     server, url = model_front
@@ -128,6 +129,7 @@ def test_a_killed_replica_is_restarted_and_no_request_hangs(model_front) -> None
         'replica="' in metrics
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_a_hung_replica_leaves_the_rotation_and_is_restarted(kaon_home: Path) -> None:
     """A replica whose process is alive but answers nothing (SIGSTOP stands in for a stuck
@@ -157,6 +159,7 @@ def test_a_hung_replica_leaves_the_rotation_and_is_restarted(kaon_home: Path) ->
         _stop(server)
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_requests_in_flight_on_a_killed_replica_get_503_at_once(kaon_home: Path,
                                                                  tmp_path: Path) -> None:
@@ -374,6 +377,7 @@ def test_a_handler_that_raises_fails_only_its_own_request(kaon_home: Path,
     assert codes == [500, 200, 200, 200] * 6
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_ctrl_c_at_a_terminal_drains_without_restarting_replicas(kaon_home: Path,
                                                                  tmp_path: Path) -> None:

@@ -181,6 +181,7 @@ def test_resume_refuses_changed_data(shared_datasets: Path, monkeypatch: pytest.
         resume(run_id)
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(
         shared_datasets: Path, kaon_home: Path, tmp_path: Path) -> None:

@@ -251,6 +251,7 @@ def test_a_test_split_too_small_warns_before_the_search_and_in_the_json(
     assert happened == ["warned", "searched"]  # before any work
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 def test_a_budget_the_portfolio_timing_used_up_is_refused_before_a_study(
         shared_datasets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a busy machine timing the warm-start models can take what the first check left for

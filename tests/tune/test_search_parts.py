@@ -44,6 +44,8 @@ from kaon.tune.study import (
     storage,
 )
 
+pytestmark = pytest.mark.serial  # real trial processes on the wall clock: run alone (Makefile)
+
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 MLP = {"families": ["mlp"], "mlp_width": [16], "mlp_depth": {"low": 1, "high": 1},
        "batch_sizes": [16], "epochs": {"low": 4, "high": 4}}

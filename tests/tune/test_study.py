@@ -36,6 +36,8 @@ from kaon.tune.study import (
     trial_threads,
 )
 
+pytestmark = pytest.mark.serial  # real searches on the wall clock: run alone (Makefile)
+
 TINY = {"families": ["mlp", "cnn"], "mlp_width": [64, 128], "cnn_width": [8],
         "cnn_stages": {"low": 2, "high": 2}, "epochs": {"low": 2, "high": 4},
         "batch_sizes": [32, 64]}
