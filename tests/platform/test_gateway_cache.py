@@ -25,13 +25,13 @@ def test_concurrent_misses_load_once_and_the_value_expires() -> None:
         return f"value-{calls}"
 
     async def scenario() -> tuple[list[str], str, str]:
-        cache = _TTLCache(seconds=0.2)
+        cache = _TTLCache(seconds=1.0)
         callers = [asyncio.ensure_future(cache.get("k", load)) for _ in range(16)]
         await asyncio.sleep(0.05)
         gate.set()
         values = await asyncio.gather(*callers)
         cached = await cache.get("k", load)
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.1)
         return values, cached, await cache.get("k", load)
 
     values, cached, expired = asyncio.run(scenario())

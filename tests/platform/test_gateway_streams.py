@@ -28,6 +28,7 @@ from kaon.db.models import utcnow
 from kaon.platform import auth, gateway, metering
 from kaon.platform.common import period_of
 from kaon.platform.meterlog import MeterWriter
+from kaon.platform.ratelimit import RateLimiter
 from kaon.platform.workspaces import DEFAULT_WORKSPACE, bootstrap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,9 +118,33 @@ def _plans(path: Path, rps: float, burst: int) -> Path:
     return path
 
 
-def _serve(meter: MeterWriter, pool: type[EchoPool] = EchoPool) -> TestClient:
+class SteppedLimiter(RateLimiter):
+    """The real limiter on a clock the test moves, counting the tokens asked of it: a frame
+    dropped over the rate is dropped for certain, however slowly the gateway reads it."""
+
+    def __init__(self) -> None:
+        self.now, self.asked = 0.0, 0
+        super().__init__(clock=lambda: self.now)
+
+    def take(self, key: str, rate: float, burst: int, n: float = 1.0) -> float:
+        self.asked += 1
+        return super().take(key, rate, burst, n)
+
+    def refill_after(self, asked: int) -> None:
+        """Once ``asked`` tokens were asked for (the opening's and one per frame), a second
+        passes: the bucket is full again."""
+        deadline = time.monotonic() + 30
+        while self.asked < asked:
+            assert time.monotonic() < deadline, f"{self.asked} of {asked} tokens asked for"
+            time.sleep(0.01)
+        self.now += 1.0
+
+
+def _serve(meter: MeterWriter, pool: type[EchoPool] = EchoPool,
+           limiter: RateLimiter | None = None) -> TestClient:
     app = FastAPI()
-    app.include_router(gateway.Gateway(Deployments(pool), meter, cache_s=0.0).router())
+    app.include_router(gateway.Gateway(Deployments(pool), meter, limiter=limiter,
+                                       cache_s=0.0).router())
     return TestClient(app)
 
 
@@ -168,11 +193,12 @@ def test_a_drop_oldest_stream_drops_frames_over_the_rate_and_reports_them_in_its
     and every frame is either answered or reported dropped."""
     answered: list[int] = []
     reported: list[int] = []
-    with _serve(meter) as client, \
+    limiter = SteppedLimiter()
+    with _serve(meter, limiter=limiter) as client, \
             client.websocket_connect(DROPPING, headers=_headers(secret)) as ws:
         for i in range(8):  # the bucket holds 2 tokens: most of these are over the rate
             ws.send_bytes(bytes([i]))
-        time.sleep(0.35)  # the bucket refills
+        limiter.refill_after(1 + 8)
         ws.send_bytes(b"\x08")
         while 8 not in answered:
             result = ws.receive_json()
@@ -188,15 +214,16 @@ def test_a_frame_the_model_failed_on_keeps_the_clients_number_and_is_not_billed(
     """A replica answers a frame its model failed on with an error result and goes on; the
     gateway gives it the client's frame number like any result, and does not meter it."""
     results: list[dict[str, object]] = []
-    with _serve(meter, FailingPool) as client, \
+    limiter = SteppedLimiter()
+    with _serve(meter, FailingPool, limiter) as client, \
             client.websocket_connect(DROPPING, headers=_headers(secret)) as ws:
         for _ in range(6):  # over the rate: the replica's numbering falls behind the client's
             ws.send_bytes(b"\x00")
-        time.sleep(0.35)
+        limiter.refill_after(1 + 6)
         ws.send_bytes(b"\x01")  # the client's frame 6
         while not results or "error" not in results[-1]:  # (ends: every frame answered)
             results.append(ws.receive_json())
-        time.sleep(0.15)
+        limiter.refill_after(1 + 7)
         ws.send_bytes(b"\x00")  # frame 7
         results.append(ws.receive_json())
     failed = [r for r in results if "error" in r]

@@ -85,7 +85,7 @@ def test_a_full_batch_is_flushed_without_waiting_for_the_window() -> None:
 def test_the_window_opens_with_the_first_item() -> None:
     async def main() -> list[list[int]]:
         fn = Recorder()
-        batcher = await started(fn, max_batch_size=100, max_wait_ms=400)
+        batcher = await started(fn, max_batch_size=100, max_wait_ms=1_500)
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.05)  # well inside the first item's window
         second = asyncio.ensure_future(batcher.submit(2))

@@ -69,7 +69,7 @@ def test_a_batched_handler_receives_concurrent_requests_as_one_list() -> None:
     sizes: list[int] = []
 
     class Upper(kaon.Service):
-        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
+        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=2_000))
         def shout(self, texts: list[str]) -> list[str]:
             time.sleep(0.05)  # the requests that arrive meanwhile make the next batch
             sizes.append(len(texts))
@@ -89,13 +89,15 @@ def test_a_call_to_an_unbatched_handler_does_not_hold_back_batches() -> None:
 
         @kaon.handler
         def nap(self, seconds: float) -> str:
+            napping_now.set()
             time.sleep(seconds)
             return "rested"
 
+    napping_now = threading.Event()
     with TestClient(create_service_app(Mixed())) as client, ThreadPoolExecutor(1) as pool:
         ready(client)
         napping = pool.submit(client.post, "/nap", json={"seconds": 3})
-        time.sleep(0.5)  # the nap runs
+        assert napping_now.wait(30)  # the nap runs
         started = time.monotonic()
         assert client.post("/shout", json={"texts": "hi"}).json() == "HI"
         assert time.monotonic() - started < 10  # far below the 20 s window
@@ -390,7 +392,7 @@ def test_an_async_batched_handler_receives_concurrent_requests_as_one_list() -> 
     sizes: list[int] = []
 
     class Upper(kaon.Service):
-        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=100))
+        @kaon.handler(batch=kaon.Batch(max_batch_size=8, max_wait_ms=2_000))
         async def shout(self, texts: list[str]) -> list[str]:
             await asyncio.sleep(0.05)  # the requests that arrive meanwhile make the next batch
             sizes.append(len(texts))

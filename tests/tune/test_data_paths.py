@@ -239,7 +239,7 @@ def test_a_test_split_too_small_warns_before_the_search_and_in_the_json(
     monkeypatch.setattr(study, "emit", emit)
     monkeypatch.setattr(study, "_search", no_search)
     result = runner.invoke(app, ["tune", "--data", str(small_npz(tmp_path / "tiny.npz")),
-                                 "--time", "1m", "--json"])
+                                 "--time", "5m", "--json"])  # (no search: room to time)
     assert result.exit_code == 0, result.output
     assert "Warning: The test split of 'tiny' (a 10% hold-out" in result.stderr
     assert "Hint: Give a larger test split" in result.stderr
