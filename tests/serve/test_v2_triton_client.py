@@ -14,6 +14,7 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from kaon.config import reset_settings
 from tests.registry.fixtures import register_tiny
 from tests.serve.test_replicas import _start
 
@@ -23,7 +24,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("kaon-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KAON_HOME", str(home))
+        reset_settings()  # read KAON_HOME now, whatever ran before in this process
         register_tiny("digits")
+    reset_settings()
     server, url = _start(["digits"], Path(home), replicas=1)
     try:
         yield url.removeprefix("http://")
