@@ -11,18 +11,21 @@ Resolution order for ``load_dataset(name, workspace)``:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaon.config import get_settings
-from kaon.data import catalog, formats, store
+from kaon.data import catalog, store
 from kaon.data.catalog import CatalogEntry
-from kaon.data.dataset import Dataset
 from kaon.data.download import download_first
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import DataError, NotFoundError
+
+if TYPE_CHECKING:  # torch: imported when a dataset is loaded, not to list or describe one
+    from kaon.data.dataset import Dataset
 
 # (logical file name, resolved path, mtime_ns, size) for every file a dataset is read from
 Stamp = tuple[tuple[str, str, int, int], ...]
@@ -175,6 +178,9 @@ def _load(kind: str, name: str, entry: CatalogEntry | None, stamp: Stamp) -> Dat
     paths = {logical: Path(path) for logical, path, _, _ in stamp}
     if kind == "imported" or entry is None:
         return store.load_imported(paths[store.META_FILE].parent)
+    from kaon.data import formats
+    from kaon.data.dataset import Dataset
+
     folder = next(iter(paths.values())).parent
     if entry.format == "idx":
         splits = {split: formats.read_idx(paths[images], paths[labels])
@@ -192,5 +198,5 @@ def _load(kind: str, name: str, entry: CatalogEntry | None, stamp: Stamp) -> Dat
 
 def _fresh(cached: Dataset) -> Dataset:
     """A new Dataset object over the cached tensors, so callers can rebind fields freely."""
-    return Dataset(cached.name, dict(cached.splits), list(cached.class_names), cached.source,
-                   dict(cached.meta))
+    return dataclasses.replace(cached, splits=dict(cached.splits),
+                               class_names=list(cached.class_names), meta=dict(cached.meta))

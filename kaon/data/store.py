@@ -18,17 +18,19 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from kaon.config import get_settings
-from kaon.data import catalog, formats
-from kaon.data.dataset import Dataset, Split
+from kaon.data import catalog
 from kaon.db.models import DEFAULT_WORKSPACE
 from kaon.errors import ConfigError, ConflictError, DataError, NotFoundError
 from kaon.names import is_valid_name
+
+if TYPE_CHECKING:  # torch: imported by the functions that read or build images, so that
+    # listing and describing imports (`kaon data list`) loads none
+    from kaon.data.dataset import Dataset, Split
 
 FORMATS = ("auto", "folder", "npz", "idx", "csv")
 DATA_FILE, META_FILE = "data.npz", "meta.json"
@@ -90,6 +92,8 @@ def save_read(name: str, splits: dict[str, Split], class_names: list[str], fmt: 
     target = datasets_root(workspace) / name
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = source or ", ".join(str(p.resolve()) for p in paths)
+    from kaon.data.dataset import Dataset
+
     dataset = Dataset(name, splits, class_names, source=source,
                       meta={"format": fmt, "created_at": created, "origin": "imported"})
     _save(dataset, target, admit, overwrite)
@@ -146,7 +150,7 @@ def _check_two_classes(splits: dict[str, Split], class_names: list[str], path: P
         raise DataError(f"{path}: holds no training images (splits: {', '.join(splits)})",
                         hint="add a train split (an IDX folder: a train-images-idx3-ubyte "
                              "pair beside the t10k one)")
-    present = torch.unique(train.labels).tolist()
+    present = train.labels.unique().tolist()
     if len(present) >= 2:
         return
     raise DataError(f"{path}: only one class ({class_names[present[0]]!r}) has training "
@@ -169,6 +173,8 @@ def detect_format(path: Path) -> str:
 
 def _read(fmt: str, paths: list[Path], label_column: str,
           size: tuple[int, int] | None) -> tuple[dict[str, Split], list[str]]:
+    from kaon.data import formats
+
     if fmt == "folder":
         return formats.read_image_folder(paths[0], size=size)
     if fmt == "csv":
@@ -294,6 +300,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 def load_imported(folder: Path) -> Dataset:
     """Load an imported dataset from its folder."""
+    from kaon.data import formats
+    from kaon.data.dataset import Dataset
+
     meta = read_meta(folder)
     splits = formats.read_npz(folder / DATA_FILE)
     class_names = [str(c) for c in meta["class_names"]]

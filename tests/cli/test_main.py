@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import kaon
 from kaon.errors import ConfigError, UnavailableError
 
@@ -22,13 +24,23 @@ def test_version() -> None:
     assert done.returncode == 0 and done.stdout == f"kaon {kaon.__version__}\n"
 
 
-def test_the_command_its_help_and_the_model_list_load_without_torch(kaon_home: Path) -> None:
-    # torch takes seconds to import: the verbs that need it (to train, serve, read data or
+def test_the_command_its_help_and_the_model_and_data_lists_load_without_torch(
+        kaon_home: Path, tmp_path: Path) -> None:
+    # torch takes seconds to import: the verbs that need it (to train, serve, read images or
     # load a model) load it when they run
-    code = ("import sys; from typer.testing import CliRunner; from kaon.cli.main import app; "
+    from kaon.data import import_dataset
+
+    pixels = np.random.default_rng(0).integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "scans.npz", train_images=pixels, train_labels=np.arange(12) % 2)
+    import_dataset(tmp_path / "scans.npz", "scans")  # a row read from the import's metadata
+    code = ("import json, sys; from typer.testing import CliRunner; "
+            "from kaon.cli.main import app; "
             "assert CliRunner().invoke(app, ['jobs', '--help']).exit_code == 0; "
             "done = CliRunner().invoke(app, ['models', 'list', '--json']); "
             "assert done.exit_code == 0, done.output; "
+            "done = CliRunner().invoke(app, ['data', 'list', '--json']); "
+            "assert done.exit_code == 0, done.output; "
+            "assert 'scans' in [row['name'] for row in json.loads(done.stdout)]; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
     done = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True,
                           timeout=120)
