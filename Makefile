@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff check kaon tests bench examples
 
 # Two passes: the tests that time real processes on the wall clock (marked serial) run alone;
-# the rest run on two workers, a test file per worker (decision 0031). --durations lists the
+# the rest run on two workers, each file's tests on one worker (decision 0031). --durations lists the
 # slowest: CI's target is 20 minutes.
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not serial" --durations=10
