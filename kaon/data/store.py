@@ -88,12 +88,12 @@ def save_read(name: str, splits: dict[str, Split], class_names: list[str], fmt: 
               admit: Callable[[int], None] | None = None) -> Dataset:
     """Save what :func:`read_any` read as the imported dataset ``name`` (the second half of
     :func:`import_dataset`, for a caller that looked at the data first)."""
+    from kaon.data.dataset import Dataset
+
     validate_name(name)
     target = datasets_root(workspace) / name
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = source or ", ".join(str(p.resolve()) for p in paths)
-    from kaon.data.dataset import Dataset
-
     dataset = Dataset(name, splits, class_names, source=source,
                       meta={"format": fmt, "created_at": created, "origin": "imported"})
     _save(dataset, target, admit, overwrite)

@@ -12,11 +12,10 @@ from kaon.cli.main import app
 from kaon.errors import ConfigError, UnavailableError
 from tests.registry.fixtures import register_tiny
 
-pytestmark = pytest.mark.serial  # a measured server: run alone (Makefile)
-
 runner = CliRunner()
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 def test_a_short_run_prints_one_row_per_concurrency_as_json() -> None:
     register_tiny("digits")
     result = runner.invoke(app, ["bench", "serve", "digits:1", "--concurrency", "1,2",

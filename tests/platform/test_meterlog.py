@@ -17,8 +17,6 @@ from kaon.platform.metercommit import one_pass
 from kaon.platform.meterlog import MeterWriter, replay
 from kaon.platform.workspaces import bootstrap
 
-pytestmark = pytest.mark.serial  # kill -9 under load: run alone (Makefile)
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -152,6 +150,7 @@ def test_a_committer_that_dies_is_started_again_and_nothing_is_lost(kaon_home: P
     assert _used() == 20
 
 
+@pytest.mark.serial  # times processes on the wall clock: run alone (Makefile)
 @pytest.mark.slow
 def test_kill_9_under_load_loses_no_2xx_and_counts_none_twice(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "bench"))
