@@ -761,6 +761,27 @@ def trained_epochs(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get("epochs_trained", trial.params.get("epochs", 1)))
 
 
+def time_limited(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial``'s epochs were set by its time, not chosen by the search: a portfolio
+    configuration (its epochs fitted to the trial cap) or a trial shortened to end in time."""
+    return bool(trial.user_attrs.get("warm_start")) or \
+        trained_epochs(trial) < int(trial.params.get("epochs", 0))
+
+
+def retrain_epochs(trial: optuna.trial.FrozenTrial, space: SearchSpace, sizes: dict[str, Any],
+                   left: float) -> int:
+    """The final retrain's epochs: as many as end within ``left`` seconds at ``trial``'s pace
+    (scaled to train + validation, and to the retrain's speed-up on all cores), at least one.
+    At most the epochs the trial trained, unless those were set by its time
+    (:func:`time_limited`): then the space's most, so that time the search left over
+    trains the final model longer (decision 0032)."""
+    per_epoch = max(_fit_seconds(trial) - b.STARTUP_SECONDS, 0.1) / max(
+        trained_epochs(trial), 1) / _speedup(trial, sizes)
+    scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
+    most = space.epochs.high if time_limited(trial) else trained_epochs(trial)
+    return max(1, min(most, int(left / (per_epoch * scale))))
+
+
 def point_name(cfg: TuneConfig, number: int) -> str:
     """The model name of trial ``number`` retrained on its own: ``NAME-tN`` (NAME shortened
     when the whole would pass the 64 characters of a name; never NAME itself, whose versions
@@ -863,12 +884,8 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
     else:
         best = study.best_trial
     raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
-    # the retrain must end inside the budget: cap its epochs by the time that is left
-    per_epoch = max(_fit_seconds(best) - b.STARTUP_SECONDS, 0.1) / max(
-        trained_epochs(best), 1) / _speedup(best, sizes)
-    scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
-    left = budget.deadline - time.monotonic() - b.FINISH_SECONDS
-    raw["epochs"] = max(1, min(raw["epochs"], int(left / (per_epoch * scale))))
+    raw["epochs"] = retrain_epochs(best, cfg.space, sizes,
+                                   budget.deadline - time.monotonic() - b.FINISH_SECONDS)
     # ... and if the estimate was too hopeful (on BreastMNIST a retrain ran 1.65x slower than
     # estimated and the search ended at 1.06 of its budget), the retrain is shortened to end
     # by the budget all the same
@@ -884,7 +901,8 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         if cfg.multi_objective else []
     summary = {"study": study.study_name, "best_trial": best.number,
                "best_value": best.values[0], "best_params": best.params,
-               "retrain_epochs": epochs, "retrain_planned_epochs": raw["epochs"],
+               "trial_epochs": trained_epochs(best), "retrain_epochs": epochs,
+               "retrain_planned_epochs": raw["epochs"],
                "retrain_seconds": round(retrain_seconds, 1), "cv_folds": cfg.folds,
                "robust": cfg.scores_robust, "test": test,
                "pareto": pareto, "trials": counts, "warnings": sizes.get("warnings", [])}

@@ -20,7 +20,14 @@ from kaon.tune.budget import (
     trial_ends_by,
 )
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
-from kaon.tune.study import TuneConfig, adapt, check_trial_time, cv_sizes, trial_cap
+from kaon.tune.study import (
+    TuneConfig,
+    adapt,
+    check_trial_time,
+    cv_sizes,
+    retrain_epochs,
+    trial_cap,
+)
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45),
@@ -256,3 +263,34 @@ def test_class_weights_are_a_dimension_of_the_space_and_reach_the_spec(tmp_path:
 def test_a_trial_ends_its_fits_a_margin_before_it_would_be_killed() -> None:
     assert trial_ends_by(kill_at=1180.0, launched=1000.0) == pytest.approx(1174.6)  # 3%
     assert trial_ends_by(kill_at=1010.0, launched=1000.0) == 1009.0  # at least a second
+
+
+def _finished(epochs: int, fit_seconds: float, **attrs: object) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={"epochs": epochs}, distributions={"epochs": optuna.distributions.IntDistribution(
+            3, 12)}, value=0.9, user_attrs={"fit_seconds": fit_seconds, **attrs})
+
+
+def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> None:
+    # 4 epochs in 40 s of fitting: 10 s an epoch on 900 train images, 11.1 s on train + val
+    # at the trial's pace, 5.6 s at the retrain's speed-up of 2
+    sizes = {"n_train": 900, "n_val": 100, "speedup": {}}
+    space = SearchSpace()
+    chosen = _finished(4, 40.0)  # the search chose 4 epochs: the retrain keeps them
+    assert retrain_epochs(chosen, space, sizes, left=1000.0) == 4
+    assert retrain_epochs(chosen, space, sizes, left=35.0) == 3  # what fits the time left
+    assert retrain_epochs(chosen, space, sizes, left=1.0) == 1  # never none
+    fitted = _finished(4, 40.0, warm_start=True)  # the portfolio's: fitted to the trial cap
+    assert retrain_epochs(fitted, space, sizes, left=100.0) == 9
+    assert retrain_epochs(fitted, space, sizes, left=1000.0) == 12  # the space's most
+    shortened = _finished(6, 40.0, epochs_trained=4)  # planned 6, ended by its time after 4
+    assert retrain_epochs(shortened, space, sizes, left=100.0) == 9
+    assert retrain_epochs(shortened, space, sizes, left=30.0) == 2
+    fast = {**sizes, "speedup": {"cnn": 2.0}}
+    cnn = optuna.trial.create_trial(
+        params={"family": "cnn", "epochs": 4},
+        distributions={"family": optuna.distributions.CategoricalDistribution(["cnn", "mlp"]),
+                       "epochs": optuna.distributions.IntDistribution(3, 12)},
+        value=0.9, user_attrs={"fit_seconds": 40.0, "warm_start": True})
+    assert retrain_epochs(cnn, space, fast, left=100.0) == 12  # 100 s hold 18 at 5.6 s
+    assert retrain_epochs(cnn, space, fast, left=50.0) == 9
