@@ -550,13 +550,22 @@ class _Search:
         self._estimate = self._retrain_estimate()
 
     def _retrain_estimate(self) -> float:
-        """The longest retrain any finished trial would need (the best may still change)."""
+        """The longest retrain any finished trial would need (the best may still change).
+        When the best's epochs were set by its time, the retrain trains it longer: room for
+        the space's most epochs, up to ``RETRAIN_SHARE`` of the budget (decision 0032)."""
         n_train, n_val = int(self.sizes["n_train"]), int(self.sizes["n_val"])
-        done = [b.retrain_estimate(_fit_seconds(t), n_train, n_val, _speedup(t, self.sizes))
-                for t in self.study.get_trials(deepcopy=False,
-                                               states=(optuna.trial.TrialState.COMPLETE,))]
-        return max(done) if done else b.retrain_estimate(
-            b.one_fit(self.trial_cap, self.cfg.folds), n_train, n_val)
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not done:
+            return b.retrain_estimate(b.one_fit(self.trial_cap, self.cfg.folds), n_train, n_val)
+        longest = max(b.retrain_estimate(_fit_seconds(t), n_train, n_val,
+                                         _speedup(t, self.sizes)) for t in done)
+        best = best_of(self.study, self.cfg)
+        if time_limited(best):
+            stretch = self.cfg.space.epochs.high / max(trained_epochs(best), 1)
+            longer = b.retrain_estimate(_fit_seconds(best), n_train, n_val,
+                                        _speedup(best, self.sizes), stretch)
+            longest = max(longest, min(longer, b.RETRAIN_SHARE * self.cfg.time_seconds))
+        return longest
 
     def cutoff(self) -> float:
         """When running trials must stop; moves earlier as longer trials complete."""
@@ -761,6 +770,14 @@ def trained_epochs(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get("epochs_trained", trial.params.get("epochs", 1)))
 
 
+def best_of(study: optuna.Study, cfg: TuneConfig) -> optuna.trial.FrozenTrial:
+    """The finished trial the search retrains: the best, or for ``--multi-objective`` the
+    most accurate point of the Pareto front."""
+    if cfg.multi_objective:
+        return min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
+    return study.best_trial
+
+
 def time_limited(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether ``trial``'s epochs were set by its time, not chosen by the search: a portfolio
     configuration (its epochs fitted to the trial cap) or a trial shortened to end in time."""
@@ -879,10 +896,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
         raise KaonError(f"No trial of {study.study_name} finished within the budget "
                         f"({describe_counts(counts)}).",
                         hint="Give a larger --time or a smaller --space.")
-    if cfg.multi_objective:  # the most accurate point of the front
-        best = min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
-    else:
-        best = study.best_trial
+    best = best_of(study, cfg)
     raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
     raw["epochs"] = retrain_epochs(best, cfg.space, sizes,
                                    budget.deadline - time.monotonic() - b.FINISH_SECONDS)

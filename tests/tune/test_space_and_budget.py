@@ -22,6 +22,7 @@ from kaon.tune.budget import (
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
 from kaon.tune.study import (
     TuneConfig,
+    _Search,
     adapt,
     check_trial_time,
     cv_sizes,
@@ -294,3 +295,32 @@ def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> N
         value=0.9, user_attrs={"fit_seconds": 40.0, "warm_start": True})
     assert retrain_epochs(cnn, space, fast, left=100.0) == 12  # 100 s hold 18 at 5.6 s
     assert retrain_epochs(cnn, space, fast, left=50.0) == 9
+
+
+def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
+    # one fit of 40 s (50 s with the start-up) at 4 epochs, 900 + 100 images: a plain
+    # retrain is 40 * 1000 / 900 * 1.1 = 48.9 s, one of the space's 12 epochs three times that
+    cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=1)
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {}}
+    space = cfg.space.epochs
+    dist = {"epochs": optuna.distributions.IntDistribution(space.low, space.high)}
+
+    def estimate(*trials: optuna.trial.FrozenTrial, total: float = 600) -> float:
+        study = optuna.create_study(direction="maximize")
+        study.add_trials(trials)
+        search = _Search(study, cfg.model_copy(update={"time_seconds": total}), sizes,
+                         Budget(0.0, total), 0.0)
+        return search._retrain_estimate()
+
+    def trial(value: float, **attrs: object) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(params={"epochs": 4}, distributions=dist, value=value,
+                                         user_attrs={"fit_seconds": 40.0, **attrs})
+
+    plain = 40 * 1000 / 900 * 1.1
+    assert estimate(trial(0.9)) == pytest.approx(plain)  # the sampler chose its epochs
+    assert estimate(trial(0.9, warm_start=True)) == pytest.approx(plain * 3)  # 12 of 4
+    assert estimate(trial(0.9, warm_start=True), total=200) == pytest.approx(100)  # half
+    # only the best is trained longer: a time-limited trial behind it needs no more room
+    assert estimate(trial(0.9), trial(0.8, warm_start=True)) == pytest.approx(plain)
+    assert estimate(trial(0.8), trial(0.9, epochs_trained=3)) == pytest.approx(
+        40 * 1000 / 900 * 1.1 * 4)  # shortened to 3: 12 epochs are 4 times its fit
