@@ -21,9 +21,9 @@ TRIAL_SHARE = 0.4  # of the budget, the default cap of one trial
 # finish its schedule on PneumoniaMNIST's three folds in a 10-minute budget (12 epochs took
 # 331 s of the 360; with 240 it had 5 epochs, too few to stand out, decision 0020)
 TRIAL_SHARE_CV = 0.6
-# of the budget, at most kept for a retrain that trains the best trial longer than it trained
-# (its epochs were set by its time, decision 0032): on Fashion-MNIST the portfolio's CNN fits
-# 4 epochs in a trial's share of 2 cores (0.9247 on test), and 8 tested 0.9313
+# of the budget, at most kept for a retrain that trains the best trial longer than it did
+# (its time cut its epochs short, decision 0032): on Fashion-MNIST the portfolio's CNN fits 4
+# epochs in a trial's share of 2 cores (0.9247 on test), and 8 tested 0.9313
 RETRAIN_SHARE = 0.5
 # each later fold of a cross-validated trial: its data, model and run (a whole one-epoch MLP
 # fit of a later fold took 0.05 s on BreastMNIST, 0.2 s on PneumoniaMNIST)
@@ -83,13 +83,20 @@ def one_fit(trial_seconds: float, folds: int) -> float:
     return STARTUP_SECONDS + max(trial_seconds - STARTUP_SECONDS, 0.0) / max(folds, 1)
 
 
+def retrain_seconds(trial_seconds: float, n_train: int, n_val: int,
+                    speedup: float = 1.0) -> float:
+    """The final fit at a trial's epochs: one fit of the trial (``trial_seconds``, start-up
+    included), scaled to train + validation and divided by ``speedup``, how much faster the
+    retrain's threads (all cores) run this model than a trial's did."""
+    return (max(trial_seconds - STARTUP_SECONDS, 1.0) / max(speedup, 1.0)
+            * (n_train + n_val) / max(n_train, 1))
+
+
 def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
                      speedup: float = 1.0, stretch: float = 1.0) -> float:
-    """The final fit sees train + validation: scale a trial's time accordingly. ``speedup``:
-    how much faster the retrain's threads (all cores) run this model than a trial's did;
-    ``stretch``: its epochs against the trial's."""
-    return (max(trial_seconds - STARTUP_SECONDS, 1.0) / max(speedup, 1.0)
-            * (n_train + n_val) / max(n_train, 1) * 1.1 * max(stretch, 1.0))
+    """What the search keeps for the final fit: :func:`retrain_seconds` and a 10% margin,
+    times ``stretch``, its epochs against the trial's (at least 1)."""
+    return retrain_seconds(trial_seconds, n_train, n_val, speedup) * 1.1 * max(stretch, 1.0)
 
 
 def epoch_seconds(seconds_per_image: float, n_train: int, n_val: int) -> float:

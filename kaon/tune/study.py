@@ -550,9 +550,10 @@ class _Search:
         self._estimate = self._retrain_estimate()
 
     def _retrain_estimate(self) -> float:
-        """The longest retrain any finished trial would need (the best may still change).
-        When the best's epochs were set by its time, the retrain trains it longer: room for
-        the space's most epochs, up to ``RETRAIN_SHARE`` of the budget (decision 0032)."""
+        """The longest retrain any finished trial would need at its epochs (the best may
+        still change). When the best's time cut its epochs short, the retrain trains it
+        longer (decision 0032): room for that too, up to ``RETRAIN_SHARE`` of ``--time``, and
+        never so much that the cut-off falls sooner than the cheapest trial from now."""
         n_train, n_val = int(self.sizes["n_train"]), int(self.sizes["n_val"])
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
@@ -560,15 +561,19 @@ class _Search:
         longest = max(b.retrain_estimate(_fit_seconds(t), n_train, n_val,
                                          _speedup(t, self.sizes)) for t in done)
         best = best_of(self.study, self.cfg)
-        if time_limited(best):
-            stretch = self.cfg.space.epochs.high / max(trained_epochs(best), 1)
+        stretch = intended_epochs(best, self.cfg.space) / max(trained_epochs(best), 1)
+        if stretch > 1:
             longer = b.retrain_estimate(_fit_seconds(best), n_train, n_val,
                                         _speedup(best, self.sizes), stretch)
-            longest = max(longest, min(longer, b.RETRAIN_SHARE * self.cfg.time_seconds))
+            ahead = (self.budget.deadline - b.FINISH_SECONDS - time.monotonic()
+                     - self.sizes["min_trial"])
+            longest = max(longest, min(longer, b.RETRAIN_SHARE * self.cfg.time_seconds, ahead))
         return longest
 
     def cutoff(self) -> float:
-        """When running trials must stop; moves earlier as longer trials complete."""
+        """When running trials must stop: earlier as longer trials complete, or as a best
+        that the retrain will train longer does, later when a finished trial's retrain
+        replaces the cautious first estimate or such a best is overtaken."""
         return self.budget.search_cutoff(self._estimate)
 
     def spent(self) -> float:
@@ -770,33 +775,38 @@ def trained_epochs(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get("epochs_trained", trial.params.get("epochs", 1)))
 
 
+def _front_order(t: optuna.trial.FrozenTrial) -> tuple[float, float, int]:
+    """Pareto points most accurate first, then by the second objective."""
+    return -t.values[0], t.values[1], t.number
+
+
 def best_of(study: optuna.Study, cfg: TuneConfig) -> optuna.trial.FrozenTrial:
     """The finished trial the search retrains: the best, or for ``--multi-objective`` the
     most accurate point of the Pareto front."""
-    if cfg.multi_objective:
-        return min(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number))
-    return study.best_trial
+    return min(study.best_trials, key=_front_order) if cfg.multi_objective \
+        else study.best_trial
 
 
-def time_limited(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether ``trial``'s epochs were set by its time, not chosen by the search: a portfolio
-    configuration (its epochs fitted to the trial cap) or a trial shortened to end in time."""
-    return bool(trial.user_attrs.get("warm_start")) or \
-        trained_epochs(trial) < int(trial.params.get("epochs", 0))
+def intended_epochs(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> int:
+    """The epochs ``trial`` was to train given time: its sampled ones, or the space's most
+    for a portfolio configuration, whose epochs are as many as fit the trial cap."""
+    if trial.user_attrs.get("warm_start"):
+        return space.epochs.high
+    return int(trial.params.get("epochs", 1))
 
 
 def retrain_epochs(trial: optuna.trial.FrozenTrial, space: SearchSpace, sizes: dict[str, Any],
                    left: float) -> int:
-    """The final retrain's epochs: as many as end within ``left`` seconds at ``trial``'s pace
-    (scaled to train + validation, and to the retrain's speed-up on all cores), at least one.
-    At most the epochs the trial trained, unless those were set by its time
-    (:func:`time_limited`): then the space's most, so that time the search left over
-    trains the final model longer (decision 0032)."""
-    per_epoch = max(_fit_seconds(trial) - b.STARTUP_SECONDS, 0.1) / max(
-        trained_epochs(trial), 1) / _speedup(trial, sizes)
-    scale = (sizes["n_train"] + sizes["n_val"]) / max(sizes["n_train"], 1)
-    most = space.epochs.high if time_limited(trial) else trained_epochs(trial)
-    return max(1, min(most, int(left / (per_epoch * scale))))
+    """The final retrain's epochs: as many as end within ``left`` seconds at ``trial``'s
+    pace (:func:`kaon.tune.budget.retrain_seconds`), at least one, and at most those it was
+    to train (:func:`intended_epochs`): a trial whose time cut its epochs short (the
+    portfolio's, or one shortened to end in time) trains longer when the time is there
+    (decision 0032)."""
+    trained = max(trained_epochs(trial), 1)
+    per_epoch = b.retrain_seconds(_fit_seconds(trial), int(sizes["n_train"]),
+                                  int(sizes["n_val"]), _speedup(trial, sizes)) / trained
+    most = max(trained, intended_epochs(trial, space))
+    return max(1, min(most, int(left / per_epoch)))
 
 
 def point_name(cfg: TuneConfig, number: int) -> str:
@@ -818,7 +828,7 @@ def pareto_front(study: optuna.Study, cfg: TuneConfig, test_fraction: float | No
     registered as ``NAME-tN``) is saved as ``folder/trial-N.yaml`` for ``kaon train``."""
     folder.mkdir(parents=True, exist_ok=True)
     points = []
-    for t in sorted(study.best_trials, key=lambda t: (-t.values[0], t.values[1], t.number)):
+    for t in sorted(study.best_trials, key=_front_order):
         path = folder / f"trial-{t.number}.yaml"
         point = {"trial": t.number, cfg.objective: t.values[0], second_key(cfg): t.values[1],
                  "family": t.params.get("family"), "epochs": trained_epochs(t),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -284,8 +285,8 @@ def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> N
     fitted = _finished(4, 40.0, warm_start=True)  # the portfolio's: fitted to the trial cap
     assert retrain_epochs(fitted, space, sizes, left=100.0) == 9
     assert retrain_epochs(fitted, space, sizes, left=1000.0) == 12  # the space's most
-    shortened = _finished(6, 40.0, epochs_trained=4)  # planned 6, ended by its time after 4
-    assert retrain_epochs(shortened, space, sizes, left=100.0) == 9
+    shortened = _finished(6, 40.0, epochs_trained=4)  # sampled 6, ended by its time after 4
+    assert retrain_epochs(shortened, space, sizes, left=100.0) == 6  # the sampler's, no more
     assert retrain_epochs(shortened, space, sizes, left=30.0) == 2
     fast = {**sizes, "speedup": {"cnn": 2.0}}
     cnn = optuna.trial.create_trial(
@@ -305,11 +306,12 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     space = cfg.space.epochs
     dist = {"epochs": optuna.distributions.IntDistribution(space.low, space.high)}
 
-    def estimate(*trials: optuna.trial.FrozenTrial, total: float = 600) -> float:
+    def estimate(*trials: optuna.trial.FrozenTrial, total: float = 600,
+                 spent: float = 0.0) -> float:
         study = optuna.create_study(direction="maximize")
         study.add_trials(trials)
         search = _Search(study, cfg.model_copy(update={"time_seconds": total}), sizes,
-                         Budget(0.0, total), 0.0)
+                         Budget(time.monotonic() - spent, total), 0.0)
         return search._retrain_estimate()
 
     def trial(value: float, **attrs: object) -> optuna.trial.FrozenTrial:
@@ -322,5 +324,8 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     assert estimate(trial(0.9, warm_start=True), total=200) == pytest.approx(100)  # half
     # only the best is trained longer: a time-limited trial behind it needs no more room
     assert estimate(trial(0.9), trial(0.8, warm_start=True)) == pytest.approx(plain)
-    assert estimate(trial(0.8), trial(0.9, epochs_trained=3)) == pytest.approx(
-        40 * 1000 / 900 * 1.1 * 4)  # shortened to 3: 12 epochs are 4 times its fit
+    # sampled 4 epochs, shortened to 3 by its time: its fit of 3 epochs, times 4 / 3
+    assert estimate(trial(0.8), trial(0.9, epochs_trained=3)) == pytest.approx(plain * 4 / 3)
+    # never so much that the cut-off falls sooner than the cheapest trial (1 s) from now:
+    # 500 s spent of 600, 5 s to finish
+    assert estimate(trial(0.9, warm_start=True), spent=500) == pytest.approx(94, abs=0.5)
