@@ -908,6 +908,7 @@ def _finish(study: optuna.Study, cfg: TuneConfig, search: _Search, sizes: dict[s
                         hint="Give a larger --time or a smaller --space.")
     best = best_of(study, cfg)
     raw = retrain_spec(cfg, best, sizes.get("test_fraction"))
+    # the retrain must end inside the budget: its epochs are as many as the time left holds
     raw["epochs"] = retrain_epochs(best, cfg.space, sizes,
                                    budget.deadline - time.monotonic() - b.FINISH_SECONDS)
     # ... and if the estimate was too hopeful (on BreastMNIST a retrain ran 1.65x slower than
