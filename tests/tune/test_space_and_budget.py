@@ -267,10 +267,17 @@ def test_a_trial_ends_its_fits_a_margin_before_it_would_be_killed() -> None:
     assert trial_ends_by(kill_at=1010.0, launched=1000.0) == 1009.0  # at least a second
 
 
-def _finished(epochs: int, fit_seconds: float, **attrs: object) -> optuna.trial.FrozenTrial:
-    return optuna.trial.create_trial(
-        params={"epochs": epochs}, distributions={"epochs": optuna.distributions.IntDistribution(
-            3, 12)}, value=0.9, user_attrs={"fit_seconds": fit_seconds, **attrs})
+def _finished(epochs: int = 4, fit_seconds: float = 40.0, value: float = 0.9,
+              family: str | None = None, **attrs: object) -> optuna.trial.FrozenTrial:
+    """A complete trial of the default space's epochs (and a model family, if given)."""
+    params: dict[str, object] = {"epochs": epochs}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        "epochs": optuna.distributions.IntDistribution(3, 12)}
+    if family:
+        params["family"] = family
+        dists["family"] = optuna.distributions.CategoricalDistribution(["cnn", "mlp"])
+    return optuna.trial.create_trial(params=params, distributions=dists, value=value,
+                                     user_attrs={"fit_seconds": fit_seconds, **attrs})
 
 
 def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> None:
@@ -289,11 +296,7 @@ def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> N
     assert retrain_epochs(shortened, space, sizes, left=100.0) == 6  # the sampler's, no more
     assert retrain_epochs(shortened, space, sizes, left=30.0) == 2
     fast = {**sizes, "speedup": {"cnn": 2.0}}
-    cnn = optuna.trial.create_trial(
-        params={"family": "cnn", "epochs": 4},
-        distributions={"family": optuna.distributions.CategoricalDistribution(["cnn", "mlp"]),
-                       "epochs": optuna.distributions.IntDistribution(3, 12)},
-        value=0.9, user_attrs={"fit_seconds": 40.0, "warm_start": True})
+    cnn = _finished(4, 40.0, family="cnn", warm_start=True)
     assert retrain_epochs(cnn, space, fast, left=100.0) == 12  # 100 s hold 18 at 5.6 s
     assert retrain_epochs(cnn, space, fast, left=50.0) == 9
 
@@ -303,8 +306,6 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     # retrain is 40 * 1000 / 900 * 1.1 = 48.9 s, one of the space's 12 epochs three times that
     cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=1)
     sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {}}
-    space = cfg.space.epochs
-    dist = {"epochs": optuna.distributions.IntDistribution(space.low, space.high)}
 
     def estimate(*trials: optuna.trial.FrozenTrial, total: float = 600,
                  spent: float = 0.0) -> float:
@@ -315,8 +316,7 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
         return search._retrain_estimate()
 
     def trial(value: float, **attrs: object) -> optuna.trial.FrozenTrial:
-        return optuna.trial.create_trial(params={"epochs": 4}, distributions=dist, value=value,
-                                         user_attrs={"fit_seconds": 40.0, **attrs})
+        return _finished(value=value, **attrs)  # 4 epochs in 40 s
 
     plain = 40 * 1000 / 900 * 1.1
     assert estimate(trial(0.9)) == pytest.approx(plain)  # the sampler chose its epochs
