@@ -86,10 +86,12 @@ def one_fit(trial_seconds: float, folds: int) -> float:
 def retrain_seconds(trial_seconds: float, n_train: int, n_val: int,
                     speedup: float = 1.0) -> float:
     """The final fit at a trial's epochs: one fit of the trial (``trial_seconds``, start-up
-    included), scaled to train + validation and divided by ``speedup``, how much faster the
-    retrain's threads (all cores) run this model than a trial's did."""
+    included), divided by ``speedup``, how much faster the retrain's threads (all cores) run
+    this model than a trial's did, and scaled from the trial's epoch (training steps on
+    ``n_train`` images, a validation pass over ``n_val``, :func:`epoch_seconds`) to the
+    retrain's (steps on both, no validation)."""
     return (max(trial_seconds - STARTUP_SECONDS, 1.0) / max(speedup, 1.0)
-            * (n_train + n_val) / max(n_train, 1))
+            * (n_train + n_val) / max(n_train + n_val / 3, 1))
 
 
 def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
@@ -97,6 +99,15 @@ def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
     """What the search keeps for the final fit: :func:`retrain_seconds` and a 10% margin,
     times ``stretch``, its epochs against the trial's (at least 1)."""
     return retrain_seconds(trial_seconds, n_train, n_val, speedup) * 1.1 * max(stretch, 1.0)
+
+
+def measured_speedup(fit_seconds: float, epochs: int, all_cores: float, n_train: int,
+                     n_val: int) -> float:
+    """How much faster the retrain runs a model than a trial did, from the trial's real fit
+    (``fit_seconds`` for ``epochs``, another trial sharing the cores) against one of its
+    epochs at ``all_cores``, the model's seconds per image timed on all cores, alone."""
+    alone = epoch_seconds(all_cores, n_train, n_val) * max(epochs, 1)
+    return fit_seconds / max(alone, 1e-9)
 
 
 def epoch_seconds(seconds_per_image: float, n_train: int, n_val: int) -> float:

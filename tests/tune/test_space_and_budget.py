@@ -10,16 +10,23 @@ import pytest
 
 from kaon.errors import ConfigError
 from kaon.nn.spec import parse_spec
+from kaon.tune import study as study_module
 from kaon.tune.budget import (
+    EPOCH_OVERHEAD,
+    STARTUP_SECONDS,
     Budget,
     check_feasible,
+    epoch_seconds,
     fitted_epochs,
     format_duration,
+    measured_speedup,
     one_fit,
     parse_duration,
     retrain_estimate,
+    retrain_seconds,
     trial_ends_by,
 )
+from kaon.tune.runner import Outcome
 from kaon.tune.space import SearchSpace, load_space, portfolio, suggest, to_spec
 from kaon.tune.study import (
     TuneConfig,
@@ -80,8 +87,21 @@ def test_the_search_stops_early_enough_for_the_retrain() -> None:
     assert not budget.may_launch(now=210.0, retrain_estimate=60.0, min_trial=30.0)
 
 
-def test_the_retrain_estimate_scales_with_the_validation_images() -> None:
-    assert retrain_estimate(110.0, n_train=900, n_val=100) == pytest.approx(100 * 1000 / 900 * 1.1)
+def test_the_retrain_estimate_trains_on_the_validation_images_and_validates_on_none() -> None:
+    # a trial's epoch: steps on 900 images and a pass over 100 (a third of a step each); the
+    # retrain's: steps on all 1000
+    assert retrain_estimate(110.0, n_train=900, n_val=100) == pytest.approx(
+        100 * 1000 / (900 + 100 / 3) * 1.1)
+
+
+def test_the_speedup_measured_from_a_trial_is_its_fit_against_one_on_all_cores() -> None:
+    # 4 epochs of 900 steps and 100 validation images at 1 ms an image on all cores: 4.48 s
+    alone = epoch_seconds(1e-3, 900, 100) * 4
+    assert alone == pytest.approx(4 * 1e-3 * (900 + 100 / 3) * EPOCH_OVERHEAD)
+    assert measured_speedup(2 * alone, 4, 1e-3, 900, 100) == pytest.approx(2.0)
+    # the retrain estimate it gives is the model's epochs on all cores, train + validation
+    per_epoch = retrain_seconds(STARTUP_SECONDS + 2 * alone, 900, 100, 2.0) / 4
+    assert per_epoch == pytest.approx(1e-3 * 1000 * EPOCH_OVERHEAD)
 
 
 def test_the_retrain_estimate_divides_by_the_retrains_speedup_never_multiplies() -> None:
@@ -281,8 +301,8 @@ def _finished(epochs: int = 4, fit_seconds: float = 40.0, value: float = 0.9,
 
 
 def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> None:
-    # 4 epochs in 40 s of fitting: 10 s an epoch on 900 train images, 11.1 s on train + val
-    # at the trial's pace, 5.6 s at the retrain's speed-up of 2
+    # 4 epochs in 40 s of fitting: 10 s an epoch (900 train images, 100 validated), 10.7 s
+    # on train + val without validation at the trial's pace, 5.4 s at a speed-up of 2
     sizes = {"n_train": 900, "n_val": 100, "speedup": {}}
     space = SearchSpace()
     chosen = _finished(4, 40.0)  # the search chose 4 epochs: the retrain keeps them
@@ -297,13 +317,14 @@ def test_the_retrain_trains_longer_only_a_trial_whose_epochs_its_time_set() -> N
     assert retrain_epochs(shortened, space, sizes, left=30.0) == 2
     fast = {**sizes, "speedup": {"cnn": 2.0}}
     cnn = _finished(4, 40.0, family="cnn", warm_start=True)
-    assert retrain_epochs(cnn, space, fast, left=100.0) == 12  # 100 s hold 18 at 5.6 s
+    assert retrain_epochs(cnn, space, fast, left=100.0) == 12  # 100 s hold 18 at 5.4 s
     assert retrain_epochs(cnn, space, fast, left=50.0) == 9
 
 
 def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     # one fit of 40 s (50 s with the start-up) at 4 epochs, 900 + 100 images: a plain
-    # retrain is 40 * 1000 / 900 * 1.1 = 48.9 s, one of the space's 12 epochs three times that
+    # retrain is 40 * 1000 / (900 + 100 / 3) * 1.1 = 47.1 s, one of the space's 12 epochs
+    # three times that
     cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=1)
     sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {}}
 
@@ -318,7 +339,7 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     def trial(value: float, **attrs: object) -> optuna.trial.FrozenTrial:
         return _finished(value=value, **attrs)  # 4 epochs in 40 s
 
-    plain = 40 * 1000 / 900 * 1.1
+    plain = 40 * 1000 / (900 + 100 / 3) * 1.1
     assert estimate(trial(0.9)) == pytest.approx(plain)  # the sampler chose its epochs
     assert estimate(trial(0.9, warm_start=True)) == pytest.approx(plain * 3)  # 12 of 4
     assert estimate(trial(0.9, warm_start=True), total=200) == pytest.approx(100)  # half
@@ -329,3 +350,36 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     # never so much that the cut-off falls sooner than the cheapest trial (1 s) from now:
     # 500 s spent of 600, 5 s to finish
     assert estimate(trial(0.9, warm_start=True), spent=500) == pytest.approx(94, abs=0.5)
+
+
+def test_a_completed_portfolio_trial_sets_its_familys_retrain_speedup(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 cores, a trial on 1; the timings before the search: a speed-up of 1.2, and 1 ms an
+    # image on all cores
+    monkeypatch.setattr(study_module, "usable_cores", lambda: 2)
+    cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=2)
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {"cnn": 1.2},
+             "all_cores": {"cnn": 1e-3}}
+    study = optuna.create_study(direction="maximize")
+    search = _Search(study, cfg, sizes, Budget(time.monotonic(), 600), 0.0)
+    alone = epoch_seconds(1e-3, 900, 100) * 4  # its 4 epochs on all cores, alone
+
+    def told(state: str, fit_seconds: float, warm: bool, **info: object) -> float:
+        study.enqueue_trial({"family": "cnn", "epochs": 4},
+                            user_attrs={"warm_start": True} if warm else {})
+        trial = study.ask()
+        trial.suggest_categorical("family", ["cnn", "mlp"])
+        trial.suggest_int("epochs", 3, 12)
+        outcome = Outcome(state, 0.9, 4, info={"fit_seconds": fit_seconds, **info})
+        search._tell(trial, outcome)
+        search._calibrate(trial, outcome)
+        return float(sizes["speedup"]["cnn"])
+
+    assert told("complete", 3 * alone, warm=False) == 1.2  # a sampled model: not timed
+    assert told("timeout", 3 * alone, warm=True) == 1.2  # no whole fit to go by
+    assert told("complete", 3 * alone, warm=True) == pytest.approx(3.0, abs=1e-3)
+    assert study.user_attrs["speedup"] == {"cnn": pytest.approx(3.0, abs=1e-3)}  # --resume
+    assert told("complete", 0.5 * alone, warm=True) == 1.0  # never slower than a trial
+    assert told("complete", 9 * alone, warm=True) == 4.0  # at most 2 x cores / threads
+    # shortened by its time to 2 epochs: 2 epochs' fit
+    assert told("complete", alone, warm=True, epochs_trained=2) == pytest.approx(2.0, abs=1e-3)
