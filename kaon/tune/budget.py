@@ -110,6 +110,12 @@ def measured_speedup(fit_seconds: float, epochs: int, all_cores: float, n_train:
     return fit_seconds / max(alone, 1e-9)
 
 
+def clamp_speedup(speedup: float, most: float) -> float:
+    """A retrain speed-up as the search keeps it: at least 1 (the retrain is never budgeted
+    slower than a trial), at most ``most``, to 3 decimals."""
+    return round(max(1.0, min(speedup, most)), 3)
+
+
 def epoch_seconds(seconds_per_image: float, n_train: int, n_val: int) -> float:
     """One epoch: training steps on ``n_train`` images, plus validation (a forward pass, about
     a third of a step) on ``n_val``, plus overhead."""
