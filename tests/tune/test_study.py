@@ -137,14 +137,13 @@ def test_search_registers_the_best_model_with_its_study_within_the_budget(
     assert 1 <= summary["retrain_epochs"] <= summary["retrain_planned_epochs"]
     assert 0 < summary["retrain_seconds"] < 55
     assert info.spec["epochs"] == summary["retrain_epochs"]
+    study = optuna.load_study(study_name=result.study, storage=storage())
     # the speed-up its plan used is the study's for that family: measured once the family's
     # portfolio trial completed, kept for --resume with the all-core timings
-    study_attrs = optuna.load_study(study_name=result.study, storage=storage()).user_attrs
     family = summary["best_params"]["family"]
-    assert summary["retrain_speedup"] == study_attrs["speedup"].get(family, 1.0) >= 1.0
-    assert set(study_attrs["all_cores"]) <= {"cnn", "mlp"}  # the portfolio (TINY: no ResNet)
+    assert summary["retrain_speedup"] == study.user_attrs["speedup"].get(family, 1.0) >= 1.0
+    assert set(study.user_attrs["all_cores"]) <= {"cnn", "mlp"}  # TINY's portfolio: no ResNet
     # 78 validation images: every finished trial was scored by 3-fold cross-validation
-    study = optuna.load_study(study_name=result.study, storage=storage())
     assert study.trials[0].user_attrs["warm_start"]  # the portfolio went first
     best = study.best_trial
     folds = best.user_attrs["folds"]
