@@ -649,14 +649,14 @@ class _Search:
             return  # failed: left running; --resume fails it as killed with its search
         with self.lock:
             self._tell(trial, outcome)
-            self._measure_speedup(trial, outcome)
+            self._measure_speedup(trial, outcome, warm)
             self._estimate = self._retrain_estimate()
             self.study.set_user_attr("spent", self.spent())
             if self.log_trials:
                 print(_trial_line(trial, outcome.value, self.cfg.objective),
                       file=sys.stderr, flush=True)
 
-    def _measure_speedup(self, trial: optuna.Trial, outcome: Outcome) -> None:
+    def _measure_speedup(self, trial: optuna.Trial, outcome: Outcome, warm: bool) -> None:
         """A portfolio trial that completed sets its family's retrain speed-up from its real
         fit against its model timed on all cores (decision 0033). The two timings before the
         search leave out that trials share the cores: on PneumoniaMNIST the ResNet's retrain
@@ -665,8 +665,8 @@ class _Search:
         the cores' ratio (2.67 measured on BreastMNIST, 2 cores)."""
         family = trial.params.get("family")
         all_cores = self.sizes.get("all_cores", {}).get(family)
-        if not (all_cores and outcome.state == "complete" and "fit_seconds" in outcome.info
-                and trial.user_attrs.get("warm_start")):
+        if not (warm and all_cores and outcome.state == "complete"
+                and "fit_seconds" in outcome.info):
             return
         epochs = int(outcome.info.get("epochs_trained") or trial.params["epochs"])
         measured = b.measured_speedup(float(outcome.info["fit_seconds"]), epochs, all_cores,

@@ -373,7 +373,7 @@ def test_a_completed_portfolio_trial_sets_its_familys_retrain_speedup(
         trial.suggest_int("epochs", 3, 12)
         outcome = Outcome(state, 0.9, 4, info={"fit_seconds": fit_seconds, **info})
         search._tell(trial, outcome)
-        search._measure_speedup(trial, outcome)
+        search._measure_speedup(trial, outcome, warm)
         return float(sizes["speedup"]["cnn"])
 
     assert told("complete", 3 * alone, warm=False) == 1.2  # a sampled model: not timed
