@@ -353,6 +353,27 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     assert estimate(trial(0.9, warm_start=True), spent=500) == pytest.approx(94, abs=0.5)
 
 
+def test_the_search_keeps_the_retrain_of_the_best_and_of_the_running_trials_families() -> None:
+    # 4 epochs in fits of 40 s (the best, a CNN) and 120 s (an MLP behind it): plain
+    # retrains of 47.1 s and three times that (decision 0034)
+    cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=2)
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {}}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([_finished(value=0.9, family="cnn"),
+                      _finished(value=0.8, fit_seconds=120.0, family="mlp")])
+    search = _Search(study, cfg, sizes, Budget(time.monotonic(), 600), 0.0)
+    best = 40 * 1000 / (900 + 100 / 3) * 1.1
+    assert search._retrain_estimate() == pytest.approx(best)  # the MLP behind: never retrained
+    search.active = {7: ("mlp", 4)}  # a running MLP may finish as the best, as slow
+    assert search._retrain_estimate() == pytest.approx(best * 3)
+    search.active = {7: ("mlp", 2)}  # ... at its own epochs
+    assert search._retrain_estimate() == pytest.approx(best * 1.5)
+    search.active = {7: ("cnn", 4), 8: ("mlp", 1)}
+    assert search._retrain_estimate() == pytest.approx(best)
+    search.active = {7: ("resnet", 4)}  # no ResNet has finished: the longest of any family
+    assert search._retrain_estimate() == pytest.approx(best * 3)
+
+
 def test_a_completed_portfolio_trial_sets_its_familys_retrain_speedup(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # 2 cores, a trial on 1; the timings before the search: a speed-up of 1.2, and 1 ms an
