@@ -101,6 +101,23 @@ def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
     return retrain_seconds(trial_seconds, n_train, n_val, speedup) * 1.1 * max(stretch, 1.0)
 
 
+def retrain_per_trial_second(n_train: int, n_val: int, folds: int, speedup: float) -> float:
+    """The seconds of retrain each second of a trial's fitting stands for: it made ``folds``
+    fits (the retrain makes one) at a trial's pace (the retrain's is ``speedup`` times
+    faster), :func:`retrain_estimate` of one fit."""
+    return retrain_estimate(STARTUP_SECONDS + 1.0, n_train, n_val, speedup) / max(folds, 1)
+
+
+def own_cutoff(launched: float, deadline: float, per_second: float) -> float:
+    """The latest a trial launched at ``launched`` may end for its own retrain to fit before
+    ``deadline`` (less ``FINISH_SECONDS``), should it finish as the best: its time ``D`` holds
+    a start-up and fits that the retrain repeats at ``per_second``
+    (:func:`retrain_per_trial_second`), so ``launched + D + per_second * (D - start-up)``
+    must not pass it."""
+    room = deadline - FINISH_SECONDS - launched
+    return launched + (room + per_second * STARTUP_SECONDS) / (1 + per_second)
+
+
 def measured_speedup(fit_seconds: float, epochs: int, all_cores: float, n_train: int,
                      n_val: int) -> float:
     """How much faster the retrain runs a model than a trial did, from the trial's real fit

@@ -545,8 +545,6 @@ class _Search:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)  # a trial ended: the cutoff may move
         self.running = 0
-        # the running trials' model families and epochs, by number
-        self.active: dict[int, tuple[Any, int]] = {}
         self.stop = threading.Event()
         self.log_trials = False
         self.trial_cap = trial_cap(cfg, sizes)
@@ -556,46 +554,38 @@ class _Search:
         self._estimate = self._retrain_estimate()
 
     def _retrain_estimate(self) -> float:
-        """What the search keeps for the final retrain (decision 0034): the best's, and for
-        each running trial, which may still finish as the best, its epochs at the slowest
-        pace per epoch of a finished trial of its model family (for a family none has
-        finished yet, the longest retrain of any). A finished trial behind the best is never
-        retrained: before, its retrain was kept too, and BreastMNIST searches kept 30 s for
-        the portfolio's ResNet against the best CNN's 8-17 s and ended at 0.885 of their
-        budget. When the best's time cut its epochs short, the retrain trains it longer
-        (decision 0032): room for that too, up to ``RETRAIN_SHARE`` of ``--time``, and never
-        so much that the cut-off falls sooner than the cheapest trial from now."""
+        """What the search keeps for the best trial's retrain (decision 0034: a finished trial
+        behind the best is never retrained, and a running trial keeps room for its own,
+        :meth:`own_cutoff`). When the best's time cut its epochs short, the retrain trains it
+        longer (decision 0032): room for that too, up to ``RETRAIN_SHARE`` of ``--time``, and
+        never so much that the cut-off falls sooner than the cheapest trial from now."""
         n_train, n_val = int(self.sizes["n_train"]), int(self.sizes["n_val"])
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
             return b.retrain_estimate(b.one_fit(self.trial_cap, self.cfg.folds), n_train, n_val)
-
-        def estimate(t: optuna.trial.FrozenTrial, stretch: float = 1.0) -> float:
-            return b.retrain_estimate(_fit_seconds(t), n_train, n_val, _speedup(t, self.sizes),
-                                      stretch)
-
-        per_epoch: dict[Any, float] = {}
-        for t in done:
-            family = t.params.get("family")
-            per_epoch[family] = max(per_epoch.get(family, 0.0),
-                                    estimate(t) / max(trained_epochs(t), 1))
-        longest = max(estimate(t) for t in done)
         best = best_of(self.study, self.cfg)
-        keep = max([estimate(best)] + [per_epoch[f] * epochs if f in per_epoch else longest
-                                       for f, epochs in self.active.values()])
+        plain = b.retrain_estimate(_fit_seconds(best), n_train, n_val, _speedup(best, self.sizes))
         stretch = intended_epochs(best, self.cfg.space) / max(trained_epochs(best), 1)
-        if stretch > 1:
-            ahead = (self.budget.deadline - b.FINISH_SECONDS - time.monotonic()
-                     - self.sizes["min_trial"])
-            keep = max(keep, min(estimate(best, stretch),
-                                 b.RETRAIN_SHARE * self.cfg.time_seconds, ahead))
-        return keep
+        if stretch <= 1:
+            return plain
+        ahead = (self.budget.deadline - b.FINISH_SECONDS - time.monotonic()
+                 - self.sizes["min_trial"])
+        return max(plain, min(plain * stretch, b.RETRAIN_SHARE * self.cfg.time_seconds, ahead))
 
     def cutoff(self) -> float:
-        """When running trials must stop: earlier as a best with a longer retrain completes,
-        or a trial of a family with one starts, later when a finished trial's retrain replaces
-        the cautious first estimate, or such a best is overtaken or such a trial ends."""
+        """When running trials must stop for the best's retrain: earlier as a best with a
+        longer retrain completes, later when a finished trial's retrain replaces the cautious
+        first estimate, or a best that the retrain will train longer is overtaken."""
         return self.budget.search_cutoff(self._estimate)
+
+    def own_cutoff(self, launched: float, family: str | None) -> float:
+        """The latest a trial launched at ``launched`` may end so that its own retrain, should
+        it finish as the best, still fits (:func:`kaon.tune.budget.own_cutoff`): the longer
+        it runs, the longer that retrain."""
+        pace = b.retrain_per_trial_second(int(self.sizes["n_train"]), int(self.sizes["n_val"]),
+                                          self.cfg.folds,
+                                          float(self.sizes.get("speedup", {}).get(family, 1.0)))
+        return b.own_cutoff(launched, self.budget.deadline, pace)
 
     def spent(self) -> float:
         return self.spent_before + time.monotonic() - self.budget.start
@@ -629,16 +619,10 @@ class _Search:
             finally:
                 with self.changed:
                     self.running -= 1
-                    if self.active.pop(trial.number, None) is not None:  # failed or killed
-                        self._estimate = self._retrain_estimate()
                     self.changed.notify_all()
 
     def _run(self, trial: optuna.Trial, launched: float) -> None:
         choice = suggest(trial, self.cfg.space)
-        with self.lock:  # it may finish as the best: the search keeps room for its retrain
-            self.active[trial.number] = (trial.params.get("family"),
-                                         int(trial.params.get("epochs", 1)))
-            self._estimate = self._retrain_estimate()
         spec = to_spec(f"{self.cfg.name}-trial", self.cfg.dataset, choice, self.cfg.seed)
         spec["data"]["test_fraction"] = self.sizes.get("test_fraction")
         job = {"spec": spec, "objective": self.cfg.objective, "threads": self.threads,
@@ -649,12 +633,13 @@ class _Search:
         # must not end them (under Hyperband most ResNets fell at the first rung, decision 0020)
         warm = bool(trial.user_attrs.get("warm_start"))
         cap = launched + self.trial_cap
+        family = trial.params.get("family")
         # its fits are shortened to end in time, rather than the trial killed with nothing
         # (the portfolio's ResNet, its epochs fitted to the cap, ran past it at 2 of 3
         # BreastMNIST seeds); when the cutoff moves (a longer trial finished, and the
         # retrain will take longer), the trial is told its new end as it runs
         def kill_at() -> float:
-            return min(cap, self.cutoff())
+            return min(cap, self.cutoff(), self.own_cutoff(launched, family))
 
         def ends_by() -> float:
             return b.trial_ends_by(kill_at(), launched)
@@ -673,7 +658,6 @@ class _Search:
         with self.lock:
             self._tell(trial, outcome)
             self._measure_speedup(trial, outcome, warm)
-            del self.active[trial.number]
             self._estimate = self._retrain_estimate()
             self.study.set_user_attr("spent", self.spent())
             if self.log_trials:

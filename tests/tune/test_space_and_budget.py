@@ -13,6 +13,7 @@ from kaon.nn.spec import parse_spec
 from kaon.tune import study as study_module
 from kaon.tune.budget import (
     EPOCH_OVERHEAD,
+    FINISH_SECONDS,
     STARTUP_SECONDS,
     Budget,
     check_feasible,
@@ -21,8 +22,10 @@ from kaon.tune.budget import (
     format_duration,
     measured_speedup,
     one_fit,
+    own_cutoff,
     parse_duration,
     retrain_estimate,
+    retrain_per_trial_second,
     retrain_seconds,
     trial_ends_by,
 )
@@ -353,25 +356,39 @@ def test_the_search_keeps_room_to_train_a_time_limited_best_longer() -> None:
     assert estimate(trial(0.9, warm_start=True), spent=500) == pytest.approx(94, abs=0.5)
 
 
-def test_the_search_keeps_the_retrain_of_the_best_and_of_the_running_trials_families() -> None:
+def test_the_search_keeps_the_best_trials_retrain_and_no_other_finished_trials() -> None:
     # 4 epochs in fits of 40 s (the best, a CNN) and 120 s (an MLP behind it): plain
-    # retrains of 47.1 s and three times that (decision 0034)
+    # retrains of 47.1 s and three times that; the MLP's is never run (decision 0034)
     cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=2)
-    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {}}
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {"cnn": 2.0}}
     study = optuna.create_study(direction="maximize")
     study.add_trials([_finished(value=0.9, family="cnn"),
                       _finished(value=0.8, fit_seconds=120.0, family="mlp")])
-    search = _Search(study, cfg, sizes, Budget(time.monotonic(), 600), 0.0)
-    best = 40 * 1000 / (900 + 100 / 3) * 1.1
-    assert search._retrain_estimate() == pytest.approx(best)  # the MLP behind: never retrained
-    search.active = {7: ("mlp", 4)}  # a running MLP may finish as the best, as slow
-    assert search._retrain_estimate() == pytest.approx(best * 3)
-    search.active = {7: ("mlp", 2)}  # ... at its own epochs
-    assert search._retrain_estimate() == pytest.approx(best * 1.5)
-    search.active = {7: ("cnn", 4), 8: ("mlp", 1)}
-    assert search._retrain_estimate() == pytest.approx(best)
-    search.active = {7: ("resnet", 4)}  # no ResNet has finished: the longest of any family
-    assert search._retrain_estimate() == pytest.approx(best * 3)
+    start = time.monotonic()
+    search = _Search(study, cfg, sizes, Budget(start, 600), 0.0)
+    assert search._retrain_estimate() == pytest.approx(40 * 1000 / (900 + 100 / 3) * 1.1 / 2)
+    # a trial launched 100 s before the deadline ends by its own cut-off, so that its retrain
+    # fits should it finish as the best: the CNN's retrain runs twice as fast as the MLP's
+    launched = start + 500
+    pace = {f: retrain_per_trial_second(900, 100, 1, s) for f, s in (("cnn", 2.0), ("mlp", 1))}
+    for family, per_second in pace.items():
+        end = search.own_cutoff(launched, family)
+        retrain = per_second * (end - launched - STARTUP_SECONDS)
+        assert end + retrain + FINISH_SECONDS == pytest.approx(start + 600)
+    assert search.own_cutoff(launched, "cnn") > search.own_cutoff(launched, "mlp")
+
+
+def test_a_trial_ends_in_time_for_its_own_retrain() -> None:
+    # a second of one fit at a trial's pace: 1.1 * (900 + 100) / (900 + 100 / 3) s of
+    # retrain at the trial's pace, half that at a speed-up of 2; a third under three folds
+    # (the trial made three fits, the retrain makes one)
+    per_second = retrain_per_trial_second(900, 100, 1, 2.0)
+    assert per_second == pytest.approx(1.1 * 1000 / (900 + 100 / 3) / 2)
+    assert retrain_per_trial_second(900, 100, 3, 2.0) == pytest.approx(per_second / 3)
+    end = own_cutoff(1000.0, 1200.0, per_second)
+    assert end + per_second * (end - 1000 - STARTUP_SECONDS) + FINISH_SECONDS == \
+        pytest.approx(1200.0)
+    assert own_cutoff(1000.0, 1200.0, 0.0) == pytest.approx(1200.0 - FINISH_SECONDS)
 
 
 def test_a_completed_portfolio_trial_sets_its_familys_retrain_speedup(
