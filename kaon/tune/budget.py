@@ -72,7 +72,7 @@ class Budget:
 
 def trial_ends_by(kill_at: float, launched: float) -> float:
     """When a trial launched at ``launched`` should end its fits to finish before it is
-    killed at ``kill_at`` (its cap, or the search's cutoff): a margin of
+    killed at ``kill_at`` (its cap, the search's cut-off or its own): a margin of
     ``TRIAL_END_MARGIN`` of its time, at least a second, before."""
     return kill_at - max(1.0, TRIAL_END_MARGIN * (kill_at - launched))
 
@@ -110,12 +110,12 @@ def retrain_per_trial_second(n_train: int, n_val: int, folds: int, speedup: floa
 
 def own_cutoff(launched: float, deadline: float, per_second: float) -> float:
     """The latest a trial launched at ``launched`` may end for its own retrain to fit before
-    ``deadline`` (less ``FINISH_SECONDS``), should it finish as the best: its time ``D`` holds
-    a start-up and fits that the retrain repeats at ``per_second``
-    (:func:`retrain_per_trial_second`), so ``launched + D + per_second * (D - start-up)``
-    must not pass it."""
-    room = deadline - FINISH_SECONDS - launched
-    return launched + (room + per_second * STARTUP_SECONDS) / (1 + per_second)
+    ``deadline`` (less ``FINISH_SECONDS``), should it finish as the best: a trial of ``D``
+    seconds is counted as ``D`` of fitting (its start-up is not taken off: part of it, the
+    data load, is in the fits it reports), which the retrain repeats at ``per_second``
+    (:func:`retrain_per_trial_second`), so ``launched + D * (1 + per_second)`` must not pass
+    it."""
+    return launched + (deadline - FINISH_SECONDS - launched) / (1 + per_second)
 
 
 def measured_speedup(fit_seconds: float, epochs: int, all_cores: float, n_train: int,

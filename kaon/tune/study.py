@@ -583,9 +583,15 @@ class _Search:
         it finish as the best, still fits (:func:`kaon.tune.budget.own_cutoff`): the longer
         it runs, the longer that retrain."""
         pace = b.retrain_per_trial_second(int(self.sizes["n_train"]), int(self.sizes["n_val"]),
-                                          self.cfg.folds,
-                                          float(self.sizes.get("speedup", {}).get(family, 1.0)))
+                                          self.cfg.folds, _family_speedup(family, self.sizes))
         return b.own_cutoff(launched, self.budget.deadline, pace)
+
+    def may_launch(self, now: float) -> bool:
+        """Whether the cheapest trial still fits before the cut-off, and before its own at a
+        trial's pace (the slowest retrain), so that no trial starts only to be killed."""
+        least = now + self.sizes["min_trial"]
+        return (self.budget.may_launch(now, self._estimate, self.sizes["min_trial"])
+                and least <= self.own_cutoff(now, None))
 
     def spent(self) -> float:
         return self.spent_before + time.monotonic() - self.budget.start
@@ -599,7 +605,7 @@ class _Search:
                 if self.stop.is_set():
                     return
                 now = time.monotonic()
-                if not self.budget.may_launch(now, self._estimate, self.sizes["min_trial"]):
+                if not self.may_launch(now):
                     if self.running == 0:
                         self.changed.notify_all()  # the waiting workers end too
                         return
@@ -636,8 +642,8 @@ class _Search:
         family = trial.params.get("family")
         # its fits are shortened to end in time, rather than the trial killed with nothing
         # (the portfolio's ResNet, its epochs fitted to the cap, ran past it at 2 of 3
-        # BreastMNIST seeds); when the cutoff moves (a longer trial finished, and the
-        # retrain will take longer), the trial is told its new end as it runs
+        # BreastMNIST seeds); when the cut-off moves (a best with a longer retrain finished)
+        # or its own does (its family's speed-up was measured), it is told its new end
         def kill_at() -> float:
             return min(cap, self.cutoff(), self.own_cutoff(launched, family))
 
@@ -777,7 +783,12 @@ def _search(study: optuna.Study, cfg: TuneConfig, sizes: dict[str, Any], started
 
 def _speedup(trial: optuna.trial.FrozenTrial, sizes: dict[str, Any]) -> float:
     """How much faster the retrain runs this trial's model family than the trial did."""
-    return float(sizes.get("speedup", {}).get(trial.params.get("family"), 1.0))
+    return _family_speedup(trial.params.get("family"), sizes)
+
+
+def _family_speedup(family: str | None, sizes: dict[str, Any]) -> float:
+    """How much faster the retrain runs ``family`` than a trial does (1: not known)."""
+    return float(sizes.get("speedup", {}).get(family, 1.0))
 
 
 def _fit_seconds(trial: optuna.trial.FrozenTrial) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -373,7 +374,7 @@ def test_the_search_keeps_the_best_trials_retrain_and_no_other_finished_trials()
     pace = {f: retrain_per_trial_second(900, 100, 1, s) for f, s in (("cnn", 2.0), ("mlp", 1))}
     for family, per_second in pace.items():
         end = search.own_cutoff(launched, family)
-        retrain = per_second * (end - launched - STARTUP_SECONDS)
+        retrain = per_second * (end - launched)  # all of its time counted as fitting
         assert end + retrain + FINISH_SECONDS == pytest.approx(start + 600)
     assert search.own_cutoff(launched, "cnn") > search.own_cutoff(launched, "mlp")
 
@@ -386,9 +387,60 @@ def test_a_trial_ends_in_time_for_its_own_retrain() -> None:
     assert per_second == pytest.approx(1.1 * 1000 / (900 + 100 / 3) / 2)
     assert retrain_per_trial_second(900, 100, 3, 2.0) == pytest.approx(per_second / 3)
     end = own_cutoff(1000.0, 1200.0, per_second)
-    assert end + per_second * (end - 1000 - STARTUP_SECONDS) + FINISH_SECONDS == \
-        pytest.approx(1200.0)
+    assert end + per_second * (end - 1000) + FINISH_SECONDS == pytest.approx(1200.0)
     assert own_cutoff(1000.0, 1200.0, 0.0) == pytest.approx(1200.0 - FINISH_SECONDS)
+
+
+@pytest.mark.parametrize("folds", [0, 3])
+def test_a_trial_that_wins_at_its_own_cutoff_leaves_the_time_its_retrain_needs(
+        folds: int) -> None:
+    # a CNN (a retrain speed-up of 2) launched 300 s before the deadline fits until its own
+    # cut-off; once it is the best, the cut-off its retrain's estimate sets is where it
+    # ended: the retrain fits (its fits are the trial's time, a fold's share each)
+    cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=2, cv_folds=folds)
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {"cnn": 2.0}}
+    study = optuna.create_study(direction="maximize")
+    start = time.monotonic()
+    search = _Search(study, cfg, sizes, Budget(start, 600), 0.0)
+    launched = start + 300
+    end = search.own_cutoff(launched, "cnn")
+    study.add_trial(_finished(fit_seconds=(end - launched) / max(folds, 1), family="cnn"))
+    search._estimate = search._retrain_estimate()
+    assert search.cutoff() == pytest.approx(end)
+
+
+def test_a_trial_is_told_to_end_by_its_own_cutoff_when_that_comes_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    told: dict[str, float] = {}
+
+    def run_trial(trial: optuna.Trial, job: dict[str, object], deadline: Callable[[], float],
+                  *args: object, **kwargs: object) -> Outcome:
+        told.update(ends_by=float(job["ends_by"]), kill=deadline())  # type: ignore[arg-type]
+        return Outcome("pruned", 0.5, 1)
+
+    monkeypatch.setattr(study_module, "run_trial", run_trial)
+    cfg = TuneConfig(dataset="tiny", time_seconds=600, workers=2)
+    sizes = {"n_train": 900, "n_val": 100, "min_trial": 1.0, "speedup": {"cnn": 2.0}}
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"family": "cnn"})
+    best = study.ask()
+    suggest(best, cfg.space)
+    best.set_user_attr("fit_seconds", 1.0)  # a best whose retrain takes about nothing
+    study.tell(best, 0.9)
+    search = _Search(study, cfg, sizes, Budget(time.monotonic() - 500, 600), 0.0)
+    study.enqueue_trial({"family": "cnn"})
+    launched = time.monotonic()
+    search._run(study.ask(), launched)  # 100 s left: the cut-off is 94 s away, its own 60 s
+    own = search.own_cutoff(launched, "cnn")
+    assert own < search.cutoff() - 20
+    assert told["kill"] == pytest.approx(own)
+    assert told["ends_by"] == pytest.approx(trial_ends_by(own, launched))
+    # a trial starts only if the cheapest fits before its own cut-off at a trial's pace
+    # (44 s from now of the 95 s left) as well as before the search's (94 s)
+    sizes["min_trial"] = 30.0
+    assert search.may_launch(time.monotonic())
+    sizes["min_trial"] = 50.0
+    assert not search.may_launch(time.monotonic())
 
 
 def test_a_completed_portfolio_trial_sets_its_familys_retrain_speedup(
