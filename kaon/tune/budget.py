@@ -95,10 +95,10 @@ def retrain_seconds(trial_seconds: float, n_train: int, n_val: int,
 
 
 def retrain_estimate(trial_seconds: float, n_train: int, n_val: int,
-                     speedup: float = 1.0, stretch: float = 1.0) -> float:
-    """What the search keeps for the final fit: :func:`retrain_seconds` and a 10% margin,
-    times ``stretch``, its epochs against the trial's (at least 1)."""
-    return retrain_seconds(trial_seconds, n_train, n_val, speedup) * 1.1 * max(stretch, 1.0)
+                     speedup: float = 1.0) -> float:
+    """What the search keeps for the final fit at the trial's epochs: :func:`retrain_seconds`
+    and a 10% margin."""
+    return retrain_seconds(trial_seconds, n_train, n_val, speedup) * 1.1
 
 
 def retrain_per_trial_second(n_train: int, n_val: int, folds: int, speedup: float) -> float:
